@@ -1,0 +1,162 @@
+"""Kernel -> (regressor name, feature vector) in nn-Meter's order and units.
+
+Two feature sets:
+
+``"nnmeter-2.0"``
+    Exactly what nn-Meter 2.0 computes, so its trained regressors give the same answer. It
+    keeps nn-Meter's quirks: global average pooling always gets ``hw = 1``; a concat of more
+    than four inputs reports 6 inputs; grouped (non-depthwise) convolutions are costed as dense
+    ones; 2-D tensors give ``hw = batch`` for bn/relu.
+``"nnmeter-nas-1"``
+    The same vectors with those quirks fixed (real ``hw``, real input count, grouped FLOPs),
+    plus generic ``[hw, cin]`` features for kernel types nn-Meter has no regressor for (mul,
+    sigmoid, pad, ...). Packages built by nnmeter_nas use it.
+
+Conv features: ``[hw, cin, cout, k, s, flops/2e6, params/1e6]`` with
+``params = cout * (k*k*cin + 1)`` and ``flops = 2 * (H/s) * (W/s) * params``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..kernels.detector import Kernel
+
+FEATURE_SETS = ("nnmeter-2.0", "nnmeter-nas-1")
+
+FEATURE_NAMES: dict[str, list[str]] = {
+    "conv-bn-relu": ["hw", "cin", "cout", "k", "s", "flops_2e6", "params_1e6"],
+    "dwconv-bn-relu": ["hw", "cin", "cout", "k", "s", "flops_2e6", "params_1e6"],
+    "fc": ["cin", "cout", "flops_2e6", "flops_1e6"],
+    "maxpool": ["hw", "cin", "cout", "k", "s"],
+    "avgpool": ["hw", "cin", "cout", "k", "s"],
+    "global-avgpool": ["hw", "cin"],
+    "channelshuffle": ["hw", "cin"],
+    "split": ["hw", "cin"],
+    "se": ["hw", "cin"],
+    "hswish": ["hw", "cin"],
+    "bn": ["hw", "cin"],
+    "relu": ["hw", "cin"],
+    "bnrelu": ["hw", "cin"],
+    "add": ["hw", "cin1", "cin2"],
+    "addrelu": ["hw", "cin1", "cin2"],
+    "concat": ["hw", "n_inputs", "c1", "c2", "c3", "c4"],
+}
+GENERIC_FEATURE_NAMES = ["hw", "cin"]
+
+
+def regressor_name(kernel_type: str) -> str:
+    """Name of the regressor that predicts a kernel type (nn-Meter's merging of similar
+    kernels: every convolution kernel uses ``conv-bn-relu`` or ``dwconv-bn-relu``...)."""
+    t = kernel_type
+    if "dwconv" in t:
+        return "dwconv-bn-relu"
+    if "conv" in t:
+        return "conv-bn-relu"
+    return {"fc-relu": "fc", "max-pool": "maxpool", "avg-pool": "avgpool",
+            "global-pool": "global-avgpool", "gap": "global-avgpool",
+            "channel_shuffle": "channelshuffle", "bn-relu": "bnrelu", "add-relu": "addrelu",
+            "SE": "se", "SE-relu": "se", "se-relu": "se"}.get(t, t)
+
+
+def feature_names(regressor: str) -> list[str]:
+    return FEATURE_NAMES.get(regressor, GENERIC_FEATURE_NAMES)
+
+
+def _conv_flops_params(kind: str, hw: float, cin: int, cout: int, k: int, s: int,
+                       groups: int = 1) -> tuple[float, float]:
+    if "dwconv" in kind:
+        params = cout * (k * k + 1)
+    else:
+        params = cout * (k * k * cin / groups + 1)
+    return 2 * hw / s * hw / s * params, params
+
+
+def _hw_c(shape: Sequence[int]) -> tuple[int, int]:
+    if len(shape) == 4:
+        return shape[1], shape[3]
+    return shape[0], shape[-1]
+
+
+def extract_features(kernel: Kernel, feature_set: str = "nnmeter-nas-1") -> list[float] | None:
+    """Feature vector of ``kernel``, or None when the feature set defines none for its type
+    (nn-Meter then has no regressor for it either)."""
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; use one of {FEATURE_SETS}")
+    compat = feature_set == "nnmeter-2.0"
+    op = kernel.type
+    ins = kernel.input_shapes
+    outs = kernel.output_shapes
+    attrs = kernel.attrs
+    first = ins[0] if ins else []
+    inputh = first[1] if len(first) == 4 else None
+    cin = first[-1] if first else None
+    cout = outs[0][-1] if len(outs) == 1 and outs[0] else None
+
+    def ks() -> int:
+        k = attrs.get("ks", [1, 1])
+        return int(k[1] if len(k) > 1 else k[0])
+
+    def stride() -> int:
+        s = attrs.get("strides", [1, 1])
+        return int(s[1] if len(s) > 1 else s[0])
+
+    # The order of these tests follows nn-Meter's, which matches by substring.
+    if "conv" in op:
+        if inputh is None or cout is None:
+            return None
+        groups = 1 if compat else int(attrs.get("group", 1))
+        flops, params = _conv_flops_params(op, inputh, cin, cout, ks(), stride(), groups)
+        return [inputh, cin, cout, ks(), stride(), flops / 2e6, params / 1e6]
+    if "fc" in op:
+        if cin is None or cout is None:
+            return None
+        flop = (2 * cin + 1) * cout
+        return [cin, cout, flop / 2e6, flop / 1e6]
+    if "pool" in op and "global" not in op:
+        if inputh is None or cout is None:
+            return None
+        return [inputh, cin, cout, ks(), stride()]
+    if "global-pool" in op or "global-avgpool" in op or "gap" in op:
+        return [1 if compat else (inputh or 1), cin]
+    if "channelshuffle" in op or "split" in op:
+        if len(first) != 4:
+            return None if compat else [1, cin]
+        return [first[1], first[3]]
+    if "se" in op or "SE" in op:
+        last = ins[-1]
+        return [last[-2], last[-1]]
+    if "concat" in op:
+        hw = first[1] if len(first) == 4 else (first[0] if compat else 1)
+        feats = [hw, len(ins)] + [t[-1] for t in ins]
+        if len(feats) < 6:
+            feats += [0] * (6 - len(feats))
+        elif len(feats) > 6:
+            feats = feats[:6]
+            if compat:
+                feats[1] = 6
+        return feats
+    if op == "hswish":
+        if compat and "inputh" in attrs:
+            return [attrs["inputh"], cin]
+        h = first[1] if len(first) == 4 else (first[0] if len(first) == 2 else 1)
+        return [h, cin]
+    if op in ("bn", "relu", "bn-relu"):
+        if len(first) == 4:
+            return [first[1], first[3]]
+        if compat:
+            return [first[0], first[1]]
+        return [1, first[-1]]
+    if op in ("add-relu", "add"):
+        if compat:
+            if len(ins) < 2 or len(ins[0]) != 4 or len(ins[1]) != 4:
+                return None  # nn-Meter 2.0 raises an IndexError here
+            return [ins[0][1], ins[0][3], ins[1][3]]
+        h, c1 = _hw_c(first) if len(first) == 4 else (1, first[-1])
+        c2 = ins[1][-1] if len(ins) > 1 else c1
+        return [h, c1, c2]
+    if compat:
+        return None
+    if not first:
+        return None
+    h, c = _hw_c(first) if len(first) == 4 else (1, first[-1])
+    return [h, c]

@@ -1,0 +1,49 @@
+"""Front ends: torch modules, ONNX models and nn-Meter IR in, a shaped :class:`OpGraph` out."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import ModelFormatError
+from .ir import OpGraph, OpNode
+
+__all__ = ["OpGraph", "OpNode", "load_graph", "is_torch_module"]
+
+
+def is_torch_module(model: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None) -> OpGraph:
+    """Shaped operator graph of ``model``.
+
+    ``model`` may be a ``torch.nn.Module`` (``input_shape`` required, NCHW), an ONNX file path,
+    ``onnx.ModelProto`` or bytes (``input_shape`` overrides dynamic input dims), an nn-Meter IR
+    dict or ``.json`` file, or an :class:`OpGraph` (returned as is).
+    """
+    if isinstance(model, OpGraph):
+        return model
+    if is_torch_module(model):
+        from .onnx_import import onnx_to_graph
+        from .torch_export import export_onnx
+
+        graph = onnx_to_graph(export_onnx(model, input_shape))
+        graph.name = type(model).__name__
+        return graph
+    if isinstance(model, dict):
+        from .ir_import import ir_to_graph
+
+        return ir_to_graph(model)
+    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".json":
+        from .ir_import import ir_to_graph
+
+        return ir_to_graph(model)
+    if isinstance(model, (str, Path, bytes, bytearray)) or type(model).__name__ == "ModelProto":
+        from .onnx_import import onnx_to_graph
+
+        return onnx_to_graph(model, input_shape=input_shape)
+    raise ModelFormatError(
+        f"cannot predict a {type(model).__name__}: pass a torch.nn.Module (with input_shape), "
+        "an ONNX file path or onnx.ModelProto, or an nn-Meter IR dict/JSON file")

@@ -1,0 +1,287 @@
+"""ONNX -> :class:`OpGraph` with static shapes.
+
+Steps: read the model (clear errors for missing, truncated or non-ONNX files), fix the input
+shapes (``input_shape`` or the model's own static ones), run ONNX shape inference, drop
+everything computed from constants only (weights, shape arithmetic: ``Constant``, ``Shape`` of
+static tensors...), bypass ``Identity``/``Dropout``, fold a ``BatchNormalization`` that directly
+follows a convolution into it (torch's eval-mode export does the same, so both kinds of file
+give the same kernels), and map op types to nn-Meter's canonical names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import DynamicShapeError, ModelFormatError, UnsupportedOpError
+from .ir import OpGraph, OpNode
+from .op_types import ONNX_OP_TYPES, ONNX_PASSTHROUGH
+
+InputShape = Sequence[int] | dict[str, Sequence[int]] | None
+
+
+def read_onnx(model: Any) -> tuple[Any, str]:
+    """Return ``(ModelProto, label)`` for a path, bytes or ``ModelProto``."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if isinstance(model, onnx.ModelProto):
+        return model, model.graph.name or "<onnx.ModelProto>"
+    if isinstance(model, (bytes, bytearray)):
+        data, label = bytes(model), "<onnx bytes>"
+    elif isinstance(model, (str, Path)):
+        path = Path(model)
+        label = str(path)
+        if not path.is_file():
+            raise ModelFormatError(f"model file not found: {path}")
+        data = path.read_bytes()
+    else:
+        raise ModelFormatError(f"cannot read an ONNX model from a {type(model).__name__}")
+    if not data:
+        raise ModelFormatError(f"{label}: empty file, not an ONNX model")
+    try:
+        proto = onnx.load_from_string(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ModelFormatError(f"{label}: not a valid ONNX model (corrupt or truncated file?): "
+                               f"{exc}") from exc
+    if len(proto.graph.node) == 0:
+        raise ModelFormatError(f"{label}: not a valid ONNX model (the graph has no nodes; is "
+                               "this really an ONNX file?)")
+    return proto, label
+
+
+def _dims(type_proto: Any) -> list[int] | None:
+    """Static dims of a tensor type, or None if any is unknown."""
+    if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
+        return None
+    dims = []
+    for d in type_proto.tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            return None
+    return dims
+
+
+def _to_nhwc(shape: list[int]) -> list[int]:
+    if len(shape) == 4:
+        return [shape[0], shape[2], shape[3], shape[1]]
+    return list(shape)
+
+
+def _set_input_shapes(proto: Any, input_shape: InputShape, label: str) -> None:
+    import onnx
+
+    init_names = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in init_names]
+    if input_shape is not None:
+        if isinstance(input_shape, dict):
+            wanted = {k: list(v) for k, v in input_shape.items()}
+            unknown = set(wanted) - {i.name for i in inputs}
+            if unknown:
+                raise ModelFormatError(f"{label}: input_shape names unknown inputs {sorted(unknown)}; "
+                                       f"the model's inputs are {[i.name for i in inputs]}")
+        else:
+            if len(inputs) != 1:
+                raise ModelFormatError(f"{label}: the model has {len(inputs)} inputs "
+                                       f"{[i.name for i in inputs]}; pass input_shape as a dict "
+                                       "{input_name: shape}")
+            wanted = {inputs[0].name: list(input_shape)}
+        for inp in inputs:
+            if inp.name not in wanted:
+                continue
+            shape = wanted[inp.name]
+            if not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
+                raise ModelFormatError(f"{label}: input_shape for {inp.name!r} must be positive "
+                                       f"ints, got {shape}")
+            old = inp.type.tensor_type.shape.dim
+            if len(old) and len(old) != len(shape):
+                raise ModelFormatError(f"{label}: input {inp.name!r} has rank {len(old)}, "
+                                       f"input_shape {shape} has rank {len(shape)}")
+            elem = inp.type.tensor_type.elem_type or onnx.TensorProto.FLOAT
+            inp.type.CopyFrom(onnx.helper.make_tensor_type_proto(elem, [int(d) for d in shape]))
+    for inp in inputs:
+        if _dims(inp.type) is None:
+            dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
+                    for d in inp.type.tensor_type.shape.dim]
+            raise DynamicShapeError(f"{label}: input {inp.name!r} has dynamic or unknown shape "
+                                    f"{dims}; pass input_shape=(N, C, H, W) to fix it")
+
+
+def _constant_value(name: str, consts: dict[str, np.ndarray]) -> np.ndarray | None:
+    return consts.get(name)
+
+
+def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool = True) -> OpGraph:
+    """Convert an ONNX model (path, bytes or ``ModelProto``) to a shaped :class:`OpGraph`."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto, label = read_onnx(model)
+    proto_copy = onnx.ModelProto()
+    proto_copy.CopyFrom(proto)
+    proto = proto_copy
+    _set_input_shapes(proto, input_shape, label)
+    from .constant_folding import fold_constants
+
+    try:
+        proto = fold_constants(proto)
+    except Exception as exc:  # onnx raises several exception types here
+        raise ModelFormatError(f"{label}: ONNX shape inference failed: {exc}") from exc
+    g = proto.graph
+
+    shapes: dict[str, list[int] | None] = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        shapes[vi.name] = _dims(vi.type)
+    consts: dict[str, np.ndarray] = {}
+    for t in g.initializer:
+        if np.prod(t.dims) <= 64:  # only small constants (axes, shapes) are ever read
+            consts[t.name] = numpy_helper.to_array(t)
+        shapes[t.name] = list(t.dims)
+    const_names = {t.name for t in g.initializer}
+    alias: dict[str, str] = {}  # tensor -> tensor it equals (Identity/Dropout bypass)
+    producer: dict[str, str] = {}
+    kept: list[tuple[Any, str]] = []
+    used_names: set[str] = set()
+
+    def real(t: str) -> str:
+        while t in alias:
+            t = alias[t]
+        return t
+
+    for idx, node in enumerate(g.node):
+        ins = [real(i) for i in node.input if i]
+        if node.op_type == "Constant":
+            for o in node.output:
+                const_names.add(o)
+                for a in node.attribute:
+                    if a.name == "value":
+                        arr = numpy_helper.to_array(a.t)
+                        if arr.size <= 64:
+                            consts[o] = arr
+            continue
+        if node.op_type == "Shape" and ins and shapes.get(ins[0]) is not None:
+            const_names.update(node.output)
+            consts[node.output[0]] = np.asarray(shapes[ins[0]], dtype=np.int64)
+            continue
+        if all(i in const_names for i in ins):
+            # Computed from constants only: folded away (shape arithmetic, weight transforms).
+            const_names.update(o for o in node.output if o)
+            continue
+        if node.op_type in ONNX_PASSTHROUGH:
+            alias[node.output[0]] = ins[0]
+            continue
+        if node.op_type not in ONNX_OP_TYPES:
+            raise UnsupportedOpError(
+                f"{label}: operator {node.op_type!r} (node {node.name or f'#{idx}'!r}) is not "
+                "supported by the latency engine; supported operators: "
+                f"{', '.join(sorted(ONNX_OP_TYPES))}")
+        name = node.name or f"{node.op_type}_{idx}"
+        while name in used_names:
+            name = f"{name}_{idx}"
+        used_names.add(name)
+        for o in node.output:
+            if o:
+                producer[o] = name
+        kept.append((node, name))
+
+    nodes: dict[str, OpNode] = {}
+    slice_groups: dict[str, str] = {}  # tensor -> name of the split node that slices it
+    for node, name in kept:
+        ins = [real(i) for i in node.input if i]
+        data_ins = [i for i in ins if i not in const_names]
+        in_shapes = []
+        for t in data_ins:
+            s = shapes.get(t)
+            if s is None:
+                raise DynamicShapeError(f"{label}: tensor {t!r} (input of node {name!r}, "
+                                        f"{node.op_type}) has an unknown shape; pass a static "
+                                        "input_shape or simplify the model")
+            in_shapes.append(s)
+        out_shapes = []
+        for o in node.output:
+            if not o:
+                continue
+            s = shapes.get(o)
+            if s is None:
+                raise DynamicShapeError(f"{label}: output {o!r} of node {name!r} "
+                                        f"({node.op_type}) has an unknown shape; pass a static "
+                                        "input_shape or simplify the model")
+            out_shapes.append(s)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = {k: (v.decode() if isinstance(v, bytes) else
+                     list(v) if isinstance(v, (list, tuple)) else v)
+                 for k, v in attrs.items() if not hasattr(v, "ByteSize")}
+        op = node.op_type
+        ctype = ONNX_OP_TYPES[op]
+        if op == "Conv":
+            if "kernel_shape" not in attrs and len(ins) > 1 and shapes.get(ins[1]):
+                attrs["kernel_shape"] = shapes[ins[1]][2:]
+            group = int(attrs.get("group", 1))
+            if group > 1 and group == in_shapes[0][1]:
+                ctype = "dwconv"
+        elif op == "MatMul" and len(ins) == 2 and ins[1] in const_names and \
+                len(shapes.get(ins[1]) or []) == 2:
+            ctype = "fc"
+        elif op == "ReduceMean":
+            axes = attrs.get("axes")
+            if axes is None and len(ins) > 1:
+                v = _constant_value(ins[1], consts)
+                axes = None if v is None else [int(a) for a in np.ravel(v)]
+            rank = len(in_shapes[0])
+            if axes is not None and rank == 4 and sorted(a % 4 for a in axes) == [2, 3]:
+                ctype = "gap"
+        elif op == "Split" and "split" not in attrs and len(ins) > 1:
+            v = _constant_value(ins[1], consts)
+            if v is not None:
+                attrs["split"] = [int(a) for a in np.ravel(v)]
+        elif op == "Slice":
+            src = data_ins[0] if data_ins else ins[0]
+            if src in slice_groups:  # nn-Meter merges the slices of one tensor into one split
+                merged = nodes[slice_groups[src]]
+                merged.output_shapes.extend(_to_nhwc(s) for s in out_shapes)
+                for o in node.output:
+                    producer[o] = merged.name
+                continue
+            slice_groups[src] = name
+        if "kernel_shape" in attrs:
+            attrs["ks"] = list(attrs.pop("kernel_shape"))
+        if op in ("MaxPool", "AveragePool", "Conv", "ConvTranspose"):
+            nd = len(attrs.get("ks", [1, 1]))
+            attrs.setdefault("strides", [1] * nd)
+            attrs.setdefault("pads", [0] * (2 * nd))
+        if ctype == "split" and "axis" in attrs:
+            attrs["split_dim"] = attrs.pop("axis")
+        nodes[name] = OpNode(name=name, type=ctype,
+                             inputs=list(dict.fromkeys(producer[t] for t in data_ins
+                                                       if t in producer)),
+                             input_shapes=[_to_nhwc(s) for s in in_shapes],
+                             output_shapes=[_to_nhwc(s) for s in out_shapes],
+                             attrs=attrs, source_op=op)
+        nodes[name]._data_inputs = data_ins  # type: ignore[attr-defined]
+    # Inputs were resolved through `producer`, which merged slices may have redirected.
+    for n in nodes.values():
+        n.inputs = list(dict.fromkeys(producer[t] for t in n._data_inputs  # type: ignore
+                                      if t in producer))
+        del n._data_inputs  # type: ignore[attr-defined]
+    for n in nodes.values():
+        for p in n.inputs:
+            if n.name not in nodes[p].outputs:
+                nodes[p].outputs.append(n.name)
+    graph = OpGraph(list(nodes.values()), name=label)
+    if fold_bn:
+        fold_batchnorm(graph)
+    return graph
+
+
+def fold_batchnorm(graph: OpGraph) -> None:
+    """Fold each ``bn`` whose only producer is a conv it alone consumes into that conv."""
+    for name in list(graph.nodes):
+        node = graph.nodes.get(name)
+        if node is None or node.type != "bn" or len(node.inputs) != 1:
+            continue
+        prod = graph.nodes[node.inputs[0]]
+        if prod.type in ("conv", "dwconv", "fc") and prod.outputs == [name]:
+            prod.attrs["folded_bn"] = True
+            graph.remove_node(name)

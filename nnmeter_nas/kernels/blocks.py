@@ -1,0 +1,134 @@
+"""Detection of nn-Meter's multi-operator blocks on an :class:`OpGraph`.
+
+Each detector returns groups of node names that run as one kernel:
+
+- ``hswish``: ``x * hardsigmoid(x)``, ``x * relu6(x + 3) / 6`` (with ``Clip`` or ``Relu6``, a
+  division or a multiplication by 1/6), or a single ``HardSwish`` node.
+- ``se``: squeeze-and-excitation, ``x * gate(conv(relu(conv(gap(x)))))`` where the gate is a
+  (hard) sigmoid, the convolutions may be fully connected layers around a reshape.
+- ``channelshuffle``: reshape -> transpose -> reshape.
+- ``gap``: global average pooling, together with the flatten/reshape that directly follows it.
+"""
+from __future__ import annotations
+
+from ..graph.ir import OpGraph, OpNode
+
+
+def _only_consumer(g: OpGraph, node: OpNode) -> OpNode | None:
+    return g[node.outputs[0]] if len(node.outputs) == 1 else None
+
+
+def _hsigmoid_chain(g: OpGraph, start: OpNode) -> list[str] | None:
+    """Nodes of a hard-sigmoid computed from ``start``: ``hardsigmoid``, ``sigmoid`` or
+    ``add -> relu(6) -> div|mul`` (returns the chain, its last node produces the gate)."""
+    if start.type in ("hardsigmoid", "sigmoid"):
+        return [start.name]
+    if start.type == "add" and len(start.inputs) == 1:
+        relu = _only_consumer(g, start)
+        if relu is not None and relu.type == "relu":
+            scale = _only_consumer(g, relu)
+            if scale is not None and scale.type in ("div", "mul") and len(scale.inputs) == 1:
+                return [start.name, relu.name, scale.name]
+    return None
+
+
+def find_hswish(g: OpGraph, taken: set[str]) -> list[list[str]]:
+    groups = []
+    for node in g:
+        if node.name in taken:
+            continue
+        if node.type == "hswish" and node.source_op == "HardSwish":
+            continue  # already a single hswish node
+        if node.type not in ("hardsigmoid", "add") or len(node.inputs) != 1:
+            continue
+        chain = _hsigmoid_chain(g, node)
+        if chain is None or g[node.name].type == "sigmoid":
+            continue
+        last = g[chain[-1]]
+        mul = _only_consumer(g, last)
+        x = node.inputs[0]
+        if mul is None or mul.type != "mul" or set(mul.inputs) != {x, last.name}:
+            continue
+        group = chain + [mul.name]
+        if taken.isdisjoint(group):
+            groups.append(group)
+            taken.update(group)
+    return groups
+
+
+def find_se(g: OpGraph, taken: set[str]) -> list[list[str]]:
+    groups = []
+    for node in g:
+        if node.type != "gap" or node.name in taken or len(node.inputs) != 1:
+            continue
+        x = node.inputs[0]
+        group = [node.name]
+        cur = _only_consumer(g, node)
+        if cur is not None and cur.type == "reshape":
+            group.append(cur.name)
+            cur = _only_consumer(g, cur)
+        if cur is None or cur.type not in ("conv", "fc"):
+            continue
+        group.append(cur.name)
+        relu = _only_consumer(g, cur)
+        if relu is None or relu.type != "relu":
+            continue
+        group.append(relu.name)
+        conv2 = _only_consumer(g, relu)
+        if conv2 is None or conv2.type not in ("conv", "fc"):
+            continue
+        group.append(conv2.name)
+        nxt = _only_consumer(g, conv2)
+        if nxt is None:
+            continue
+        gate = _hsigmoid_chain(g, nxt)
+        if gate is None:
+            continue
+        group.extend(gate)
+        cur = _only_consumer(g, g[gate[-1]])
+        if cur is not None and cur.type == "reshape":
+            group.append(cur.name)
+            cur = _only_consumer(g, cur)
+        if cur is None or cur.type != "mul" or set(cur.inputs) != {x, group[-1]}:
+            continue
+        group.append(cur.name)
+        if taken.isdisjoint(group):
+            groups.append(group)
+            taken.update(group)
+    return groups
+
+
+def find_channelshuffle(g: OpGraph, taken: set[str]) -> list[list[str]]:
+    groups = []
+    for node in g:
+        if node.type != "reshape" or node.name in taken or not node.output_shapes or \
+                len(node.output_shapes[0]) != 5:
+            continue
+        tr = _only_consumer(g, node)
+        if tr is None or tr.type != "transpose":
+            continue
+        back = _only_consumer(g, tr)
+        if back is None or back.type != "reshape":
+            continue
+        group = [node.name, tr.name, back.name]
+        if taken.isdisjoint(group):
+            groups.append(group)
+            taken.update(group)
+    return groups
+
+
+def find_gap(g: OpGraph, taken: set[str]) -> list[list[str]]:
+    groups = []
+    for node in g:
+        if node.type != "gap" or node.name in taken:
+            continue
+        nxt = _only_consumer(g, node)
+        if nxt is not None and nxt.type == "reshape" and nxt.name not in taken:
+            groups.append([node.name, nxt.name])
+            taken.update(groups[-1])
+    return groups
+
+
+# Order matters: se contains a gap and a hard sigmoid, so it is matched first.
+BLOCK_FINDERS = (("se", find_se), ("hswish", find_hswish),
+                 ("channelshuffle", find_channelshuffle), ("gap", find_gap))

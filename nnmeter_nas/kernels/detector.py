@@ -1,0 +1,167 @@
+"""Split a shaped graph into kernels by a device's fusion rules (nn-Meter's algorithm).
+
+1. Multi-operator blocks (``BF_a_b_c`` chains, then se, hswish, channelshuffle, gap) are
+   collapsed into one unit each.
+2. Walking the units in topological order, a unit whose type fuses with its single consumer's
+   type (``BF_a_b``) absorbs it; the absorbed unit's consumers become its own and the same unit
+   is tried again, so ``conv -> bn -> relu`` becomes one ``conv-bn-relu`` kernel when both
+   ``BF_conv_bn`` and ``BF_conv_relu`` hold (the first operator's type decides every step).
+3. Each group is a :class:`Kernel` whose type joins the operator types with ``-`` and whose
+   shapes and attributes are those of its first operator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..graph.ir import OpGraph
+from .blocks import BLOCK_FINDERS
+from .fusion_rules import FusionRules
+
+
+@dataclass
+class Kernel:
+    """One fused kernel. Shapes are NHWC for 4-D tensors; ``input_shapes``/``output_shapes``
+    and ``attrs`` (``ks``, ``strides``, ``group``...) are those of the kernel's first operator."""
+
+    name: str
+    type: str
+    nodes: list[str]
+    input_shapes: list[list[int]]
+    output_shapes: list[list[int]]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)   # producer kernels
+    outputs: list[str] = field(default_factory=list)  # consumer kernels
+
+
+@dataclass
+class _Unit:
+    type: str
+    nodes: list[str]
+    root: str
+    inputs: set[int] = field(default_factory=set)
+    outputs: set[int] = field(default_factory=set)
+
+
+def _chain_matches(g: OpGraph, chain: tuple[str, ...], taken: set[str]) -> list[list[str]]:
+    groups = []
+    for node in g:
+        if node.type != chain[0] or node.name in taken:
+            continue
+        group = [node.name]
+        cur = node
+        for t in chain[1:]:
+            if len(cur.outputs) != 1 or g[cur.outputs[0]].type != t:
+                break
+            cur = g[cur.outputs[0]]
+            group.append(cur.name)
+        if len(group) == len(chain) and taken.isdisjoint(group):
+            groups.append(group)
+            taken.update(group)
+    return groups
+
+
+def _root(g: OpGraph, group: list[str]) -> str:
+    members = set(group)
+    for name in group:
+        if not any(i in members for i in g[name].inputs):
+            return name
+    return group[0]
+
+
+def _build_units(g: OpGraph, rules: FusionRules) -> list[_Unit]:
+    taken: set[str] = set()
+    blocks: list[tuple[str, list[str]]] = []
+    for chain in rules.chains:
+        blocks += [("-".join(chain), grp) for grp in _chain_matches(g, chain, taken)]
+    for block_type, finder in BLOCK_FINDERS:
+        blocks += [(block_type, grp) for grp in finder(g, taken)]
+    unit_of: dict[str, int] = {}
+    units: list[_Unit] = []
+    block_of = {n: i for i, (_, grp) in enumerate(blocks) for n in grp}
+    emitted: set[int] = set()
+    for node in g:  # units in topological order of their first node
+        b = block_of.get(node.name)
+        if b is None:
+            unit_of[node.name] = len(units)
+            units.append(_Unit(node.type, [node.name], node.name))
+        elif b not in emitted:
+            emitted.add(b)
+            btype, grp = blocks[b]
+            order = [n for n in g.nodes if n in set(grp)]
+            idx = len(units)
+            units.append(_Unit(btype, order, _root(g, order)))
+            for n in grp:
+                unit_of[n] = idx
+    for i, u in enumerate(units):
+        for n in u.nodes:
+            for o in g[n].outputs:
+                j = unit_of[o]
+                if j != i:
+                    u.outputs.add(j)
+                    units[j].inputs.add(i)
+    return units
+
+
+def detect_kernels(graph: OpGraph, rules: FusionRules | None = None) -> list[Kernel]:
+    """Kernels of ``graph`` under ``rules`` (default: :meth:`FusionRules.default`)."""
+    rules = rules or FusionRules.default()
+    units = _build_units(graph, rules)
+    n = len(units)
+    parent = list(range(n))
+    outs = [set(u.outputs) for u in units]
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    i = 0
+    while i < n:
+        if find(i) != i or not outs[i] or (rules.mon == 0 and len(outs[i]) > 1):
+            i += 1
+            continue
+        fused = False
+        for j in sorted(outs[i]):
+            if find(j) != j or not rules.is_fusible(units[i].type, units[j].type):
+                continue
+            parent[j] = i
+            if rules.mon == 0:
+                outs[i] = set(outs[j])
+            else:
+                outs[i] = (outs[i] - {j}) | outs[j]
+            fused = True
+            if rules.mon == 1:
+                break
+        if not fused:
+            i += 1
+
+    members: dict[int, list[int]] = {}
+    for k in range(n):
+        members.setdefault(find(k), []).append(k)
+    kernels: list[Kernel] = []
+    name_of: dict[int, str] = {}
+    for idx, (root, ks) in enumerate(sorted(members.items())):
+        first = units[root]
+        node = graph[first.root]
+        ktype = "-".join(units[k].type for k in ks)
+        kname = f"{ktype}#{idx}"
+        nodes = [nm for k in ks for nm in units[k].nodes]
+        in_shapes = [list(s) for s in node.input_shapes]
+        if first.type == "hswish":
+            in_shapes = in_shapes[:1]
+        kernels.append(Kernel(name=kname, type=ktype, nodes=nodes, input_shapes=in_shapes,
+                              output_shapes=[list(s) for s in node.output_shapes],
+                              attrs=dict(node.attrs)))
+        name_of[root] = kname
+    by_name = {k.name: k for k in kernels}
+    for root, ks in members.items():
+        src = by_name[name_of[root]]
+        for k in ks:
+            for o in units[k].outputs:
+                dst = name_of[find(o)]
+                if dst != src.name and dst not in src.outputs:
+                    src.outputs.append(dst)
+                    by_name[dst].inputs.append(src.name)
+    return kernels

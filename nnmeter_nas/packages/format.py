@@ -1,0 +1,278 @@
+"""The predictor package format: a directory (or a zip of one) that loads without pickle.
+
+Layout::
+
+    manifest.json          name, version, device, framework, feature set, kernel types...
+    fusion_rules.json      nn-Meter's fusion rules format
+    kernels/<regressor>.npz  one TreeEnsemble per kernel type (see regressors.forest)
+
+``manifest.json`` holds::
+
+    {"format": "nnmeter-nas-predictor", "format_version": 1,
+     "name": ..., "version": ..., "device": ..., "framework": ..., "description": ...,
+     "feature_set": "nnmeter-2.0" | "nnmeter-nas-1",
+     "units": {"latency": "ms", "flops": "FLOPs/2e6 as nn-Meter", "params": "params/1e6"},
+     "kernels": {<regressor>: {"file": "kernels/<regressor>.npz",
+                               "feature_names": [...],
+                               "feature_range": {"min": [...], "max": [...]} | null,
+                               "n_train": int | null, "validation": {...} | null}},
+     "free_kernel_types": [...],   # kernel types declared to cost 0 ms (layout-only ops)
+     "source": {...},              # how it was made (import, builder, fit), free form
+     "files": {<relative path>: <sha256>}}  # every other file of the package
+
+Loading verifies every checksum and refuses zip entries that escape the package folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import PackageError
+from ..kernels.fusion_rules import FusionRules
+from ..regressors.forest import TreeEnsemble
+
+FORMAT = "nnmeter-nas-predictor"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FUSION_RULES = "fusion_rules.json"
+UNITS = {"latency": "ms", "flops": "FLOPs / 2e6 (as nn-Meter)", "params": "parameters / 1e6"}
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _safe_member(name: str) -> PurePosixPath | None:
+    p = PurePosixPath(name.replace("\\", "/"))
+    if not p.parts or p.is_absolute() or ".." in p.parts or ":" in p.parts[0]:
+        return None
+    return p
+
+
+class _Source:
+    """Read access to a package directory or zip archive (files relative to the package root)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+        self._prefix = ""
+        if path.is_dir():
+            return
+        if not path.is_file():
+            raise PackageError(f"predictor package not found: {path}")
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as exc:
+            raise PackageError(f"{path}: not a predictor package (neither a directory nor a "
+                               f"valid zip file): {exc}") from exc
+        names = self._zip.namelist()
+        for n in names:
+            if _safe_member(n) is None:
+                raise PackageError(f"{path}: zip entry {n!r} escapes the package folder; "
+                                   "refusing to read this archive")
+        manifests = sorted((n for n in names if PurePosixPath(n).name == MANIFEST),
+                           key=lambda n: n.count("/"))
+        if not manifests:
+            raise PackageError(f"{path}: no {MANIFEST} in the archive; is it a predictor "
+                               "package? (nn-Meter's own zips are imported with "
+                               "`nnmeter-nas predictors import`)")
+        self._prefix = manifests[0][: -len(MANIFEST)]
+
+    def read(self, rel: str) -> bytes:
+        if _safe_member(rel) is None:
+            raise PackageError(f"{self.path}: file name {rel!r} escapes the package folder")
+        try:
+            if self._zip is not None:
+                return self._zip.read(self._prefix + rel)
+            return (self.path / rel).read_bytes()
+        except (KeyError, FileNotFoundError):
+            raise PackageError(f"{self.path}: the package is missing the file {rel!r}; "
+                               "reinstall it") from None
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+@dataclass
+class PredictorPackage:
+    """A loaded, verified predictor package."""
+
+    path: Path
+    manifest: dict
+    fusion_rules: FusionRules
+    regressors: dict[str, TreeEnsemble] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def device(self) -> str:
+        return self.manifest.get("device", self.name)
+
+    @property
+    def feature_set(self) -> str:
+        return self.manifest.get("feature_set", "nnmeter-nas-1")
+
+    @property
+    def free_kernel_types(self) -> frozenset[str]:
+        return frozenset(self.manifest.get("free_kernel_types", []))
+
+    def feature_range(self, regressor: str) -> tuple[np.ndarray, np.ndarray] | None:
+        info = self.manifest["kernels"].get(regressor, {})
+        rng = info.get("feature_range")
+        if not rng:
+            return None
+        return np.asarray(rng["min"], dtype=float), np.asarray(rng["max"], dtype=float)
+
+    @classmethod
+    def load(cls, path: str | Path, *, verify: bool = True) -> "PredictorPackage":
+        """Load a package directory or zip; every file's sha256 is checked (``verify``)."""
+        path = Path(path)
+        src = _Source(path)
+        try:
+            raw = src.read(MANIFEST)
+            try:
+                manifest = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise PackageError(f"{path}: {MANIFEST} is not valid JSON: {exc}") from exc
+            if manifest.get("format") != FORMAT:
+                raise PackageError(f"{path}: {MANIFEST} is not a {FORMAT} manifest "
+                                   f"(format={manifest.get('format')!r})")
+            if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+                raise PackageError(f"{path}: package format version "
+                                   f"{manifest['format_version']} is newer than this "
+                                   f"nnmeter_nas supports ({FORMAT_VERSION}); upgrade nnmeter-nas")
+            for key in ("name", "version", "kernels", "files"):
+                if key not in manifest:
+                    raise PackageError(f"{path}: {MANIFEST} lacks the {key!r} entry")
+            files = manifest["files"]
+            blobs: dict[str, bytes] = {}
+            for rel, digest in files.items():
+                data = src.read(rel)
+                if verify and sha256_bytes(data) != digest:
+                    raise PackageError(f"{path}: checksum mismatch for {rel!r} (file corrupt "
+                                       "or modified); reinstall the package")
+                blobs[rel] = data
+            if FUSION_RULES not in blobs:
+                raise PackageError(f"{path}: {MANIFEST} does not list {FUSION_RULES}")
+            try:
+                rules = FusionRules.from_dict(json.loads(blobs[FUSION_RULES]))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise PackageError(f"{path}: {FUSION_RULES} is not valid JSON: {exc}") from exc
+            regressors = {}
+            for reg, info in manifest["kernels"].items():
+                rel = info.get("file")
+                if rel not in blobs:
+                    raise PackageError(f"{path}: kernel {reg!r} refers to {rel!r}, which is "
+                                       "not listed in the manifest's files")
+                try:
+                    regressors[reg] = TreeEnsemble.load(blobs[rel])
+                except ValueError as exc:
+                    raise PackageError(f"{path}: {rel}: {exc}") from exc
+                names = info.get("feature_names")
+                if names and len(names) != regressors[reg].n_features:
+                    raise PackageError(f"{path}: kernel {reg!r} lists {len(names)} feature "
+                                       f"names but its regressor takes "
+                                       f"{regressors[reg].n_features} features")
+        finally:
+            src.close()
+        return cls(path=path, manifest=manifest, fusion_rules=rules, regressors=regressors)
+
+
+def feature_range_of(X: np.ndarray) -> dict[str, list[float]]:
+    X = np.asarray(X, dtype=float)
+    return {"min": X.min(axis=0).tolist(), "max": X.max(axis=0).tolist()}
+
+
+def write_package(dest: str | Path, *, name: str, version: str, device: str, framework: str,
+                  regressors: Mapping[str, TreeEnsemble], fusion_rules: FusionRules | Mapping,
+                  feature_set: str = "nnmeter-nas-1", description: str = "",
+                  kernel_info: Mapping[str, Mapping[str, Any]] | None = None,
+                  free_kernel_types: list[str] | tuple[str, ...] = (),
+                  source: Mapping[str, Any] | None = None,
+                  extra: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write a package directory atomically (to a temporary sibling, then renamed).
+
+    ``kernel_info[regressor]`` may give ``feature_names``, ``feature_range`` (``{"min": [...],
+    "max": [...]}``, the range of the training features), ``n_train`` and ``validation``.
+    """
+    from ..features.extract import feature_names
+
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise PackageError(f"{dest} already exists; pass overwrite=True to replace it")
+    rules = fusion_rules if isinstance(fusion_rules, FusionRules) else \
+        FusionRules.from_dict(fusion_rules)
+    blobs: dict[str, bytes] = {FUSION_RULES: json.dumps(rules.to_dict(), indent=1,
+                                                        sort_keys=True).encode()}
+    kernels: dict[str, dict] = {}
+    for reg, ens in sorted(regressors.items()):
+        if not reg or "/" in reg or reg.startswith("."):
+            raise PackageError(f"invalid kernel regressor name {reg!r}")
+        rel = f"kernels/{reg}.npz"
+        blobs[rel] = ens.to_npz_bytes()
+        info = dict((kernel_info or {}).get(reg, {}))
+        names = list(info.get("feature_names") or feature_names(reg))
+        if len(names) != ens.n_features:
+            names = [f"f{i}" for i in range(ens.n_features)]
+        kernels[reg] = {"file": rel, "feature_names": names,
+                        "feature_range": info.get("feature_range"),
+                        "n_train": info.get("n_train"), "validation": info.get("validation"),
+                        "n_trees": ens.n_trees}
+        for k, v in info.items():
+            kernels[reg].setdefault(k, v)
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": name,
+                "version": str(version), "device": device, "framework": framework,
+                "description": description, "feature_set": feature_set, "units": UNITS,
+                "kernels": kernels, "free_kernel_types": sorted(free_kernel_types),
+                "source": dict(source or {}),
+                "files": {rel: sha256_bytes(b) for rel, b in sorted(blobs.items())}}
+    manifest.update(dict(extra or {}))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        for rel, data in blobs.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def zip_package(src_dir: str | Path, dest_zip: str | Path) -> Path:
+    """Zip a package directory (files at the archive root)."""
+    src_dir, dest_zip = Path(src_dir), Path(dest_zip)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(src_dir.rglob("*")):
+            if p.is_file():
+                z.write(p, p.relative_to(src_dir).as_posix())
+    tmp = dest_zip.with_name(dest_zip.name + ".part")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, dest_zip)
+    return dest_zip

@@ -1,0 +1,280 @@
+"""Where predictors come from: built into nnmeter_nas, installed in the user cache, or
+downloadable (nn-Meter's released predictors).
+
+Resolution order for ``load_predictor(name)``: an installed package (the user's cache,
+``$NNMETER_NAS_HOME`` or ``~/.cache/nnmeter_nas``) wins over a built-in one of the same name;
+with neither, a downloadable predictor is downloaded, verified, imported and installed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import PackageError, UnknownPredictorError
+from .format import MANIFEST, PredictorPackage
+
+NNMETER_RELEASE_BASE = "https://github.com/microsoft/nn-Meter/releases/download/v1.0-data/"
+
+# nn-Meter's four released predictors (name, version 1.0), as its predictors.yaml lists them.
+NNMETER_PREDICTORS: dict[str, dict[str, Any]] = {
+    "cortexA76cpu_tflite21": {
+        "hardware": "Pixel4, CortexA76 CPU", "framework": "TFLite 2.1",
+        "kernels": ["conv-bn-relu", "dwconv-bn-relu", "fc", "global-avgpool", "hswish", "relu",
+                    "se", "split", "add", "addrelu", "maxpool", "avgpool", "bn", "bnrelu",
+                    "channelshuffle", "concat"]},
+    "adreno640gpu_tflite21": {
+        "hardware": "Mi9, Adreno 640 GPU", "framework": "TFLite 2.1",
+        "kernels": ["conv-bn-relu", "dwconv-bn-relu", "hswish", "relu", "se", "maxpool",
+                    "avgpool", "bn", "bnrelu", "concat"]},
+    "adreno630gpu_tflite21": {
+        "hardware": "Pixel3XL, Adreno 630 GPU", "framework": "TFLite 2.1",
+        "kernels": ["conv-bn-relu", "dwconv-bn-relu", "hswish", "relu", "se", "maxpool",
+                    "avgpool", "bn", "bnrelu", "concat"]},
+    "myriadvpu_openvino2019r2": {
+        "hardware": "Intel Movidius NCS2, Myriad VPU", "framework": "OpenVINO 2019R2",
+        "kernels": ["conv-bn-relu", "dwconv-bn-relu", "fc", "hswish", "relu", "se", "addrelu",
+                    "maxpool", "avgpool", "bn", "bnrelu", "channelshuffle"]},
+}
+NNMETER_VERSION = "1.0"
+NNMETER_DEVICES = tuple(NNMETER_PREDICTORS)
+
+
+def nnmeter_url(name: str) -> str:
+    """Download URL of an nn-Meter predictor; ``$NNMETER_NAS_MIRROR`` replaces the base URL."""
+    base = os.environ.get("NNMETER_NAS_MIRROR") or NNMETER_RELEASE_BASE
+    return base.rstrip("/") + "/" + f"{name}.zip"
+
+
+def home_dir() -> Path:
+    """The user cache: ``$NNMETER_NAS_HOME`` or ``~/.cache/nnmeter_nas``."""
+    env = os.environ.get("NNMETER_NAS_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "nnmeter_nas"
+
+
+def installed_dir() -> Path:
+    return home_dir() / "predictors"
+
+
+def builtin_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "data" / "predictors"
+
+
+@dataclass
+class PredictorInfo:
+    """One row of :func:`list_predictors`."""
+
+    name: str
+    version: str
+    device: str
+    source: str          # "installed", "builtin" or "downloadable"
+    status: str          # "in use", "shadowed" (another source wins) or "not installed"
+    path: str | None
+    url: str | None = None
+    description: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _scan(root: Path, source: str) -> list[PredictorInfo]:
+    out: list[PredictorInfo] = []
+    if not root.is_dir():
+        return out
+    for manifest_path in sorted(root.glob(f"**/{MANIFEST}")):
+        pkg = manifest_path.parent
+        if any(part.startswith(".") for part in pkg.relative_to(root).parts):
+            continue  # temporary or old directories of an install in progress
+        m = _read_manifest(pkg)
+        if not m or "name" not in m:
+            continue
+        out.append(PredictorInfo(name=m["name"], version=str(m.get("version", "")),
+                                 device=m.get("device", m["name"]), source=source,
+                                 status="", path=str(pkg),
+                                 description=m.get("description", "")))
+    return out
+
+
+def _version_key(v: str) -> tuple:
+    parts = []
+    for p in str(v).replace("-", ".").split("."):
+        parts.append((0, int(p), "") if p.isdigit() else (1, 0, p))
+    return tuple(parts)
+
+
+def list_predictors() -> list[PredictorInfo]:
+    """Every predictor known here: installed, built-in and downloadable, with the one
+    :func:`load_predictor` would use for each name marked ``"in use"``."""
+    rows = _scan(installed_dir(), "installed") + _scan(builtin_dir(), "builtin")
+    have = {(r.name, r.version) for r in rows}
+    for name, info in NNMETER_PREDICTORS.items():
+        if (name, NNMETER_VERSION) not in have:
+            rows.append(PredictorInfo(name=name, version=NNMETER_VERSION, device=name,
+                                      source="downloadable", status="not installed", path=None,
+                                      url=nnmeter_url(name),
+                                      description=f"nn-Meter {info['hardware']}, "
+                                                  f"{info['framework']}"))
+    for name in {r.name for r in rows}:
+        chosen = _choose([r for r in rows if r.name == name and r.path], None)
+        for r in rows:
+            if r.name == name and r.path:
+                r.status = "in use" if r is chosen else "shadowed"
+    order = {"installed": 0, "builtin": 1, "downloadable": 2}
+    return sorted(rows, key=lambda r: (r.name, order[r.source], _version_key(r.version)))
+
+
+def _choose(rows: list[PredictorInfo], version: str | None) -> PredictorInfo | None:
+    if version is not None:
+        rows = [r for r in rows if r.version == str(version)]
+    if not rows:
+        return None
+    order = {"installed": 0, "builtin": 1}
+    # Installed beats built-in; within a source the newest version wins.
+    best_source = min(order[r.source] for r in rows)
+    rows = [r for r in rows if order[r.source] == best_source]
+    return max(rows, key=lambda r: _version_key(r.version))
+
+
+def load_predictor(name: str | None = None, version: str | None = None, *,
+                   path: str | Path | None = None, strict: bool = False,
+                   download: bool = True) -> "LatencyPredictor":
+    """Load a latency predictor by name (and optionally version), or from ``path``.
+
+    An installed package wins over a built-in one; an nn-Meter device that is neither is
+    downloaded (``download=True``), verified, imported and installed into the user cache.
+    """
+    from ..predictor import LatencyPredictor
+
+    if path is not None:
+        return LatencyPredictor(PredictorPackage.load(path), strict=strict)
+    if not name:
+        raise UnknownPredictorError("load_predictor needs a predictor name or path=...; "
+                                    f"known names: {sorted({r.name for r in list_predictors()})}")
+    version = None if version is None else str(version)
+    rows = [r for r in _scan(installed_dir(), "installed") + _scan(builtin_dir(), "builtin")
+            if r.name == name]
+    chosen = _choose(rows, version)
+    if chosen is not None:
+        return LatencyPredictor(PredictorPackage.load(chosen.path), strict=strict)
+    if name in NNMETER_PREDICTORS and version in (None, NNMETER_VERSION):
+        if not download:
+            raise UnknownPredictorError(f"predictor {name!r} is not installed; install it with "
+                                        f"`nnmeter-nas predictors install {name}` or from a "
+                                        "file with `nnmeter-nas predictors install PATH.zip`")
+        dest = install_predictor(nnmeter_url(name), name=name, version=NNMETER_VERSION)
+        return LatencyPredictor(PredictorPackage.load(dest), strict=strict)
+    known = sorted({r.name for r in list_predictors()})
+    if rows or name in NNMETER_PREDICTORS:
+        have = sorted({r.version for r in rows} | ({NNMETER_VERSION} if name in
+                                                   NNMETER_PREDICTORS else set()))
+        raise UnknownPredictorError(f"predictor {name!r} has no version {version!r}; "
+                                    f"available versions: {have}")
+    raise UnknownPredictorError(f"unknown predictor {name!r}; known predictors: {known} "
+                                "(see nnmeter_nas.list_predictors())")
+
+
+def _is_url(s: str) -> bool:
+    return s.startswith(("http://", "https://", "file://"))
+
+
+def install_predictor(source: str | Path, *, name: str | None = None,
+                      version: str | None = None, overwrite: bool = True) -> Path:
+    """Install a predictor into the user cache and return its directory.
+
+    ``source``: a URL or file of a package (our format, directory or zip) or of an nn-Meter
+    release (a zip or folder of ``<kernel>.pkl`` + ``fusion_rules.json``, imported once into
+    our format), or the name of an nn-Meter device (downloaded from its release URL).
+    Concurrent installs of the same package are serialised with a file lock and the package
+    directory appears atomically; nothing half-written is left in the cache on failure.
+    """
+    from filelock import FileLock
+
+    from .download import download
+
+    src = str(source)
+    if src in NNMETER_PREDICTORS:
+        name, version, src = src, version or NNMETER_VERSION, nnmeter_url(src)
+    root = installed_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".install-", dir=root) as tmp:
+        tmp_path = Path(tmp)
+        if _is_url(src):
+            fname = src.rstrip("/").rsplit("/", 1)[-1] or "package.zip"
+            local = download(src, tmp_path / fname)
+        else:
+            local = Path(src).expanduser()
+            if not local.exists():
+                raise PackageError(f"predictor package not found: {local}")
+        pkg_dir = _as_package_dir(local, tmp_path, name=name, version=version)
+        pkg = PredictorPackage.load(pkg_dir)  # verify before it enters the cache
+        dest = root / pkg.name / pkg.version
+        lock = FileLock(str(root / f".{pkg.name}-{pkg.version}.lock"))
+        with lock:
+            if dest.exists() and not overwrite:
+                return dest
+            staged = Path(tempfile.mkdtemp(prefix=f".{pkg.version}.new-", dir=dest.parent
+                                           if dest.parent.exists() else _mk(dest.parent)))
+            shutil.rmtree(staged)
+            shutil.copytree(pkg_dir, staged)
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+                os.replace(dest, old)
+                os.replace(staged, dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staged, dest)
+    return dest
+
+
+def _mk(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _looks_like_nnmeter(path: Path) -> bool:
+    if path.is_dir():
+        return any(path.rglob("*.pkl")) and not any(path.rglob(MANIFEST))
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except zipfile.BadZipFile:
+        return False
+    return any(n.endswith(".pkl") for n in names) and \
+        not any(n.rsplit("/", 1)[-1] == MANIFEST for n in names)
+
+
+def _as_package_dir(local: Path, tmp: Path, *, name: str | None, version: str | None) -> Path:
+    """A directory holding a package in our format, converting nn-Meter releases."""
+    if _looks_like_nnmeter(local):
+        from .nnmeter_import import import_nnmeter_package
+
+        return import_nnmeter_package(local, tmp / "converted", name=name,
+                                      version=version or NNMETER_VERSION)
+    if local.is_dir():
+        return local
+    from .format import _Source
+
+    src = _Source(local)  # validates the zip (no escaping entries, has a manifest)
+    try:
+        out = tmp / "unpacked"
+        manifest = json.loads(src.read(MANIFEST))
+        for rel in list(manifest.get("files", {})) + [MANIFEST]:
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(src.read(rel))
+    except ValueError as exc:
+        raise PackageError(f"{local}: {MANIFEST} is not valid JSON: {exc}") from exc
+    finally:
+        src.close()
+    return out

@@ -1,0 +1,239 @@
+"""The public :class:`LatencyPredictor`: model -> kernels -> features -> regressors -> ms."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import MissingRegressorError
+from .features.extract import extract_features, regressor_name
+from .graph import OpGraph, load_graph
+from .kernels.detector import Kernel, detect_kernels
+from .packages.format import PredictorPackage
+
+
+class LatencyWarning(UserWarning):
+    """A prediction is less trustworthy than usual (missing regressor, out-of-domain kernel)."""
+
+
+@dataclass
+class KernelPrediction:
+    """One kernel's share of a prediction.
+
+    ``status`` is ``"predicted"`` (a regressor gave ``latency_ms``), ``"free"`` (the package
+    declares the kernel type costless, e.g. a reshape) or ``"missing"`` (no regressor: counted
+    as 0 ms, warned about, and refused with ``strict=True``). ``in_domain`` says whether the
+    features lie inside the range the regressor was trained on (None when the package does not
+    record that range).
+    """
+
+    name: str
+    kernel_type: str
+    regressor: str
+    features: list[float] | None
+    latency_ms: float
+    status: str
+    in_domain: bool | None
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def has_regressor(self) -> bool:
+        return self.status == "predicted"
+
+
+class KernelBreakdown(list):
+    """List of :class:`KernelPrediction` with network-level summaries."""
+
+    @property
+    def latency_ms(self) -> float:
+        return float(sum(k.latency_ms for k in self))
+
+    @property
+    def in_domain(self) -> bool | None:
+        flags = [k.in_domain for k in self if k.status == "predicted"]
+        if any(f is False for f in flags):
+            return False
+        return None if any(f is None for f in flags) else True
+
+    @property
+    def missing_kernel_types(self) -> list[str]:
+        return sorted({k.kernel_type for k in self if k.status == "missing"})
+
+    def by_regressor(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for k in self:
+            out[k.regressor] = out.get(k.regressor, 0.0) + k.latency_ms
+        return out
+
+    def table(self) -> str:
+        rows = [f"{'kernel':28s} {'regressor':16s} {'ms':>9s}  status     features"]
+        for k in self:
+            flag = "" if k.in_domain is not False else " (out of domain)"
+            feats = "" if k.features is None else ", ".join(f"{f:g}" for f in k.features)
+            rows.append(f"{k.name:28s} {k.regressor:16s} {k.latency_ms:9.4f}  "
+                        f"{k.status:9s}  [{feats}]{flag}")
+        rows.append(f"{'total':28s} {'':16s} {self.latency_ms:9.4f}")
+        return "\n".join(rows)
+
+
+class LatencyPredictor:
+    """Predicts a network's inference latency (ms) on one device as the sum of its kernels'.
+
+    Parameters
+    ----------
+    package:
+        A loaded :class:`~nnmeter_nas.packages.format.PredictorPackage` (see
+        :func:`nnmeter_nas.load_predictor`).
+    strict:
+        Raise :class:`~nnmeter_nas.errors.MissingRegressorError` when a network has kernel
+        types without a regressor, instead of warning once and counting them as 0 ms.
+    """
+
+    def __init__(self, package: PredictorPackage, *, strict: bool = False) -> None:
+        self.package = package
+        self.strict = strict
+        self._warned: set[tuple[str, str]] = set()
+        self._ranges = {reg: package.feature_range(reg) for reg in package.regressors}
+
+    # ---------------------------------------------------------------- descriptions
+    @property
+    def name(self) -> str:
+        return self.package.name
+
+    @property
+    def version(self) -> str:
+        return self.package.version
+
+    @property
+    def device(self) -> str:
+        return self.package.device
+
+    @property
+    def fusion_rules(self):
+        return self.package.fusion_rules
+
+    @property
+    def kernel_types(self) -> list[str]:
+        return sorted(self.package.regressors)
+
+    def __repr__(self) -> str:
+        return (f"LatencyPredictor(name={self.name!r}, version={self.version!r}, "
+                f"device={self.device!r}, kernels={len(self.package.regressors)}, "
+                f"source={str(self.package.path)!r})")
+
+    # ---------------------------------------------------------------- pipeline
+    def graph(self, model: Any, *, input_shape: Sequence[int] | None = None) -> OpGraph:
+        return load_graph(model, input_shape=input_shape)
+
+    def kernels(self, model: Any, *, input_shape: Sequence[int] | None = None) -> list[Kernel]:
+        """The kernels ``model`` splits into under this device's fusion rules."""
+        return detect_kernels(self.graph(model, input_shape=input_shape),
+                              self.package.fusion_rules)
+
+    def _plan(self, kernels: list[Kernel]) -> list[tuple[Kernel, str, list[float] | None, str]]:
+        plan = []
+        fs = self.package.feature_set
+        free = self.package.free_kernel_types
+        for k in kernels:
+            reg = regressor_name(k.type)
+            feats = extract_features(k, fs)
+            if k.type in free or reg in free:
+                status = "free"
+            elif feats is not None and reg in self.package.regressors:
+                status = "predicted"
+            else:
+                status = "missing"
+            plan.append((k, reg, feats, status))
+        missing = sorted({k.type for k, _, _, s in plan if s == "missing"})
+        if missing:
+            if self.strict:
+                raise MissingRegressorError(
+                    f"predictor {self.name!r} (device {self.device}) has no regressor for "
+                    f"kernel types {missing}; use a predictor that covers them, or "
+                    "strict=False to count them as 0 ms with a warning")
+            new = [t for t in missing if (self.device, t) not in self._warned]
+            if new:
+                self._warned.update((self.device, t) for t in new)
+                warnings.warn(f"predictor {self.name!r} (device {self.device}) has no "
+                              f"regressor for kernel types {new}: counted as 0 ms (see "
+                              "predict_kernels(...) for the breakdown; strict=True raises)",
+                              LatencyWarning, stacklevel=4)
+        return plan
+
+    def _in_domain(self, reg: str, X: np.ndarray) -> np.ndarray | None:
+        rng = self._ranges.get(reg)
+        if rng is None:
+            return None
+        lo, hi = rng
+        tol = 1e-9 * np.maximum(1.0, np.abs(hi))
+        return np.all((X >= lo - tol) & (X <= hi + tol), axis=1)
+
+    def _run(self, plans: list[list[tuple[Kernel, str, list[float] | None, str]]]
+             ) -> list[KernelBreakdown]:
+        """Evaluate several networks' plans with one regressor call per kernel type."""
+        groups: dict[str, list[tuple[int, int]]] = {}
+        for m, plan in enumerate(plans):
+            for i, (_, reg, _, status) in enumerate(plan):
+                if status == "predicted":
+                    groups.setdefault(reg, []).append((m, i))
+        lat = [np.zeros(len(p)) for p in plans]
+        dom: list[list[bool | None]] = [[None] * len(p) for p in plans]
+        for reg, idx in groups.items():
+            X = np.asarray([plans[m][i][2] for m, i in idx], dtype=float)
+            y = self.package.regressors[reg].predict(X)
+            inside = self._in_domain(reg, X)
+            for r, (m, i) in enumerate(idx):
+                lat[m][i] = y[r]
+                dom[m][i] = None if inside is None else bool(inside[r])
+        out = []
+        for m, plan in enumerate(plans):
+            bd = KernelBreakdown(
+                KernelPrediction(name=k.name, kernel_type=k.type, regressor=reg,
+                                 features=feats, latency_ms=float(lat[m][i]), status=status,
+                                 in_domain=dom[m][i], nodes=list(k.nodes))
+                for i, (k, reg, feats, status) in enumerate(plan))
+            outside = sorted({k.regressor for k in bd if k.in_domain is False})
+            new = [r for r in outside if (self.device, "domain:" + r) not in self._warned]
+            if new:
+                self._warned.update((self.device, "domain:" + r) for r in new)
+                warnings.warn(f"predictor {self.name!r}: kernels of type {new} lie outside "
+                              "the feature range their regressors were trained on; their "
+                              "latencies are extrapolated, not calibrated (in_domain=False "
+                              "in predict_kernels)", LatencyWarning, stacklevel=4)
+            out.append(bd)
+        return out
+
+    # ---------------------------------------------------------------- public API
+    def predict_kernels(self, model: Any, *, input_shape: Sequence[int] | None = None
+                        ) -> KernelBreakdown:
+        """Per-kernel breakdown of ``model``'s predicted latency (ms)."""
+        return self._run([self._plan(self.kernels(model, input_shape=input_shape))])[0]
+
+    def predict(self, model: Any, *, input_shape: Sequence[int] | None = None) -> float:
+        """Predicted latency of ``model`` in ms.
+
+        ``model``: a ``torch.nn.Module`` (with ``input_shape``, NCHW), an ONNX file path,
+        ``onnx.ModelProto`` or bytes, an nn-Meter IR dict or ``.json`` file, or an ``OpGraph``.
+        """
+        return self.predict_kernels(model, input_shape=input_shape).latency_ms
+
+    def predict_many(self, models: Iterable[Any], *,
+                     input_shape: Sequence[int] | None = None) -> list[float]:
+        """Latency (ms) of each model; all kernels of a type across the models go to their
+        regressor in one vectorised call."""
+        plans = [self._plan(self.kernels(m, input_shape=input_shape)) for m in models]
+        return [bd.latency_ms for bd in self._run(plans)]
+
+    def predict_kernel_features(self, regressor: str, X: np.ndarray) -> np.ndarray:
+        """Latency (ms) of raw feature rows for one kernel regressor (shape ``(n, f)``)."""
+        if regressor not in self.package.regressors:
+            raise MissingRegressorError(f"predictor {self.name!r} has no regressor "
+                                        f"{regressor!r}; it has {self.kernel_types}")
+        return self.package.regressors[regressor].predict(np.asarray(X, dtype=float))
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kw: Any) -> "LatencyPredictor":
+        return cls(PredictorPackage.load(path), **kw)

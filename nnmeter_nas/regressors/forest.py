@@ -1,0 +1,293 @@
+"""Tree ensembles stored as plain arrays and evaluated with vectorised numpy.
+
+A :class:`TreeEnsemble` holds every tree of a random forest (or a boosted ensemble) in flat
+arrays, so it can be saved to ``.npz`` and loaded without pickle, and evaluated for a batch of
+feature vectors without a Python loop over trees or rows.
+
+Node arrays (one entry per node, all trees concatenated; child indices are global):
+
+- ``left``, ``right``: child node index, ``-1`` at a leaf (int32)
+- ``feature``: feature index tested at the node, ``-1`` at a leaf (int32)
+- ``threshold``: go left when ``x[feature] <= threshold`` (float64)
+- ``value``: the leaf's output (float64, in the transformed target space)
+- ``roots``: index of each tree's root node (int32)
+
+Prediction matches scikit-learn bit for bit for forests converted from it: inputs are cast to
+float32 before comparison (as scikit-learn's trees do) and per-tree outputs are summed in tree
+order before dividing by the number of trees.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+FORMAT = "nnmeter-nas-tree-ensemble"
+FORMAT_VERSION = 1
+
+_AGGREGATES = ("mean", "sum")
+_TRANSFORMS = ("identity", "log")
+
+
+@dataclass
+class TreeEnsemble:
+    """A regression tree ensemble as flat arrays.
+
+    Parameters
+    ----------
+    left, right, feature, threshold, value, roots:
+        Node arrays, see the module docstring.
+    n_features:
+        Number of input features each row must have.
+    aggregate:
+        ``"mean"`` (random forest) or ``"sum"`` (boosting) over trees.
+    base:
+        Constant added after aggregation (boosting's initial prediction; 0 for forests).
+    target_transform:
+        ``"identity"`` or ``"log"``: with ``"log"`` the trees predict ``log(latency_ms)`` and
+        :meth:`predict` returns ``exp`` of it.
+    meta:
+        Free JSON-serialisable information (hyper-parameters, origin, validation error).
+    """
+
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    value: np.ndarray
+    roots: np.ndarray
+    n_features: int
+    aggregate: str = "mean"
+    base: float = 0.0
+    target_transform: str = "identity"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.left = np.ascontiguousarray(self.left, dtype=np.int32)
+        self.right = np.ascontiguousarray(self.right, dtype=np.int32)
+        self.feature = np.ascontiguousarray(self.feature, dtype=np.int32)
+        self.threshold = np.ascontiguousarray(self.threshold, dtype=np.float64)
+        self.value = np.ascontiguousarray(self.value, dtype=np.float64)
+        self.roots = np.ascontiguousarray(self.roots, dtype=np.int32)
+        self.n_features = int(self.n_features)
+        self.base = float(self.base)
+        n = self.left.shape[0]
+        for name in ("right", "feature", "threshold", "value"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"TreeEnsemble: array {name!r} has shape "
+                                 f"{getattr(self, name).shape}, expected ({n},)")
+        if self.aggregate not in _AGGREGATES:
+            raise ValueError(f"TreeEnsemble: aggregate must be one of {_AGGREGATES}, "
+                             f"got {self.aggregate!r}")
+        if self.target_transform not in _TRANSFORMS:
+            raise ValueError(f"TreeEnsemble: target_transform must be one of {_TRANSFORMS}, "
+                             f"got {self.target_transform!r}")
+        if self.roots.size == 0:
+            raise ValueError("TreeEnsemble: no trees")
+        is_leaf = self.left < 0
+        if np.any(self.right[is_leaf] >= 0) or np.any(self.right[~is_leaf] < 0):
+            raise ValueError("TreeEnsemble: inconsistent children (a node has one child)")
+        inner = ~is_leaf
+        if np.any(self.feature[inner] < 0) or np.any(self.feature[inner] >= self.n_features):
+            raise ValueError("TreeEnsemble: a split tests a feature index outside "
+                             f"[0, {self.n_features})")
+        if np.any(self.left[inner] >= n) or np.any(self.right[inner] >= n) or \
+                np.any(self.roots >= n) or np.any(self.roots < 0):
+            raise ValueError("TreeEnsemble: a child or root index points outside the node arrays")
+        # Leaves point to themselves so that a fixed number of steps can be taken for all rows.
+        idx = np.arange(n, dtype=np.int32)
+        self._left_walk = np.where(is_leaf, idx, self.left)
+        self._right_walk = np.where(is_leaf, idx, self.right)
+        self._feature_walk = np.where(is_leaf, 0, self.feature)
+        self._depth = self._max_depth()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_trees(self) -> int:
+        return int(self.roots.size)
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.left.size)
+
+    @property
+    def max_depth(self) -> int:
+        return self._depth
+
+    def _max_depth(self) -> int:
+        depth = np.zeros(self.n_nodes, dtype=np.int64)
+        # Children always follow their parent in scikit-learn's layout, but do not rely on it.
+        frontier = self.roots.copy()
+        d = 0
+        seen = 0
+        while frontier.size:
+            depth[frontier] = d
+            seen += frontier.size
+            if seen > self.n_nodes:
+                raise ValueError("TreeEnsemble: the node arrays contain a cycle")
+            inner = frontier[self.left[frontier] >= 0]
+            frontier = np.concatenate([self.left[inner], self.right[inner]])
+            d += 1
+        return int(d - 1)
+
+    # ------------------------------------------------------------------ prediction
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        """Leaf index reached by each row in each tree, shape ``(n_rows, n_trees)``."""
+        X = self._check_X(X)
+        idx = np.broadcast_to(self.roots, (X.shape[0], self.n_trees)).copy()
+        rows = np.arange(X.shape[0])[:, None]
+        for _ in range(self._depth):
+            f = self._feature_walk[idx]
+            go_left = X[rows, f] <= self.threshold[idx]
+            nxt = np.where(go_left, self._left_walk[idx], self._right_walk[idx])
+            if np.array_equal(nxt, idx):
+                break
+            idx = nxt
+        return idx
+
+    def predict_transformed(self, X: np.ndarray) -> np.ndarray:
+        """Ensemble output before the inverse target transform, shape ``(n_rows,)``."""
+        leaves = self.apply(X)
+        vals = self.value[leaves]
+        if vals.shape[0] == 0:
+            return np.zeros(0)
+        # cumsum adds trees in order, as scikit-learn does, so results match it exactly.
+        out = np.cumsum(vals, axis=1)[:, -1]
+        if self.aggregate == "mean":
+            out = out / self.n_trees
+        return out + self.base
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted latency (ms) for each row of ``X`` (shape ``(n_rows, n_features)``)."""
+        out = self.predict_transformed(X)
+        if self.target_transform == "log":
+            out = np.exp(out)
+        return out
+
+    def _check_X(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"TreeEnsemble expects rows of {self.n_features} features, "
+                             f"got an array of shape {X.shape}")
+        # scikit-learn compares float32 inputs against float64 thresholds.
+        return X.astype(np.float32).astype(np.float64)
+
+    # ------------------------------------------------------------------ conversion
+    @classmethod
+    def from_sklearn(cls, estimator: Any, *, target_transform: str = "identity",
+                     meta: Mapping | None = None) -> "TreeEnsemble":
+        """Convert a fitted scikit-learn regressor.
+
+        Supports ``RandomForestRegressor``, ``ExtraTreesRegressor``, ``DecisionTreeRegressor``
+        and ``GradientBoostingRegressor`` (single output).
+        """
+        name = type(estimator).__name__
+        if hasattr(estimator, "estimators_") and name == "GradientBoostingRegressor":
+            trees = [e.tree_ for e in np.asarray(estimator.estimators_).ravel()]
+            lr = float(estimator.learning_rate)
+            init = estimator.init_
+            if init == "zero":
+                base = 0.0
+            elif hasattr(init, "constant_"):
+                base = float(np.ravel(init.constant_)[0])
+            else:
+                raise ValueError("TreeEnsemble.from_sklearn: only a constant or zero init is "
+                                 f"supported for {name}, got {type(init).__name__}")
+            return cls._from_tree_states([_tree_arrays(t) for t in trees], estimator,
+                                         aggregate="sum", base=base, scale=lr,
+                                         target_transform=target_transform, meta=meta)
+        if hasattr(estimator, "estimators_"):
+            trees = [e.tree_ for e in estimator.estimators_]
+            aggregate = "mean"
+        elif hasattr(estimator, "tree_"):
+            trees = [estimator.tree_]
+            aggregate = "mean"
+        else:
+            raise ValueError(f"TreeEnsemble.from_sklearn: {name} is not a fitted tree model")
+        return cls._from_tree_states([_tree_arrays(t) for t in trees], estimator,
+                                     aggregate=aggregate, target_transform=target_transform,
+                                     meta=meta)
+
+    @classmethod
+    def from_tree_arrays(cls, trees: list[dict], n_features: int, *, aggregate: str = "mean",
+                         base: float = 0.0, scale: float = 1.0,
+                         target_transform: str = "identity",
+                         meta: Mapping | None = None) -> "TreeEnsemble":
+        """Build from per-tree dicts with local ``left/right/feature/threshold/value`` arrays
+        (scikit-learn's layout: ``-1`` children at leaves, ``value`` one float per node)."""
+        offset = 0
+        parts: dict[str, list] = {k: [] for k in ("left", "right", "feature", "threshold",
+                                                  "value")}
+        roots = []
+        for t in trees:
+            left = np.asarray(t["left"], dtype=np.int64)
+            right = np.asarray(t["right"], dtype=np.int64)
+            leaf = left < 0
+            parts["left"].append(np.where(leaf, -1, left + offset))
+            parts["right"].append(np.where(leaf, -1, right + offset))
+            parts["feature"].append(np.where(leaf, -1, np.asarray(t["feature"])))
+            parts["threshold"].append(np.where(leaf, 0.0, np.asarray(t["threshold"],
+                                                                      dtype=np.float64)))
+            parts["value"].append(np.asarray(t["value"], dtype=np.float64) * scale)
+            roots.append(offset)
+            offset += left.size
+        return cls(**{k: np.concatenate(v) for k, v in parts.items()},
+                   roots=np.asarray(roots), n_features=n_features, aggregate=aggregate,
+                   base=base, target_transform=target_transform, meta=dict(meta or {}))
+
+    @classmethod
+    def _from_tree_states(cls, trees, estimator, **kw) -> "TreeEnsemble":
+        n_features = int(getattr(estimator, "n_features_in_", 0) or
+                         getattr(estimator, "n_features_", 0))
+        meta = dict(kw.pop("meta", None) or {})
+        meta.setdefault("origin", f"sklearn.{type(estimator).__name__}")
+        return cls.from_tree_arrays(trees, n_features, meta=meta, **kw)
+
+    # ------------------------------------------------------------------ storage
+    def to_npz_bytes(self) -> bytes:
+        """Serialise to ``.npz`` bytes (no pickle; ``allow_pickle=False`` loads it)."""
+        header = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                  "n_features": self.n_features, "aggregate": self.aggregate,
+                  "base": self.base, "target_transform": self.target_transform,
+                  "meta": self.meta}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, left=self.left, right=self.right, feature=self.feature,
+                            threshold=self.threshold, value=self.value, roots=self.roots,
+                            header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+        return buf.getvalue()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.to_npz_bytes())
+
+    @classmethod
+    def load(cls, path_or_bytes: str | Path | bytes) -> "TreeEnsemble":
+        """Load from a ``.npz`` path or its bytes. Never unpickles."""
+        src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+        try:
+            with np.load(src, allow_pickle=False) as z:
+                header = json.loads(bytes(z["header"]).decode())
+                arrays = {k: z[k] for k in ("left", "right", "feature", "threshold", "value",
+                                            "roots")}
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"not a tree-ensemble file: {path_or_bytes if not isinstance(path_or_bytes, bytes) else '<bytes>'} ({exc})") from exc
+        if header.get("format") != FORMAT:
+            raise ValueError(f"not a tree-ensemble file (format {header.get('format')!r})")
+        return cls(**arrays, n_features=header["n_features"], aggregate=header["aggregate"],
+                   base=header["base"], target_transform=header["target_transform"],
+                   meta=header.get("meta", {}))
+
+
+def _tree_arrays(tree: Any) -> dict:
+    """Node arrays of a fitted ``sklearn.tree._tree.Tree`` (single output)."""
+    value = np.asarray(tree.value)
+    if value.ndim != 3 or value.shape[1] != 1 or value.shape[2] != 1:
+        raise ValueError(f"only single-output regression trees are supported "
+                         f"(value shape {value.shape})")
+    return {"left": tree.children_left, "right": tree.children_right, "feature": tree.feature,
+            "threshold": tree.threshold, "value": value[:, 0, 0]}
