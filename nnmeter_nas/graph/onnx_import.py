@@ -200,7 +200,9 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
                                         "input_shape or simplify the model")
             in_shapes.append(s)
         out_shapes = []
-        for o in node.output:
+        outputs = node.output[:1] if node.op_type in ("BatchNormalization", "Dropout") \
+            else node.output
+        for o in outputs:
             if not o:
                 continue
             s = shapes.get(o)

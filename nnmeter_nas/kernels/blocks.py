@@ -23,7 +23,7 @@ def _hsigmoid_chain(g: OpGraph, start: OpNode) -> list[str] | None:
     ``add -> relu(6) -> div|mul`` (returns the chain, its last node produces the gate)."""
     if start.type in ("hardsigmoid", "sigmoid"):
         return [start.name]
-    if start.type == "add" and len(start.inputs) == 1:
+    if start.type == "add" and len(start.input_shapes) == 1:  # x + constant
         relu = _only_consumer(g, start)
         if relu is not None and relu.type == "relu":
             scale = _only_consumer(g, relu)
@@ -32,25 +32,34 @@ def _hsigmoid_chain(g: OpGraph, start: OpNode) -> list[str] | None:
     return None
 
 
+def _is_gated_by(mul: OpNode, gate: str, source: OpNode) -> bool:
+    """``mul`` multiplies ``source``'s input by the output of ``gate``."""
+    return mul.type == "mul" and gate in mul.inputs and \
+        set(mul.inputs) - {gate} == set(source.inputs)
+
+
 def find_hswish(g: OpGraph, taken: set[str]) -> list[list[str]]:
     groups = []
     for node in g:
-        if node.name in taken:
+        if node.name in taken or node.type not in ("hardsigmoid", "add") or \
+                len(node.input_shapes) != 1:
             continue
-        if node.type == "hswish" and node.source_op == "HardSwish":
-            continue  # already a single hswish node
-        if node.type not in ("hardsigmoid", "add") or len(node.inputs) != 1:
-            continue
+        group: list[str] | None = None
         chain = _hsigmoid_chain(g, node)
-        if chain is None or g[node.name].type == "sigmoid":
-            continue
-        last = g[chain[-1]]
-        mul = _only_consumer(g, last)
-        x = node.inputs[0]
-        if mul is None or mul.type != "mul" or set(mul.inputs) != {x, last.name}:
-            continue
-        group = chain + [mul.name]
-        if taken.isdisjoint(group):
+        if chain is not None:
+            mul = _only_consumer(g, g[chain[-1]])
+            if mul is not None and _is_gated_by(mul, chain[-1], node):
+                group = chain + [mul.name]
+        elif node.type == "add":
+            # x * relu6(x + 3), then / 6 (or * 1/6)
+            relu = _only_consumer(g, node)
+            mul = _only_consumer(g, relu) if relu is not None and relu.type == "relu" else None
+            if mul is not None and _is_gated_by(mul, relu.name, node):
+                scale = _only_consumer(g, mul)
+                if scale is not None and scale.type in ("div", "mul") and \
+                        len(scale.inputs) == 1:
+                    group = [node.name, relu.name, mul.name, scale.name]
+        if group and taken.isdisjoint(group):
             groups.append(group)
             taken.update(group)
     return groups
@@ -59,9 +68,8 @@ def find_hswish(g: OpGraph, taken: set[str]) -> list[list[str]]:
 def find_se(g: OpGraph, taken: set[str]) -> list[list[str]]:
     groups = []
     for node in g:
-        if node.type != "gap" or node.name in taken or len(node.inputs) != 1:
+        if node.type != "gap" or node.name in taken or len(node.inputs) > 1:
             continue
-        x = node.inputs[0]
         group = [node.name]
         cur = _only_consumer(g, node)
         if cur is not None and cur.type == "reshape":
@@ -89,7 +97,7 @@ def find_se(g: OpGraph, taken: set[str]) -> list[list[str]]:
         if cur is not None and cur.type == "reshape":
             group.append(cur.name)
             cur = _only_consumer(g, cur)
-        if cur is None or cur.type != "mul" or set(cur.inputs) != {x, group[-1]}:
+        if cur is None or not _is_gated_by(cur, group[-1], node):
             continue
         group.append(cur.name)
         if taken.isdisjoint(group):

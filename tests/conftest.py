@@ -1,0 +1,30 @@
+"""Test isolation: no test reads or writes the user's predictor cache or ~/nni-experiments."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# Set before any test module imports nnmeter_nas or nni.
+_SESSION_HOME = tempfile.mkdtemp(prefix="nnmeter-nas-test-home-")
+os.environ.setdefault("NNMETER_NAS_HOME", os.path.join(_SESSION_HOME, "cache"))
+# NNI writes to ~/nni-experiments (through Path.home() in places that take no option), so the
+# whole test session runs with HOME in a temporary directory.
+os.environ["HOME"] = os.path.join(_SESSION_HOME, "home")
+os.makedirs(os.environ["HOME"], exist_ok=True)
+
+
+@pytest.fixture
+def nnmeter_home(tmp_path, monkeypatch):
+    """A fresh, empty predictor cache for one test."""
+    home = tmp_path / "nnmeter_home"
+    monkeypatch.setenv("NNMETER_NAS_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def dummy_predictor():
+    from nnmeter_nas.testing import make_dummy_predictor
+
+    return make_dummy_predictor(directory=tempfile.mkdtemp(prefix="nnmeter-nas-dummy-"))

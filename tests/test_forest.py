@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, RandomForestRegressor
+from sklearn.tree import DecisionTreeRegressor
+
+from nnmeter_nas.regressors import TreeEnsemble
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 200, (600, 7))
+    y = 0.01 * X[:, 0] * X[:, 1] / 50 + rng.normal(0, 0.5, 600) + 5
+    Xt = rng.uniform(-10, 220, (300, 7))
+    # values exactly on a float32 boundary exercise scikit-learn's float32 comparison
+    Xt[:20] = X[:20].astype(np.float32)
+    return X, y, Xt
+
+
+@pytest.mark.parametrize("est", [
+    RandomForestRegressor(n_estimators=15, max_depth=12, random_state=0),
+    ExtraTreesRegressor(n_estimators=10, random_state=1),
+    DecisionTreeRegressor(max_depth=8, random_state=0),
+])
+def test_forest_matches_sklearn_exactly(est, data):
+    X, y, Xt = data
+    est.fit(X, y)
+    te = TreeEnsemble.from_sklearn(est)
+    assert np.array_equal(te.predict(Xt), est.predict(Xt))
+    assert te.n_features == 7
+
+
+def test_boosting_matches_sklearn(data):
+    X, y, Xt = data
+    gb = GradientBoostingRegressor(n_estimators=20, max_depth=3, random_state=0).fit(X, y)
+    te = TreeEnsemble.from_sklearn(gb)
+    np.testing.assert_allclose(te.predict(Xt), gb.predict(Xt), rtol=1e-12, atol=1e-12)
+
+
+def test_log_target_and_roundtrip(data):
+    X, y, Xt = data
+    rf = RandomForestRegressor(n_estimators=5, random_state=0).fit(X, np.log(y))
+    te = TreeEnsemble.from_sklearn(rf, target_transform="log", meta={"a": 1})
+    np.testing.assert_allclose(te.predict(Xt), np.exp(rf.predict(Xt)))
+    back = TreeEnsemble.load(te.to_npz_bytes())
+    assert np.array_equal(back.predict(Xt), te.predict(Xt))
+    assert back.meta["a"] == 1 and back.target_transform == "log"
+
+
+def test_npz_is_loaded_without_pickle(tmp_path, data):
+    X, y, _ = data
+    te = TreeEnsemble.from_sklearn(DecisionTreeRegressor(max_depth=3).fit(X, y))
+    p = tmp_path / "t.npz"
+    te.save(p)
+    with np.load(p, allow_pickle=False) as z:  # would raise if anything needed pickle
+        assert set(z.files) >= {"left", "right", "feature", "threshold", "value", "roots"}
+
+
+def test_bad_arrays_and_inputs_raise():
+    with pytest.raises(ValueError, match="feature index"):
+        TreeEnsemble(left=[1, -1, -1], right=[2, -1, -1], feature=[5, -1, -1],
+                     threshold=[0, 0, 0], value=[0, 1, 2], roots=[0], n_features=2)
+    with pytest.raises(ValueError, match="one child"):
+        TreeEnsemble(left=[1, -1, -1], right=[-1, -1, -1], feature=[0, -1, -1],
+                     threshold=[0, 0, 0], value=[0, 1, 2], roots=[0], n_features=2)
+    te = TreeEnsemble(left=[1, -1, -1], right=[2, -1, -1], feature=[0, -1, -1],
+                      threshold=[0.5, 0, 0], value=[0, 1, 2], roots=[0], n_features=2)
+    assert te.predict([[0, 0], [1, 0]]).tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="2 features"):
+        te.predict(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="not a tree-ensemble"):
+        TreeEnsemble.load(b"garbage")
