@@ -8,6 +8,7 @@ shape inference until nothing more folds.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -50,6 +51,7 @@ def _squeeze(node, x, axes=None):
 
 
 _NUMPY_OPS: dict[str, Callable[..., Any]] = {
+    "Identity": lambda n, x: x,
     "Gather": lambda n, x, i: np.take(x, i, axis=_attr(n, "axis", 0)),
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,
@@ -90,9 +92,10 @@ def _evaluate(node: Any, inputs: list[np.ndarray]) -> list[np.ndarray] | None:
         return None
 
 
-def fold_constants(proto: Any) -> Any:
+def fold_constants(proto: Any, *, max_elems: int = _MAX_FOLD_ELEMS) -> Any:
     """Return a copy of ``proto`` (static input shapes already set) with its shape arithmetic
-    folded into initializers and shapes inferred."""
+    folded into initializers and shapes inferred. Computations on constants of more than
+    ``max_elems`` elements are left in place (they do not decide any shape)."""
     import onnx
     from onnx import numpy_helper
 
@@ -107,7 +110,7 @@ def fold_constants(proto: Any) -> Any:
                 shapes[vi.name] = dims
         values: dict[str, np.ndarray] = {}
         for t in g.initializer:
-            if int(np.prod(t.dims)) <= _MAX_FOLD_ELEMS:
+            if math.prod(t.dims) <= max_elems:
                 values[t.name] = numpy_helper.to_array(t)
         folded: list[int] = []
         new_inits: list[Any] = []
@@ -117,7 +120,7 @@ def fold_constants(proto: Any) -> Any:
                 for a in node.attribute:
                     if a.name == "value":
                         arr = numpy_helper.to_array(a.t)
-                        if arr.size <= _MAX_FOLD_ELEMS and node.output[0] not in values:
+                        if arr.size <= max_elems and node.output[0] not in values:
                             values[node.output[0]] = arr
                             new_inits.append(numpy_helper.from_array(arr, node.output[0]))
                             folded.append(idx)
@@ -141,7 +144,7 @@ def fold_constants(proto: Any) -> Any:
             if node.op_type in ("RandomNormal", "RandomUniform", "RandomNormalLike",
                                 "RandomUniformLike", "Dropout"):
                 continue
-            if sum(values[i].size for i in present) > _MAX_FOLD_ELEMS:
+            if sum(values[i].size for i in present) > max_elems:
                 continue
             outs = _evaluate(node, [values[i] if i else None for i in ins])
             if outs is None or len(outs) != len([o for o in node.output if o]):

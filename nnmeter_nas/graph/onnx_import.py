@@ -9,6 +9,7 @@ give the same kernels), and map op types to nn-Meter's canonical names.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,6 +20,7 @@ from .ir import OpGraph, OpNode
 from .op_types import ONNX_OP_TYPES, ONNX_PASSTHROUGH
 
 InputShape = Sequence[int] | dict[str, Sequence[int]] | None
+_SMALL_CONST = 4096
 
 
 def read_onnx(model: Any) -> tuple[Any, str]:
@@ -32,10 +34,15 @@ def read_onnx(model: Any) -> tuple[Any, str]:
         data, label = bytes(model), "<onnx bytes>"
     elif isinstance(model, (str, Path)):
         path = Path(model)
-        label = str(path)
         if not path.is_file():
             raise ModelFormatError(f"model file not found: {path}")
-        data = path.read_bytes()
+        from .onnx_skim import skim_onnx_file
+
+        proto = skim_onnx_file(path)
+        if len(proto.graph.node) == 0:
+            raise ModelFormatError(f"{path}: not a valid ONNX model (the graph has no nodes; "
+                                   "is this really an ONNX file?)")
+        return proto, str(path)
     else:
         raise ModelFormatError(f"cannot read an ONNX model from a {type(model).__name__}")
     if not data:
@@ -70,10 +77,11 @@ def _to_nhwc(shape: list[int]) -> list[int]:
     return list(shape)
 
 
-def _set_input_shapes(proto: Any, input_shape: InputShape, label: str) -> None:
+def _set_input_shapes(proto: Any, input_shape: InputShape, label: str,
+                      weights: set[str]) -> None:
     import onnx
 
-    init_names = {t.name for t in proto.graph.initializer}
+    init_names = {t.name for t in proto.graph.initializer} | weights
     inputs = [i for i in proto.graph.input if i.name not in init_names]
     if input_shape is not None:
         if isinstance(input_shape, dict):
@@ -109,6 +117,36 @@ def _set_input_shapes(proto: Any, input_shape: InputShape, label: str) -> None:
                                     f"{dims}; pass input_shape=(N, C, H, W) to fix it")
 
 
+def _skeleton(proto: Any) -> tuple[Any, set[str]]:
+    """A copy of ``proto`` whose large initializers (weights) are declared as typed graph
+    inputs without data, and their names. Shape inference needs only their shapes, and not
+    copying their bytes makes import several times faster; they stay constants."""
+    import onnx
+
+    g = proto.graph
+    out = onnx.ModelProto()
+    for f in ("ir_version", "producer_name", "domain", "model_version"):
+        setattr(out, f, getattr(proto, f))
+    out.opset_import.extend(proto.opset_import)
+    out.functions.extend(proto.functions)
+    og = out.graph
+    og.name = g.name
+    og.node.extend(g.node)
+    init_names = {t.name for t in g.initializer}
+    og.input.extend(i for i in g.input if i.name not in init_names)
+    og.output.extend(g.output)
+    og.value_info.extend(g.value_info)
+    weights: set[str] = set()
+    for t in g.initializer:
+        if math.prod(t.dims) <= _SMALL_CONST:
+            og.initializer.append(t)
+        else:
+            og.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type,
+                                                               list(t.dims)))
+            weights.add(t.name)
+    return out, weights
+
+
 def _constant_value(name: str, consts: dict[str, np.ndarray]) -> np.ndarray | None:
     return consts.get(name)
 
@@ -119,10 +157,8 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
     from onnx import numpy_helper
 
     proto, label = read_onnx(model)
-    proto_copy = onnx.ModelProto()
-    proto_copy.CopyFrom(proto)
-    proto = proto_copy
-    _set_input_shapes(proto, input_shape, label)
+    proto, weights = _skeleton(proto)
+    _set_input_shapes(proto, input_shape, label, weights)
     from .constant_folding import fold_constants
 
     try:
@@ -136,10 +172,10 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
         shapes[vi.name] = _dims(vi.type)
     consts: dict[str, np.ndarray] = {}
     for t in g.initializer:
-        if np.prod(t.dims) <= 64:  # only small constants (axes, shapes) are ever read
+        if math.prod(t.dims) <= 64:  # only small constants (axes, shapes) are ever read
             consts[t.name] = numpy_helper.to_array(t)
         shapes[t.name] = list(t.dims)
-    const_names = {t.name for t in g.initializer}
+    const_names = {t.name for t in g.initializer} | weights
     alias: dict[str, str] = {}  # tensor -> tensor it equals (Identity/Dropout bypass)
     producer: dict[str, str] = {}
     kept: list[tuple[Any, str]] = []

@@ -109,8 +109,7 @@ def find_se(g: OpGraph, taken: set[str]) -> list[list[str]]:
 def find_channelshuffle(g: OpGraph, taken: set[str]) -> list[list[str]]:
     groups = []
     for node in g:
-        if node.type != "reshape" or node.name in taken or not node.output_shapes or \
-                len(node.output_shapes[0]) != 5:
+        if node.type != "reshape" or node.name in taken:
             continue
         tr = _only_consumer(g, node)
         if tr is None or tr.type != "transpose":

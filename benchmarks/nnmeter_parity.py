@@ -1,0 +1,249 @@
+"""Parity and speed against nn-Meter 2.0's ONNX pipeline, given the same fusion rules and
+regressors.
+
+nn-Meter 2.0 runs in its own virtual environment (it needs ``setuptools<81`` and is a test-only
+oracle, never a dependency)::
+
+    python -m venv /tmp/venv-nnm && /tmp/venv-nnm/bin/pip install nn-meter==2.0 \
+        'setuptools<81' onnx scikit-learn==<same as ours>
+    python benchmarks/nnmeter_parity.py --nnmeter-python /tmp/venv-nnm/bin/python
+
+What it does:
+1. Trains one random forest per nn-Meter kernel type on synthetic features (scikit-learn, the
+   same version in both environments), pickles them as nn-Meter's release layout
+   (``<kernel>.pkl`` + ``fusion_rules.json``), and imports that folder into our format.
+2. Exports the networks (classic CNNs of ``nnmeter_nas.zoo`` and random SPOS candidates) to ONNX.
+3. nn-Meter (``OnnxConverter`` -> ``KernelDetector`` -> ``nn_predict``) and nnmeter_nas predict
+   every file; it compares latencies and kernel lists and times both (median of repeats).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+RULES = {
+    "BF_conv_bn": {"obey": True}, "BF_conv_relu": {"obey": True},
+    "BF_dwconv_bn": {"obey": True}, "BF_dwconv_relu": {"obey": True},
+    "BF_bn_relu": {"obey": True}, "BF_add_relu": {"obey": True},
+    "BF_conv_add": {"obey": False}, "BF_fc_relu": {"obey": True},
+}
+KERNELS = {  # nn-Meter regressor name -> (feature count, synthetic latency function)
+    "conv-bn-relu": 7, "dwconv-bn-relu": 7, "fc": 4, "global-avgpool": 2, "hswish": 2,
+    "relu": 2, "se": 2, "split": 2, "add": 3, "addrelu": 3, "maxpool": 5, "avgpool": 5,
+    "bn": 2, "bnrelu": 2, "channelshuffle": 2, "concat": 6,
+}
+
+NNMETER_RUNNER = textwrap.dedent("""
+    import json, pickle, sys, time, glob, os, logging
+    logging.disable(logging.WARNING)
+    import onnx
+    from nn_meter.ir_converter.onnx_converter import OnnxConverter
+    from nn_meter.kernel_detector import KernelDetector
+    from nn_meter.predictor.prediction.predict_by_kernel import nn_predict
+    from nn_meter.predictor.prediction.extract_feature import get_predict_features
+    from nn_meter.predictor.prediction.utils import get_kernel_name
+    pkg, files, repeats = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    predictors = {}
+    for p in glob.glob(os.path.join(pkg, "*.pkl")):
+        with open(p, "rb") as f:
+            predictors[os.path.basename(p)[:-4]] = pickle.load(f)
+    rules = os.path.join(pkg, "fusion_rules.json")
+    out = {}
+    for f in files:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            graph = OnnxConverter(onnx.load(f)).convert()
+            kd = KernelDetector(rules)
+            kd.load_graph(graph)
+            kernels = kd.get_kernels()
+            lat = nn_predict(predictors, kernels)
+            times.append(time.perf_counter() - t)
+        feats = get_predict_features(kernels)
+        klist = []
+        for layer in feats.values():
+            op, fv = list(layer.items())[0]
+            name = get_kernel_name(op)
+            if name in predictors:
+                klist.append([name, [float(x) for x in fv]])
+        out[f] = {"latency_ms": float(lat), "times_s": times, "kernels": klist}
+    print(json.dumps(out))
+""")
+
+
+def synthetic_forests(seed: int = 0):
+    """One small random forest per kernel type, fitted on random features."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    rng = np.random.default_rng(seed)
+    forests = {}
+    for name, nf in KERNELS.items():
+        X = np.column_stack([rng.choice([1, 2, 3, 7, 14, 28, 56, 112, 224], 400)] +
+                            [rng.integers(1, 1024, 400) for _ in range(nf - 1)]).astype(float)
+        if nf == 7:
+            X[:, 3] = rng.choice([1, 3, 5, 7], 400)
+            X[:, 4] = rng.choice([1, 2], 400)
+            X[:, 5] = X[:, 0] ** 2 * X[:, 1] * X[:, 2] * X[:, 3] ** 2 / X[:, 4] ** 2 / 1e6
+            X[:, 6] = X[:, 1] * X[:, 2] * X[:, 3] ** 2 / 1e6
+        y = 0.01 + np.log1p(X).sum(axis=1) * 0.05 + rng.normal(0, 0.01, 400)
+        forests[name] = RandomForestRegressor(n_estimators=30, max_depth=15,
+                                              random_state=seed).fit(X, y)
+    return forests
+
+
+def networks(n_spos: int, seed: int):
+    import torch
+
+    from nnmeter_nas.zoo import build
+
+    nets = {}
+    for name in ["resnet18", "resnet50", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
+                 "shufflenet_v2", "mnasnet_a1", "squeezenet1_1", "vgg11_bn", "googlenet_like",
+                 "densenet_like", "proxyless_mobile"]:
+        torch.manual_seed(seed)
+        nets[name] = build(name)
+    if n_spos:
+        import random
+
+        from nni.nas.hub.pytorch import ShuffleNetSpace
+        from nni.nas.space import model_context
+
+        space = ShuffleNetSpace()
+        labels = list(space.simplify())
+        rnd = random.Random(seed)
+        for i in range(n_spos):
+            sample = {lab: rnd.choice(["k3", "k5", "k7", "xcep"]) for lab in labels}
+            with model_context(sample):
+                nets[f"spos_{i}"] = ShuffleNetSpace()
+    return nets
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nnmeter-python", default=os.environ.get("NNMETER_PYTHON",
+                                                               "/work/venv-nnm/bin/python"))
+    ap.add_argument("--n-spos", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from nnmeter_nas.graph.constant_folding import fold_constants
+    from nnmeter_nas.graph.torch_export import export_onnx
+    from nnmeter_nas.packages.format import PredictorPackage, write_package
+    from nnmeter_nas.predictor import LatencyPredictor
+    from nnmeter_nas.regressors import TreeEnsemble
+
+    work = Path(tempfile.mkdtemp(prefix="nnmeter-parity-"))
+    pkg = work / "nnmeter_pkg"
+    pkg.mkdir()
+    forests = synthetic_forests(args.seed)
+    for name, est in forests.items():
+        with open(pkg / f"{name}.pkl", "wb") as f:
+            pickle.dump(est, f)
+    (pkg / "fusion_rules.json").write_text(json.dumps(RULES))
+    try:  # the importer is the path users take; fall back to direct conversion
+        from nnmeter_nas.packages.nnmeter_import import import_nnmeter_package
+
+        ours_dir = import_nnmeter_package(pkg, work / "ours", name="parity", version="1.0")
+        how = "imported with nnmeter_nas.packages.nnmeter_import"
+    except ImportError:
+        ours_dir = write_package(work / "ours", name="parity", version="1.0", device="parity",
+                                 framework="synthetic", feature_set="nnmeter-2.0",
+                                 regressors={k: TreeEnsemble.from_sklearn(v)
+                                             for k, v in forests.items()},
+                                 fusion_rules=RULES)
+        how = "converted with TreeEnsemble.from_sklearn"
+    ours = LatencyPredictor(PredictorPackage.load(ours_dir))
+
+    nets = networks(args.n_spos, args.seed)
+    files = {}
+    for name, m in nets.items():
+        import onnx
+
+        path = work / f"{name}.onnx"
+        # nn-Meter's converter needs every node shaped: fold constants (and the Identity
+        # nodes on weights) first; both pipelines then read the very same file.
+        onnx.save(fold_constants(export_onnx(m, (1, 3, 224, 224)), max_elems=1 << 40), path)
+        files[name] = str(path)
+
+    proc = subprocess.run([args.nnmeter_python, "-c", NNMETER_RUNNER, str(pkg),
+                           json.dumps(list(files.values())), str(args.repeats)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"nn-Meter runner failed:\n{proc.stderr[-3000:]}")
+    ref = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    import warnings
+
+    warnings.simplefilter("ignore")
+    print(f"regressors: {len(forests)} random forests, {how}")
+    print(f"{'network':20s} {'nn-Meter ms':>12s} {'ours ms':>12s} {'rel diff':>10s} "
+          f"{'kernels equal':>14s} {'nnm s':>8s} {'ours s':>8s}")
+    diffs, speed_file, nnm_total, ours_only_hswish = [], [], 0.0, []
+    for name, path in files.items():
+        r = ref[path]
+        bd = ours.predict_kernels(path)
+        mine = Counter((k.regressor, tuple(round(float(x), 9) for x in k.features))
+                       for k in bd if k.status == "predicted")
+        theirs = Counter((k, tuple(round(float(x), 9) for x in f)) for k, f in r["kernels"])
+        equal = mine == theirs
+        extra = mine - theirs
+        rel = abs(bd.latency_ms - r["latency_ms"]) / r["latency_ms"]
+        t_ours = median_time(lambda: ours.predict(path), args.repeats)
+        t_nnm = statistics.median(r["times_s"])
+        nnm_total += t_nnm
+        speed_file.append(t_nnm / t_ours)
+        note = ""
+        if not equal:
+            only = sorted({k for k, _ in extra})
+            note = f"  ours only: {only}; theirs only: {sorted({k for k, _ in theirs - mine})}"
+            if set(only) <= {"hswish", "se"} and not (theirs - mine):
+                ours_only_hswish.append(name)
+        else:
+            diffs.append(rel)
+        print(f"{name:20s} {r['latency_ms']:12.4f} {bd.latency_ms:12.4f} {rel:10.2e} "
+              f"{str(equal):>14s} {t_nnm:8.3f} {t_ours:8.3f}{note}")
+
+    t_many = median_time(lambda: ours.predict_many(list(files.values())), args.repeats)
+    mods = list(nets.items())[:4]
+    t_torch = statistics.median(
+        median_time(lambda m=m: ours.predict(m, input_shape=(1, 3, 224, 224)), args.repeats)
+        for _, m in mods)
+    print()
+    print(f"networks: {len(files)}; identical kernel lists: {len(diffs)}")
+    if diffs:
+        print(f"largest relative latency difference where kernel lists are identical: "
+              f"{max(diffs):.2e}")
+    if ours_only_hswish:
+        print(f"kernel lists differ only where nn-Meter 2.0 misses h-swish/SE blocks exported "
+              f"by torch (HardSigmoid*x), which it counts as 0 ms: {ours_only_hswish}")
+    print(f"speed per ONNX file (median over networks of nn-Meter time / ours): "
+          f"{statistics.median(speed_file):.1f}x")
+    print(f"predict_many over {len(files)} files: {t_many:.3f} s vs nn-Meter "
+          f"{nnm_total:.3f} s one by one: {nnm_total / t_many:.1f}x")
+    print(f"torch module -> latency (export included), median: {t_torch:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
