@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -53,10 +54,18 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, timeout: 
         part.unlink(missing_ok=True)
         raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}{hint}") \
             from exc
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except http.client.IncompleteRead as exc:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"download of {url} was cut short ({len(exc.partial)} bytes "
+                            "in the last read, more expected); try again") from exc
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException,
+            ValueError) as exc:
         part.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"cannot download {url}: {reason}{hint}") from exc
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     if total is not None and got != total:
         part.unlink(missing_ok=True)
         raise DownloadError(f"download of {url} was cut short ({got} of {total} bytes); "

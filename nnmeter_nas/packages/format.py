@@ -31,6 +31,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
@@ -98,6 +99,9 @@ class _Source:
         except (KeyError, FileNotFoundError):
             raise PackageError(f"{self.path}: the package is missing the file {rel!r}; "
                                "reinstall it") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise PackageError(f"{self.path}: the archive entry {rel!r} is corrupt ({exc}); "
+                               "reinstall the package") from exc
 
     def close(self) -> None:
         if self._zip is not None:
@@ -151,6 +155,8 @@ class PredictorPackage:
                 manifest = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise PackageError(f"{path}: {MANIFEST} is not valid JSON: {exc}") from exc
+            if not isinstance(manifest, dict):
+                raise PackageError(f"{path}: {MANIFEST} must hold a JSON object")
             if manifest.get("format") != FORMAT:
                 raise PackageError(f"{path}: {MANIFEST} is not a {FORMAT} manifest "
                                    f"(format={manifest.get('format')!r})")
@@ -162,6 +168,9 @@ class PredictorPackage:
                 if key not in manifest:
                     raise PackageError(f"{path}: {MANIFEST} lacks the {key!r} entry")
             files = manifest["files"]
+            if not isinstance(files, dict) or not isinstance(manifest["kernels"], dict):
+                raise PackageError(f"{path}: {MANIFEST}'s 'files' and 'kernels' entries must "
+                                   "be JSON objects")
             blobs: dict[str, bytes] = {}
             for rel, digest in files.items():
                 data = src.read(rel)
@@ -175,9 +184,12 @@ class PredictorPackage:
                 rules = FusionRules.from_dict(json.loads(blobs[FUSION_RULES]))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise PackageError(f"{path}: {FUSION_RULES} is not valid JSON: {exc}") from exc
+            except (TypeError, AttributeError) as exc:
+                raise PackageError(f"{path}: {FUSION_RULES} is not a fusion rules mapping "
+                                   f"(rule name -> {{\"obey\": ...}}): {exc}") from exc
             regressors = {}
             for reg, info in manifest["kernels"].items():
-                rel = info.get("file")
+                rel = info.get("file") if isinstance(info, dict) else None
                 if rel not in blobs:
                     raise PackageError(f"{path}: kernel {reg!r} refers to {rel!r}, which is "
                                        "not listed in the manifest's files")
@@ -252,10 +264,16 @@ def write_package(dest: str | Path, *, name: str, version: str, device: str, fra
             (tmp / rel).write_bytes(data)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
+            # A unique name: two writers in one process must not share it.
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            os.replace(dest, old / "pkg")
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                os.replace(old / "pkg", dest)
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, dest)
     except BaseException:

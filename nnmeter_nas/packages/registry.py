@@ -7,6 +7,7 @@ with neither, a downloadable predictor is downloaded, verified, imported and ins
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -173,7 +174,8 @@ def load_predictor(name: str | None = None, version: str | None = None, *,
             raise UnknownPredictorError(f"predictor {name!r} is not installed; install it with "
                                         f"`nnmeter-nas predictors install {name}` or from a "
                                         "file with `nnmeter-nas predictors install PATH.zip`")
-        dest = install_predictor(nnmeter_url(name), name=name, version=NNMETER_VERSION)
+        dest = install_predictor(nnmeter_url(name), name=name, version=NNMETER_VERSION,
+                                 overwrite=False)
         return LatencyPredictor(PredictorPackage.load(dest), strict=strict)
     known = sorted({r.name for r in list_predictors()})
     if rows or name in NNMETER_PREDICTORS:
@@ -196,11 +198,11 @@ def install_predictor(source: str | Path, *, name: str | None = None,
     ``source``: a URL or file of a package (our format, directory or zip) or of an nn-Meter
     release (a zip or folder of ``<kernel>.pkl`` + ``fusion_rules.json``, imported once into
     our format), or the name of an nn-Meter device (downloaded from its release URL).
+    With ``overwrite=False`` an installed package of the same name and version is kept (and,
+    when ``name`` and ``version`` are given, nothing is downloaded).
     Concurrent installs of the same package are serialised with a file lock and the package
     directory appears atomically; nothing half-written is left in the cache on failure.
     """
-    from filelock import FileLock
-
     from .download import download
 
     src = str(source)
@@ -208,8 +210,16 @@ def install_predictor(source: str | Path, *, name: str | None = None,
         name, version, src = src, version or NNMETER_VERSION, nnmeter_url(src)
     root = installed_dir()
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".install-", dir=root) as tmp:
-        tmp_path = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        held: tuple[str, str] | None = None
+        if name and version and not overwrite:
+            # Lock before downloading, so that concurrent first uses download only once.
+            held = (_path_component(name, "name"), _path_component(str(version), "version"))
+            stack.enter_context(_install_lock(root, *held))
+            if (root / held[0] / held[1]).is_dir():
+                return root / held[0] / held[1]
+        tmp_path = Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix=".install-", dir=root)))
         if _is_url(src):
             fname = src.rstrip("/").rsplit("/", 1)[-1] or "package.zip"
             local = download(src, tmp_path / fname)
@@ -219,28 +229,47 @@ def install_predictor(source: str | Path, *, name: str | None = None,
                 raise PackageError(f"predictor package not found: {local}")
         pkg_dir = _as_package_dir(local, tmp_path, name=name, version=version)
         pkg = PredictorPackage.load(pkg_dir)  # verify before it enters the cache
-        dest = root / pkg.name / pkg.version
-        lock = FileLock(str(root / f".{pkg.name}-{pkg.version}.lock"))
-        with lock:
-            if dest.exists() and not overwrite:
-                return dest
-            staged = Path(tempfile.mkdtemp(prefix=f".{pkg.version}.new-", dir=dest.parent
-                                           if dest.parent.exists() else _mk(dest.parent)))
-            shutil.rmtree(staged)
+        key = (_path_component(pkg.name, "name"), _path_component(pkg.version, "version"))
+        dest = root / key[0] / key[1]
+        if key != held:
+            stack.enter_context(_install_lock(root, *key))
+        if dest.exists() and not overwrite:
+            return dest
+        if tmp_path not in pkg_dir.parents:
+            staged = tmp_path / "staged"
             shutil.copytree(pkg_dir, staged)
-            if dest.exists():
-                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-                os.replace(dest, old)
+        else:
+            staged = pkg_dir
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Same file system (tmp_path is inside root), so each rename is atomic. A directory
+        # cannot be swapped in one step: the old one moves into tmp_path (removed with it).
+        if dest.exists():
+            old = tmp_path / "old"
+            os.replace(dest, old)
+            try:
                 os.replace(staged, dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staged, dest)
+            except BaseException:
+                os.replace(old, dest)
+                raise
+        else:
+            os.replace(staged, dest)
     return dest
 
 
-def _mk(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+def _install_lock(root: Path, name: str, version: str):
+    from filelock import FileLock
+
+    return FileLock(str(root / f".{name}-{version}.lock"))
+
+
+def _path_component(s: str, what: str) -> str:
+    """``s`` if it is safe as one directory name in the cache (a package's name or version
+    comes from its manifest, which must not be able to point outside the cache)."""
+    if not s or s in (".", "..") or "/" in s or "\\" in s or s.startswith(".") or \
+            s != s.strip() or "\0" in s:
+        raise PackageError(f"invalid predictor {what} {s!r}: it must be a plain name (no "
+                           "'/', not starting with '.')")
+    return s
 
 
 def _looks_like_nnmeter(path: Path) -> bool:
