@@ -56,7 +56,10 @@ class FusionRules:
 
     @classmethod
     def from_dict(cls, rules: Mapping[str, Any]) -> "FusionRules":
-        return cls({k: dict(v) for k, v in rules.items()})
+        if not isinstance(rules, Mapping):
+            raise PackageError("fusion rules must be a JSON object {rule_name: {\"obey\": "
+                               f"bool}}, got a {type(rules).__name__}")
+        return cls({k: dict(v) if isinstance(v, Mapping) else v for k, v in rules.items()})
 
     @classmethod
     def from_file(cls, path: str | Path) -> "FusionRules":

@@ -1,0 +1,68 @@
+"""The package's layering: data flows one way and heavy frameworks are imported only where used."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "nnmeter_nas"
+
+# Each layer may import only the layers listed for it (and itself, errors, the standard
+# library and third-party packages).
+ORDER = ["graph", "kernels", "features", "regressors", "predictor"]
+ALLOWED = {
+    "graph": set(),
+    "kernels": {"graph"},
+    "features": {"graph", "kernels"},
+    "regressors": set(),
+    "packages": {"graph", "kernels", "features", "regressors", "predictor"},
+    "predictor": {"graph", "kernels", "features", "regressors", "packages"},
+}
+UPPER = {"nni", "strategies", "search_spaces", "parallel", "cli", "builder", "examples"}
+
+
+def _internal_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    rel = path.relative_to(PKG).with_suffix("")
+    pkg_parts = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg_parts[: len(pkg_parts) - (node.level - 1)] if node.level > 1 \
+                    else pkg_parts
+                mod = (node.module or "").split(".")
+                parts = [p for p in base + mod if p]
+                if not node.module:
+                    parts += [a.name for a in node.names]
+            elif node.module and node.module.startswith("nnmeter_nas"):
+                parts = node.module.split(".")[1:]
+            else:
+                continue
+            if parts:
+                found.add(parts[0])
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("nnmeter_nas."):
+                    found.add(a.name.split(".")[1])
+    return found
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_lower_layers_do_not_import_upper_ones(layer):
+    target = PKG / layer
+    files = list(target.rglob("*.py")) if target.is_dir() else [PKG / f"{layer}.py"]
+    for f in files:
+        layer_of = layer
+        bad = _internal_imports(f) - ALLOWED[layer] - {layer_of, "errors"}
+        assert not (bad & (set(ALLOWED) | UPPER)), f"{f.relative_to(PKG)} imports {sorted(bad)}"
+
+
+def test_import_is_light():
+    code = ("import sys, nnmeter_nas; "
+            "heavy = [m for m in ('torch', 'onnx', 'nni', 'ray', 'sklearn', 'onnxruntime') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
