@@ -92,6 +92,27 @@ def _evaluate(node: Any, inputs: list[np.ndarray]) -> list[np.ndarray] | None:
         return None
 
 
+class LazyConstants(dict):
+    """name -> numpy value; initializers (TensorProto) are converted on first access."""
+
+    def __init__(self, protos: dict[str, Any]) -> None:
+        super().__init__()
+        self._protos = protos
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in self._protos
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if not dict.__contains__(self, name):
+            from onnx import numpy_helper
+
+            dict.__setitem__(self, name, numpy_helper.to_array(self._protos[name]))
+        return dict.__getitem__(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+
 def fold_constants(proto: Any, *, max_elems: int = _MAX_FOLD_ELEMS) -> Any:
     """Return a copy of ``proto`` (static input shapes already set) with its shape arithmetic
     folded into initializers and shapes inferred. Computations on constants of more than
@@ -108,10 +129,8 @@ def fold_constants(proto: Any, *, max_elems: int = _MAX_FOLD_ELEMS) -> Any:
                     for d in vi.type.tensor_type.shape.dim]
             if vi.type.tensor_type.HasField("shape") and all(d > 0 for d in dims):
                 shapes[vi.name] = dims
-        values: dict[str, np.ndarray] = {}
-        for t in g.initializer:
-            if math.prod(t.dims) <= max_elems:
-                values[t.name] = numpy_helper.to_array(t)
+        values = LazyConstants({t.name: t for t in g.initializer
+                                if math.prod(t.dims) <= max_elems})
         folded: list[int] = []
         new_inits: list[Any] = []
         # Constant nodes feed the folding, so turn them into values first.

@@ -159,7 +159,7 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
     proto, label = read_onnx(model)
     proto, weights = _skeleton(proto)
     _set_input_shapes(proto, input_shape, label, weights)
-    from .constant_folding import fold_constants
+    from .constant_folding import LazyConstants, fold_constants
 
     try:
         proto = fold_constants(proto)
@@ -170,10 +170,8 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
     shapes: dict[str, list[int] | None] = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         shapes[vi.name] = _dims(vi.type)
-    consts: dict[str, np.ndarray] = {}
+    consts = LazyConstants({t.name: t for t in g.initializer})  # axes, split sizes
     for t in g.initializer:
-        if math.prod(t.dims) <= 64:  # only small constants (axes, shapes) are ever read
-            consts[t.name] = numpy_helper.to_array(t)
         shapes[t.name] = list(t.dims)
     const_names = {t.name for t in g.initializer} | weights
     alias: dict[str, str] = {}  # tensor -> tensor it equals (Identity/Dropout bypass)
