@@ -10,7 +10,7 @@ oracle, never a dependency)::
 
 What it does:
 1. Trains one random forest per nn-Meter kernel type on synthetic features (scikit-learn, the
-   same version in both environments), pickles them as nn-Meter's release layout
+   same version in both environments; nn-Meter's own CPU forest sizes: 190-690 trees), pickles them as nn-Meter's release layout
    (``<kernel>.pkl`` + ``fusion_rules.json``), and imports that folder into our format.
 2. Exports the networks (classic CNNs of ``nnmeter_nas.zoo`` and random SPOS candidates) to ONNX.
 3. nn-Meter (``OnnxConverter`` -> ``KernelDetector`` -> ``nn_predict``) and nnmeter_nas predict
@@ -39,10 +39,15 @@ RULES = {
     "BF_bn_relu": {"obey": True}, "BF_add_relu": {"obey": True},
     "BF_conv_add": {"obey": False}, "BF_fc_relu": {"obey": True},
 }
-KERNELS = {  # nn-Meter regressor name -> (feature count, synthetic latency function)
-    "conv-bn-relu": 7, "dwconv-bn-relu": 7, "fc": 4, "global-avgpool": 2, "hswish": 2,
-    "relu": 2, "se": 2, "split": 2, "add": 3, "addrelu": 3, "maxpool": 5, "avgpool": 5,
-    "bn": 2, "bnrelu": 2, "channelshuffle": 2, "concat": 6,
+# nn-Meter regressor name -> (feature count, trees, max depth). Forest sizes follow the
+# hyper-parameters nn-Meter 2.0 uses for its CPU predictors, so the regressors cost what
+# nn-Meter's own do.
+KERNELS = {
+    "conv-bn-relu": (7, 320, 70), "dwconv-bn-relu": (7, 240, 50), "fc": (4, 370, 50),
+    "global-avgpool": (2, 370, 70), "hswish": (2, 190, 50), "relu": (2, 370, 50),
+    "se": (2, 290, 20), "split": (2, 190, 50), "add": (3, 370, 50), "addrelu": (3, 570, 50),
+    "maxpool": (5, 210, 50), "avgpool": (5, 370, 50), "bn": (2, 370, 50),
+    "bnrelu": (2, 370, 50), "channelshuffle": (2, 370, 50), "concat": (6, 690, 100),
 }
 
 NNMETER_RUNNER = textwrap.dedent("""
@@ -89,17 +94,18 @@ def synthetic_forests(seed: int = 0):
 
     rng = np.random.default_rng(seed)
     forests = {}
-    for name, nf in KERNELS.items():
-        X = np.column_stack([rng.choice([1, 2, 3, 7, 14, 28, 56, 112, 224], 400)] +
-                            [rng.integers(1, 1024, 400) for _ in range(nf - 1)]).astype(float)
+    n = 300
+    for name, (nf, trees, depth) in KERNELS.items():
+        X = np.column_stack([rng.choice([1, 2, 3, 7, 14, 28, 56, 112, 224], n)] +
+                            [rng.integers(1, 1024, n) for _ in range(nf - 1)]).astype(float)
         if nf == 7:
-            X[:, 3] = rng.choice([1, 3, 5, 7], 400)
-            X[:, 4] = rng.choice([1, 2], 400)
+            X[:, 3] = rng.choice([1, 3, 5, 7], n)
+            X[:, 4] = rng.choice([1, 2], n)
             X[:, 5] = X[:, 0] ** 2 * X[:, 1] * X[:, 2] * X[:, 3] ** 2 / X[:, 4] ** 2 / 1e6
             X[:, 6] = X[:, 1] * X[:, 2] * X[:, 3] ** 2 / 1e6
-        y = 0.01 + np.log1p(X).sum(axis=1) * 0.05 + rng.normal(0, 0.01, 400)
-        forests[name] = RandomForestRegressor(n_estimators=30, max_depth=15,
-                                              random_state=seed).fit(X, y)
+        y = 0.01 + np.log1p(X).sum(axis=1) * 0.05 + rng.normal(0, 0.01, n)
+        forests[name] = RandomForestRegressor(n_estimators=trees, max_depth=depth,
+                                              random_state=seed, n_jobs=1).fit(X, y)
     return forests
 
 
