@@ -6,7 +6,8 @@ Each detector returns groups of node names that run as one kernel:
   division or a multiplication by 1/6), or a single ``HardSwish`` node.
 - ``se``: squeeze-and-excitation, ``x * gate(conv(relu(conv(gap(x)))))`` where the gate is a
   (hard) sigmoid, the convolutions may be fully connected layers around a reshape.
-- ``channelshuffle``: reshape -> transpose -> reshape.
+- ``channelshuffle``: reshape -> transpose -> reshape (and the gathers that split its result
+  when the network indexes it, as NNI's ShuffleNet does).
 - ``gap``: global average pooling, together with the flatten/reshape that directly follows it.
 """
 from __future__ import annotations
@@ -118,6 +119,11 @@ def find_channelshuffle(g: OpGraph, taken: set[str]) -> list[list[str]]:
         if back is None or back.type != "reshape":
             continue
         group = [node.name, tr.name, back.name]
+        # NNI's ShuffleNet splits the shuffled tensor by indexing its first axis (x[0], x[1]):
+        # those gathers are the block's outputs, not kernels of their own.
+        if back.outputs and all(g[o].type == "gather" and g[o].inputs == [back.name]
+                                for o in back.outputs):
+            group += back.outputs
         if taken.isdisjoint(group):
             groups.append(group)
             taken.update(group)
