@@ -45,14 +45,26 @@ class KernelPrediction:
 
 
 class KernelBreakdown(list):
-    """List of :class:`KernelPrediction` with network-level summaries."""
+    """List of :class:`KernelPrediction` with network-level summaries.
+
+    ``overhead_ms`` is the package's constant per-network cost (``network_overhead_ms`` in its
+    manifest, e.g. a runtime's launch cost), added once to the kernels' sum.
+    """
+
+    def __init__(self, kernels: Iterable[KernelPrediction] = (), overhead_ms: float = 0.0):
+        super().__init__(kernels)
+        self.overhead_ms = float(overhead_ms)
 
     @property
     def latency_ms(self) -> float:
-        return float(sum(k.latency_ms for k in self))
+        return float(sum(k.latency_ms for k in self)) + self.overhead_ms
 
     @property
     def in_domain(self) -> bool | None:
+        """False if any kernel lies outside its regressor's training range or has no
+        regressor at all; None if some range is unknown; True otherwise."""
+        if any(k.status == "missing" for k in self):
+            return False
         flags = [k.in_domain for k in self if k.status == "predicted"]
         if any(f is False for f in flags):
             return False
@@ -75,6 +87,8 @@ class KernelBreakdown(list):
             feats = "" if k.features is None else ", ".join(f"{f:g}" for f in k.features)
             rows.append(f"{k.name:28s} {k.regressor:16s} {k.latency_ms:9.4f}  "
                         f"{k.status:9s}  [{feats}]{flag}")
+        if self.overhead_ms:
+            rows.append(f"{'network overhead':28s} {'':16s} {self.overhead_ms:9.4f}")
         rows.append(f"{'total':28s} {'':16s} {self.latency_ms:9.4f}")
         return "\n".join(rows)
 
@@ -114,6 +128,11 @@ class LatencyPredictor:
     @property
     def fusion_rules(self):
         return self.package.fusion_rules
+
+    @property
+    def network_overhead_ms(self) -> float:
+        """Constant cost (ms) the package adds once per network (0 for most packages)."""
+        return float(self.package.manifest.get("network_overhead_ms", 0.0) or 0.0)
 
     @property
     def kernel_types(self) -> list[str]:
@@ -191,10 +210,11 @@ class LatencyPredictor:
         out = []
         for m, plan in enumerate(plans):
             bd = KernelBreakdown(
-                KernelPrediction(name=k.name, kernel_type=k.type, regressor=reg,
-                                 features=feats, latency_ms=float(lat[m][i]), status=status,
-                                 in_domain=dom[m][i], nodes=list(k.nodes))
-                for i, (k, reg, feats, status) in enumerate(plan))
+                (KernelPrediction(name=k.name, kernel_type=k.type, regressor=reg,
+                                  features=feats, latency_ms=float(lat[m][i]), status=status,
+                                  in_domain=dom[m][i], nodes=list(k.nodes))
+                 for i, (k, reg, feats, status) in enumerate(plan)),
+                overhead_ms=self.network_overhead_ms)
             outside = sorted({k.regressor for k in bd if k.in_domain is False})
             new = [r for r in outside if (self.device, "domain:" + r) not in self._warned]
             if new:

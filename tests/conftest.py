@@ -18,8 +18,12 @@ os.makedirs(os.environ["HOME"], exist_ok=True)
 @pytest.fixture
 def nnmeter_home(tmp_path, monkeypatch):
     """A fresh, empty predictor cache for one test."""
+    from nnmeter_nas.packages import registry
+
     home = tmp_path / "nnmeter_home"
     monkeypatch.setenv("NNMETER_NAS_HOME", str(home))
+    # the built-in packages would otherwise answer for nn-Meter's device names
+    monkeypatch.setattr(registry, "builtin_dir", lambda: tmp_path / "no_builtin")
     return home
 
 
