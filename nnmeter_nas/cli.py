@@ -1,0 +1,571 @@
+"""The ``nnmeter-nas`` command line.
+
+::
+
+    nnmeter-nas predictors list | import PATH | install URL_OR_FILE_OR_DEVICE | build ...
+    nnmeter-nas predict MODEL.onnx|MODEL.json --device D [--input-shape 1,3,224,224] [--kernels]
+    nnmeter-nas lut --space spos|nb201|MODULE:CLASS --device D --out table.json
+    nnmeter-nas score --space spos --devices all --n 100000 --out scores.parquet [--address ...]
+
+Exit status: 0 success, 1 runtime error, 2 usage error. Errors are printed as one line
+(``nnmeter-nas: error: ...``); ``--debug`` shows the traceback instead. Everything heavy (torch,
+NNI, Ray, pandas) is imported by the command that needs it, so ``--help`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+PROG = "nnmeter-nas"
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Arguments that parse but do not make sense together (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one error format for every subcommand: ``nnmeter-nas: error: ...``."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined] # noqa: F821
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
+
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must be comma-separated ints such as "
+                                         f"1,3,224,224, not {text!r}") from None
+    if len(shape) != 4 or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"input shape must be 4 positive ints N,C,H,W (e.g. "
+                                         f"1,3,224,224), not {text!r}")
+    return shape
+
+
+def _count(text: str) -> int | str:
+    if text == "all":
+        return "all"
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of candidates or 'all', not "
+                                         f"{text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the number of candidates must be at least 1, "
+                                         f"not {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
+def _devices(values: Sequence[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
+
+
+# ---------------------------------------------------------------------------- predictors
+def _cmd_predictors_list(args: argparse.Namespace) -> int:
+    from .packages.registry import list_predictors
+
+    rows = list_predictors()
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=1))
+        return EXIT_OK
+    if not rows:
+        print("no predictors")
+        return EXIT_OK
+    header = ("name", "version", "source", "status", "location")
+    table = [(r.name, r.version, r.source, r.status, r.path or r.url or "") for r in rows]
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header[:-1])]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths + [0])).rstrip())
+    for t in table:
+        print("  ".join(str(c).ljust(w) for c, w in zip(t, widths + [0])).rstrip())
+    return EXIT_OK
+
+
+def _cmd_predictors_import(args: argparse.Namespace) -> int:
+    if not os.path.exists(args.path):
+        raise FileNotFoundError(f"no such file or directory: {args.path}")
+    if args.out:
+        from .packages.nnmeter_import import import_nnmeter_package
+
+        dest = import_nnmeter_package(args.path, args.out, name=args.name,
+                                      version=args.version or "1.0",
+                                      overwrite=args.overwrite, progress=not args.quiet)
+        print(f"imported {args.path} -> {dest}")
+        return EXIT_OK
+    from .packages.registry import install_predictor
+
+    dest = install_predictor(args.path, name=args.name, version=args.version)
+    print(f"imported and installed {args.path} -> {dest}")
+    return EXIT_OK
+
+
+def _cmd_predictors_install(args: argparse.Namespace) -> int:
+    from .packages.registry import install_predictor
+
+    dest = install_predictor(args.source, name=args.name, version=args.version)
+    print(f"installed {args.source} -> {dest}")
+    return EXIT_OK
+
+
+def _build_unavailable(reason: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise RuntimeError(f"`predictors build` is not available in this installation "
+                           f"({reason}); the predictor builder ships with nnmeter_nas.builder")
+    return run
+
+
+def _add_build(sub: Any, common: argparse.ArgumentParser, wanted: bool) -> None:
+    """The builder's own ``build`` subcommand when it is importable (only imported when the
+    command line asks for ``predictors build``), else a placeholder that explains."""
+    reason = "not requested"
+    if wanted:
+        try:
+            from .builder import cli as builder_cli
+        except ImportError as exc:
+            reason = f"nnmeter_nas.builder.cli cannot be imported: {exc}"
+        else:
+            hook = getattr(builder_cli, "add_build_parser", None)
+            run = getattr(builder_cli, "run_build", None)
+            if hook is None or run is None:
+                reason = "nnmeter_nas.builder.cli lacks add_build_parser/run_build"
+            else:
+                before = set(sub.choices)
+                returned = hook(sub)
+                parser = returned if isinstance(returned, argparse.ArgumentParser) else \
+                    sub.choices.get("build") or next(
+                        (sub.choices[k] for k in sub.choices if k not in before), None)
+                if parser is not None:
+                    parser.set_defaults(_handler=run)
+                    for action in common._actions:
+                        if action.dest == "debug" and not any(
+                                a.dest == "debug" for a in parser._actions):
+                            parser.add_argument("--debug", action="store_true",
+                                                default=argparse.SUPPRESS,
+                                                help=argparse.SUPPRESS)
+                    return
+                reason = "add_build_parser did not register a 'build' command"
+    p = sub.add_parser("build", parents=[common], formatter_class=_FORMATTER,
+                       help="measure kernels on a device and fit a new predictor",
+                       description="Build a predictor package: measure kernels with a backend, "
+                                   "detect fusion rules, fit regressors.\n\n"
+                                   "Run `nnmeter-nas predictors build --help` for its options.")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(_handler=_build_unavailable(reason))
+
+
+# ---------------------------------------------------------------------------- predict
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .graph import load_graph
+
+    if not os.path.exists(args.model):
+        raise FileNotFoundError(f"no such model file: {args.model}")
+    ext = os.path.splitext(args.model)[1].lower()
+    if ext not in (".onnx", ".json"):
+        raise UsageError(f"MODEL must be an ONNX file (.onnx) or an nn-Meter IR file (.json), "
+                         f"not {args.model!r}")
+    devices = _devices(args.device)
+    if not devices:
+        raise UsageError("name at least one device: --device NAME (see `nnmeter-nas "
+                         "predictors list`)")
+    from .parallel.api import resolve_devices
+
+    predictors = resolve_devices("all" if devices == ["all"] else devices)
+    graph = load_graph(args.model, input_shape=args.input_shape)
+    results = []
+    for pred in predictors:
+        bd = pred.predict_kernels(graph)
+        results.append((pred, bd))
+    if args.json:
+        print(json.dumps({"model": args.model, "predictions": [
+            {"device": p.device, "predictor": p.name, "version": p.version,
+             "latency_ms": bd.latency_ms, "in_domain": bd.in_domain,
+             "missing_kernel_types": bd.missing_kernel_types,
+             **({"kernels": [{"name": k.name, "type": k.kernel_type, "regressor": k.regressor,
+                              "latency_ms": k.latency_ms, "status": k.status,
+                              "in_domain": k.in_domain, "features": k.features}
+                             for k in bd]} if args.kernels else {})}
+            for p, bd in results]}, indent=1))
+        return EXIT_OK
+    width = max(len(p.device) for p, _ in results)
+    for pred, bd in results:
+        note = ""
+        if bd.missing_kernel_types:
+            note = f"  (no regressor for {', '.join(bd.missing_kernel_types)}: counted as 0 ms)"
+        elif bd.in_domain is False:
+            note = "  (some kernels outside the predictor's training range)"
+        print(f"{pred.device.ljust(width)}  {bd.latency_ms:10.4f} ms{note}")
+        if args.kernels:
+            print(bd.table())
+            print()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- lut
+def _cmd_lut(args: argparse.Namespace) -> int:
+    import warnings
+
+    devices = _devices(args.device)
+    if not devices:
+        raise UsageError("name at least one device: --device NAME")
+    from .parallel.api import resolve_devices
+    from .parallel.spaces import resolve_space
+
+    spec = resolve_space(args.space, args.input_shape)
+    predictors = resolve_devices("all" if devices == ["all"] else devices)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NNI's torch-version notice
+        space = spec.build()
+        from .nni.profiler import LatencyProfiler
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            prof = LatencyProfiler(space, predictors, spec.input_shape,
+                                   progress=not args.quiet)
+    for w in caught:
+        if "NNI" not in str(w.message) and "not a nn.Module" not in str(w.message):
+            print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    path = prof.save(args.out)
+    table = prof.table
+    n_entries = sum(len(p.combos) for p in table.points)
+    print(f"wrote {path}: {len(table.points)} choice points, {n_entries} entries, "
+          f"{len(table.devices)} device(s), input {tuple(table.input_shape)}, "
+          f"{time.perf_counter() - t0:.1f} s")
+    for d in table.devices:
+        lo, hi = table.bounds(d)
+        print(f"  {d}: fixed {table.fixed_ms[d]:.4f} ms, candidates {lo:.4f} .. {hi:.4f} ms")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- score
+def _read_samples(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such samples file: {path}")
+    if path.endswith(".jsonl"):
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if path.endswith(".json"):
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, list) or not all(isinstance(s, dict) for s in data):
+            raise ValueError(f"{path} must hold a JSON list of samples ({{label: value}})")
+        return data
+    if path.endswith(".csv"):
+        import csv
+
+        with open(path, newline="") as f:
+            return [dict(row) for row in csv.DictReader(f)]
+    raise UsageError(f"--samples must be a .json (list), .jsonl or .csv file, not {path!r}")
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    if (args.n is None) == (args.samples is None):
+        raise UsageError("give either --n (random candidates, or 'all') or --samples FILE")
+    if args.kernels and args.mode != "full":
+        raise UsageError("--kernels needs --mode full")
+    from .parallel.api import latency_column, score
+
+    samples = _read_samples(args.samples) if args.samples else None
+    if samples is not None and args.samples.endswith(".csv"):
+        samples = _coerce_csv_samples(args.space, samples)
+    in_process = True if args.in_process else (False if args.ray else None)
+    t0 = time.perf_counter()
+    df = score(args.space, samples, n=args.n, devices=_devices(args.devices) or "all",
+               mode=args.mode, address=args.address, num_workers=args.workers, seed=args.seed,
+               out=args.out, input_shape=args.input_shape, kernels=args.kernels,
+               table=args.table, chunk_size=args.chunk_size, in_process=in_process,
+               overwrite=args.overwrite, progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    info = df.attrs.get("nnmeter_nas", {})
+    devices = [c[:-3] for c in df.columns if c.endswith("_ms")]
+    print(f"wrote {args.out}: {len(df)} candidates x {len(devices)} device(s), mode "
+          f"{args.mode}, {info.get('backend', '?')}, {seconds:.1f} s "
+          f"({len(df) / max(seconds, 1e-9):,.0f} candidates/s); seed {info.get('seed')}")
+    for d in devices:
+        col = df[latency_column(d)]
+        print(f"  {d}: min {col.min():.4f}  median {col.median():.4f}  max {col.max():.4f} ms")
+    if len(df):
+        print(f"  flops: median {df['flops'].median():.4g}, params: median "
+              f"{df['params'].median():.4g}")
+    return EXIT_OK
+
+
+def _coerce_csv_samples(space: str, samples: list[dict]) -> list[dict]:
+    """CSV cells are strings: map them back to the space's values (``"3"`` -> ``3``)."""
+    import warnings
+
+    from .nni.choice_points import find_choice_points
+    from .parallel.spaces import resolve_space
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        layout = find_choice_points(resolve_space(space).build())
+    by_text = {label: {str(v): v for v in vs} for label, vs in layout.label_values.items()}
+    out = []
+    for s in samples:
+        out.append({k: by_text.get(k, {}).get(v, v) for k, v in s.items()
+                    if k in by_text})
+    return out
+
+
+# ---------------------------------------------------------------------------- parser
+_EXAMPLES_MAIN = """\
+examples:
+  nnmeter-nas predictors list
+  nnmeter-nas predictors install cortexA76cpu_tflite21
+  nnmeter-nas predict model.onnx --device cortexA76cpu_tflite21 --kernels
+  nnmeter-nas lut --space spos --device cortexA76cpu_tflite21 --out spos_a76.json
+  nnmeter-nas score --space spos --devices all --n 100000 --out scores.parquet
+
+exit status: 0 success, 1 runtime error, 2 usage error; --debug shows tracebacks.
+"""
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser (``argv`` only decides whether the builder's options are loaded)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of errors")
+
+    parser = _Parser(prog=PROG, formatter_class=_FORMATTER,
+                     description="Kernel-level latency prediction for edge devices and "
+                                 "hardware-aware NAS with NNI 3.",
+                     epilog=_EXAMPLES_MAIN)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="show the full traceback of errors")
+    cmds = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    cmds.required = True
+
+    # predictors ------------------------------------------------------------
+    pp = cmds.add_parser(
+        "predictors", parents=[common], formatter_class=_FORMATTER,
+        help="list, import, install or build latency predictors",
+        description="Manage latency predictors (one package per device).",
+        epilog="examples:\n"
+               "  nnmeter-nas predictors list\n"
+               "  nnmeter-nas predictors import ~/Downloads/cortexA76cpu_tflite21.zip\n"
+               "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
+               "  nnmeter-nas predictors install https://example.org/mydevice-1.0.zip\n"
+               "  nnmeter-nas predictors build --help\n")
+    psub = pp.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    psub.required = True
+    p = psub.add_parser("list", parents=[common], formatter_class=_FORMATTER,
+                        help="installed, built-in and downloadable predictors",
+                        description="List predictors: installed (user cache), built-in and "
+                                    "downloadable; 'in use' marks the one each name loads.",
+                        epilog="examples:\n  nnmeter-nas predictors list\n"
+                               "  nnmeter-nas predictors list --json\n")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(_handler=_cmd_predictors_list)
+
+    p = psub.add_parser("import", parents=[common], formatter_class=_FORMATTER,
+                        help="convert an nn-Meter predictor (zip or folder) and install it",
+                        description="Convert an nn-Meter release (<kernel>.pkl files + "
+                                    "fusion_rules.json, zipped or in a folder) into a package "
+                                    "and install it in the user cache, or write it to --out.",
+                        epilog="examples:\n"
+                               "  nnmeter-nas predictors import cortexA76cpu_tflite21.zip\n"
+                               "  nnmeter-nas predictors import ./adreno640gpu_tflite21/ "
+                               "--out ./packages/adreno640\n")
+    p.add_argument("path", metavar="PATH", help="nn-Meter predictor zip or folder")
+    p.add_argument("--name", help="predictor name (default: from the release)")
+    p.add_argument("--version", help="predictor version (default 1.0)")
+    p.add_argument("--out", metavar="DIR", help="write the package here instead of installing")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(_handler=_cmd_predictors_import)
+
+    p = psub.add_parser("install", parents=[common], formatter_class=_FORMATTER,
+                        help="install a predictor from a URL, a file or an nn-Meter device name",
+                        description="Install a predictor package (our format or an nn-Meter "
+                                    "release; zip or folder) from a URL or a local path, or "
+                                    "download one of nn-Meter's devices by name.",
+                        epilog="examples:\n"
+                               "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
+                               "  nnmeter-nas predictors install ./mydevice-1.0.zip\n"
+                               "  nnmeter-nas predictors install https://example.org/p.zip\n")
+    p.add_argument("source", metavar="URL_OR_FILE_OR_DEVICE")
+    p.add_argument("--name", help="name to install under (nn-Meter releases)")
+    p.add_argument("--version", help="version to install under (nn-Meter releases)")
+    p.set_defaults(_handler=_cmd_predictors_install)
+
+    wants_build = "predictors" in argv and "build" in argv[argv.index("predictors") + 1:]
+    _add_build(psub, common, wants_build)
+
+    # predict ---------------------------------------------------------------
+    p = cmds.add_parser(
+        "predict", parents=[common], formatter_class=_FORMATTER,
+        help="predict a model's latency on devices",
+        description="Predict the inference latency (ms) of an ONNX model or an nn-Meter IR "
+                    "graph (.json) on one or more devices.",
+        epilog="examples:\n"
+               "  nnmeter-nas predict resnet18.onnx --device cortexA76cpu_tflite21\n"
+               "  nnmeter-nas predict model.onnx --device a76,adreno640gpu_tflite21 "
+               "--input-shape 1,3,224,224\n"
+               "  nnmeter-nas predict model.json --device all --kernels --json\n")
+    p.add_argument("model", metavar="MODEL", help="MODEL.onnx or nn-Meter IR MODEL.json")
+    p.add_argument("--device", "-d", action="append", metavar="D",
+                   help="predictor name or package path; repeat or comma-separate; 'all' for "
+                        "every installed/built-in one")
+    p.add_argument("--input-shape", type=_input_shape, metavar="N,C,H,W",
+                   help="input shape for models with dynamic dimensions (e.g. 1,3,224,224)")
+    p.add_argument("--kernels", action="store_true", help="show the per-kernel breakdown")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(_handler=_cmd_predict)
+
+    # lut -------------------------------------------------------------------
+    p = cmds.add_parser(
+        "lut", parents=[common], formatter_class=_FORMATTER,
+        help="build the latency lookup table of a search space",
+        description="Build the latency lookup table of an NNI model space on one or more "
+                    "devices (fixed part + one latency per choice), for LatencyProfiler and "
+                    "`score --table`.",
+        epilog="spaces: spos (224x224), spos-small (32x32), nb201 (32x32), toy (16x16), or\n"
+               "MODULE:CLASS of an NNI 3 model space (give --input-shape unless the class has\n"
+               "an input_shape attribute).\n\n"
+               "examples:\n"
+               "  nnmeter-nas lut --space spos --device cortexA76cpu_tflite21 --out spos.json\n"
+               "  nnmeter-nas lut --space nb201 --device all --out nb201_all.json\n"
+               "  nnmeter-nas lut --space mypkg.spaces:MySpace --input-shape 1,3,64,64 "
+               "--device d --out t.json\n")
+    p.add_argument("--space", required=True, help="spos, spos-small, nb201, toy or MODULE:CLASS")
+    p.add_argument("--device", "-d", action="append", metavar="D",
+                   help="predictor name or path; repeat or comma-separate; 'all'")
+    p.add_argument("--out", required=True, metavar="TABLE.json", help="where to write the table")
+    p.add_argument("--input-shape", type=_input_shape, metavar="N,C,H,W",
+                   help="input shape (default: the space's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(_handler=_cmd_lut)
+
+    # score -----------------------------------------------------------------
+    p = cmds.add_parser(
+        "score", parents=[common], formatter_class=_FORMATTER,
+        help="score many candidates of a space on many devices (Ray)",
+        description="Latency on each device (ms), FLOPs and parameters of many candidates of a "
+                    "search space, in parallel with Ray, written incrementally to Parquet or "
+                    "CSV. Rerunning the same command resumes an interrupted run.\n\n"
+                    "mode table: one lookup table per device, then vectorised lookups "
+                    "(millions of candidates/s).\n"
+                    "mode full: every candidate frozen, exported and predicted kernel by kernel "
+                    "(exact; about a second per candidate per core).",
+        epilog="examples:\n"
+               "  nnmeter-nas score --space spos --devices all --n 100000 --out scores.parquet\n"
+               "  nnmeter-nas score --space nb201 --devices a76,adreno640gpu_tflite21 --n all "
+               "--out nb201.csv\n"
+               "  nnmeter-nas score --space spos --devices all --n 2000 --mode full "
+               "--address auto --out full.parquet\n"
+               "  nnmeter-nas score --space spos --devices d --samples archs.json "
+               "--mode full --kernels --out k.parquet\n\n"
+               "Small jobs run in this process; bigger ones start a local Ray with all cores\n"
+               "(--workers N), or join a cluster with --address auto | ray://HOST:10001.\n")
+    p.add_argument("--space", required=True, help="spos, spos-small, nb201, toy or MODULE:CLASS")
+    p.add_argument("--devices", "--device", "-d", action="append", metavar="D",
+                   help="'all' (default: installed and built-in predictors), names or paths; "
+                        "repeat or comma-separate")
+    p.add_argument("--n", type=_count, metavar="N",
+                   help="number of uniformly random candidates, or 'all' (small spaces)")
+    p.add_argument("--samples", metavar="FILE",
+                   help="candidates to score: JSON list / JSONL of {label: value}, or CSV with "
+                        "one column per label")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="results file, *.parquet or *.csv (written incrementally, resumable)")
+    p.add_argument("--mode", choices=["table", "full"], default="table",
+                   help="table (default) or full")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to join: auto or ray://HOST:PORT (default: local)")
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="Ray workers (default: all CPUs of the machine or cluster)")
+    p.add_argument("--seed", type=int, help="random seed of --n (default: random; a resumed run "
+                                            "reuses its seed)")
+    p.add_argument("--input-shape", type=_input_shape, metavar="N,C,H,W",
+                   help="input shape (default: the space's)")
+    p.add_argument("--table", metavar="TABLE.json",
+                   help="table mode: use this lookup table (from `nnmeter-nas lut`)")
+    p.add_argument("--kernels", action="store_true",
+                   help="full mode: add a per-kernel breakdown column per device")
+    p.add_argument("--chunk-size", type=_positive, metavar="N",
+                   help="candidates per unit of work (default 65536 table, 8 full)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--in-process", action="store_true", help="never start Ray")
+    g.add_argument("--ray", action="store_true", help="always use Ray, even for small jobs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over instead of resuming / refusing an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(_handler=_cmd_score)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, FileNotFoundError) and exc.filename and not text.startswith("no such"):
+        text = f"no such file or directory: {exc.filename}"
+    if isinstance(exc, KeyError) and text.startswith("'") and text.endswith("'"):
+        text = text[1:-1]
+    return text or type(exc).__name__
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Bad arguments found after parsing: our UsageError, or a search-space name that does not
+    resolve (a typo in --space is a usage error, not a runtime failure)."""
+    if isinstance(exc, UsageError):
+        return True
+    spaces = sys.modules.get("nnmeter_nas.parallel.spaces")
+    return spaces is not None and isinstance(exc, spaces.SpaceSpecError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 runtime error, 2 usage error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
+    try:
+        status = args._handler(args)
+        return EXIT_OK if status is None else int(status)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:
+        if debug:
+            raise
+        if not _is_usage_error(exc):
+            print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_ERROR
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""``full`` scoring: freeze each candidate, export it once and predict it kernel by kernel.
+
+One exported graph per candidate serves every device (each predictor splits it into kernels by
+its own fusion rules). :class:`FullScorer` holds the space and the predictors, so a Ray actor
+builds it once and then scores chunk after chunk.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from .codes import LabelSpace
+from .spaces import SpaceSpec, freeze_function
+
+__all__ = ["FullScorer", "kernels_json"]
+
+
+def kernels_json(breakdown: Any) -> str:
+    """A kernel breakdown as compact JSON: ``[[name, kernel type, ms, status], ...]``."""
+    return json.dumps([[k.name, k.kernel_type, round(float(k.latency_ms), 9), k.status]
+                       for k in breakdown], separators=(",", ":"))
+
+
+class FullScorer:
+    """Scores candidates (integer codes of ``space``) on every predictor's device.
+
+    Parameters
+    ----------
+    spec:
+        The search space and its NCHW input shape.
+    predictors:
+        Loaded :class:`~nnmeter_nas.predictor.LatencyPredictor` objects (distinct devices).
+    label_space:
+        Labels and values (defaults to those of the space's choice points).
+    kernels:
+        Also return each candidate's kernel breakdown per device (JSON strings).
+    """
+
+    def __init__(self, spec: SpaceSpec, predictors: Sequence[Any], *,
+                 label_space: LabelSpace | None = None, kernels: bool = False) -> None:
+        import warnings
+
+        self.spec = spec
+        self.predictors = list(predictors)
+        self.kernels = kernels
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # NNI's torch-version notice
+            self.space = spec.build()
+        if label_space is None:
+            from ..nni.choice_points import find_choice_points
+
+            label_space = LabelSpace.from_label_values(
+                find_choice_points(self.space).label_values)
+        self.label_space = label_space
+        self._freeze = freeze_function(self.space)
+
+    @property
+    def devices(self) -> list[str]:
+        return [p.device for p in self.predictors]
+
+    def score_codes(self, codes: np.ndarray) -> dict[str, Any]:
+        """``{"flops": (n,), "params": (n,), device: (n,) ms, ...}`` and, with ``kernels``,
+        ``"kernels:" + device`` lists of JSON breakdowns."""
+        from ..graph import load_graph
+        from .costs import count_costs, torch_threads
+
+        samples = self.label_space.decode(np.asarray(codes))
+        shape = self.spec.input_shape
+        graphs, costs = [], []
+        with torch_threads(1):
+            for sample in samples:
+                net = self._freeze(sample)
+                costs.append(count_costs(net, shape))
+                graphs.append(load_graph(net, input_shape=shape))
+        cost = np.asarray(costs, dtype=np.float64).reshape(-1, 2)
+        out: dict[str, Any] = {"flops": cost[:, 0], "params": cost[:, 1]}
+        for pred in self.predictors:
+            if self.kernels:
+                bds = [pred.predict_kernels(g) for g in graphs]
+                out[pred.device] = np.array([bd.latency_ms for bd in bds], dtype=np.float64)
+                out["kernels:" + pred.device] = [kernels_json(bd) for bd in bds]
+            else:
+                # One regressor call per kernel type for the whole chunk.
+                out[pred.device] = np.asarray(pred.predict_many(graphs), dtype=np.float64)
+        return out
