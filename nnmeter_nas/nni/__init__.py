@@ -1,0 +1,46 @@
+"""NNI 3 integration: latency lookup tables over model spaces, a latency filter, latency losses.
+
+- :class:`LatencyProfiler` (an ``nni.nas.profiler.Profiler``) and :class:`LatencyTable`;
+  :class:`DirectLatencyProfiler` for spaces a table cannot describe
+- :class:`LatencyFilter` (NNI middleware, ``RandomOneShot(filter=...)``, plain callable)
+- :class:`ExpectedLatency` and :class:`LatencyPenalty` (``penalty=`` of DARTS/Proxyless/GumbelDARTS)
+- :func:`find_choice_points`, :func:`build_latency_table`
+
+Names are imported lazily; using any of them imports torch and NNI.
+"""
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "LatencyProfiler": "profiler",
+    "DirectLatencyProfiler": "profiler",
+    "LatencyTable": "table",
+    "TablePoint": "table",
+    "LatencyFilter": "filter",
+    "ExpectedLatency": "expected_latency",
+    "architecture_probabilities": "expected_latency",
+    "LatencyPenalty": "penalty",
+    "PENALTY_FORMS": "penalty",
+    "find_choice_points": "choice_points",
+    "covering_samples": "choice_points",
+    "SpaceFreezer": "choice_points",
+    "ChoicePoint": "choice_points",
+    "build_latency_table": "table_builder",
+    "UnsupportedSpaceError": "errors",
+    "SampleError": "errors",
+    "TableMismatchError": "errors",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

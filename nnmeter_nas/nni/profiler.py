@@ -1,0 +1,216 @@
+"""``LatencyProfiler``: an NNI 3 ``Profiler`` that returns predicted latency (ms) from a table.
+
+Replaces NNI's ``NnMeterProfiler`` (which needs the old ``nn_meter`` package and ``onnxsim``)::
+
+    from nnmeter_nas.nni import LatencyProfiler
+    profiler = LatencyProfiler(space, "cortexA76cpu_tflite21", (1, 3, 224, 224))
+    profiler.profile(sample)          # ms on that device, a dictionary lookup per choice point
+    profiler.save("spos_a76.json")    # ship the table; LatencyProfiler.load(...) reads it back
+
+Several devices share one graph traversal: ``LatencyProfiler(space, [p1, p2], shape)``;
+``profile(sample)`` answers for the first, ``profile(sample, device)`` or
+``profile_all(sample)`` for the others.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from nni.nas.profiler import Profiler
+
+from .errors import TableMismatchError
+from .table import LatencyTable
+
+__all__ = ["LatencyProfiler", "DirectLatencyProfiler"]
+
+
+def unwrap_model_space(model_space: Any) -> Any:
+    """The PyTorch ``ModelSpace`` inside an NNI ``ExecutableModelSpace`` (or the object itself)."""
+    inner = getattr(model_space, "model_space", None)
+    if inner is not None and not callable(getattr(model_space, "named_children", None)):
+        return inner
+    return model_space
+
+
+def space_input_shape(model_space: Any, input_shape: Sequence[int] | None) -> list[int]:
+    if input_shape is None:
+        input_shape = getattr(model_space, "input_shape", None)
+    if input_shape is None:
+        raise ValueError(f"{type(model_space).__name__} does not say its input shape: pass "
+                         "input_shape=(1, C, H, W)")
+    return [int(d) for d in input_shape]
+
+
+class LatencyProfiler(Profiler):
+    """Predicted latency (ms) of samples of an NNI model space, from a lookup table.
+
+    Parameters
+    ----------
+    model_space
+        An NNI 3 PyTorch ``ModelSpace`` (or an ``ExecutableModelSpace`` wrapping one). May be None
+        when ``table`` is given.
+    predictor
+        A :class:`~nnmeter_nas.LatencyPredictor`, a predictor name (``load_predictor``), or a list
+        of them for several devices.
+    input_shape
+        NCHW input shape, batch included; defaults to ``model_space.input_shape`` if it has one.
+    table
+        A :class:`LatencyTable` or the path of a saved one, instead of building a new table.
+        Checked against ``model_space`` and ``input_shape`` when they are given.
+    max_combinations, progress, fast_freeze
+        See :func:`~nnmeter_nas.nni.table_builder.build_latency_table`.
+    """
+
+    def __init__(self, model_space: Any = None, predictor: Any = None,
+                 input_shape: Sequence[int] | None = None, *,
+                 table: LatencyTable | str | Path | None = None, max_combinations: int = 256,
+                 progress: bool = False, fast_freeze: bool = True) -> None:
+        space = unwrap_model_space(model_space) if model_space is not None else None
+        super().__init__(space)
+        if table is not None:
+            if not isinstance(table, LatencyTable):
+                table = LatencyTable.load(table)
+            if space is not None:
+                from .choice_points import find_choice_points
+
+                layout = find_choice_points(space, max_combinations=max_combinations)
+                table.check_space(layout.signature(), input_shape)
+            elif input_shape is not None:
+                table.check_space(table.space, input_shape)
+        else:
+            if space is None or predictor is None:
+                raise ValueError("LatencyProfiler needs a model space and a predictor (or a "
+                                 "device/predictor name) to build a table, or table=...")
+            from .table_builder import build_latency_table
+
+            table = build_latency_table(space, predictor, space_input_shape(space, input_shape),
+                                        max_combinations=max_combinations, progress=progress,
+                                        fast_freeze=fast_freeze)
+        self.table: LatencyTable = table
+        # bound once: profile() is on the hot path of sampling strategies
+        self._latency = table.latency
+
+    # ------------------------------------------------------------------ NNI Profiler API
+    def profile(self, sample: Mapping[str, Any], device: str | None = None) -> float:
+        """Predicted latency (ms) of ``sample`` on ``device`` (default: the first device)."""
+        return self._latency(sample, device)
+
+    # ------------------------------------------------------------------ extras
+    @property
+    def devices(self) -> list[str]:
+        return list(self.table.devices)
+
+    @property
+    def device(self) -> str:
+        return self.table.default_device
+
+    @property
+    def input_shape(self) -> list[int]:
+        return list(self.table.input_shape)
+
+    def profile_all(self, sample: Mapping[str, Any]) -> dict[str, float]:
+        """``{device: ms}`` for every device of the table."""
+        return self.table.latencies(sample)
+
+    __call__ = profile_all
+
+    def breakdown(self, sample: Mapping[str, Any], device: str | None = None) -> dict[str, float]:
+        """Latency (ms) of the fixed part and of each choice point for ``sample``."""
+        return self.table.breakdown(sample, device)
+
+    def to_table(self) -> dict[str, Any]:
+        """The lookup table as a JSON-able dict."""
+        return self.table.to_dict()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the lookup table as JSON."""
+        return self.table.save(path)
+
+    @classmethod
+    def load(cls, path: str | Path, model_space: Any = None,
+             input_shape: Sequence[int] | None = None, device: str | None = None
+             ) -> "LatencyProfiler":
+        """A profiler from a saved table; checks it against ``model_space``/``input_shape`` and
+        that it holds ``device`` when those are given."""
+        prof = cls(model_space, table=LatencyTable.load(path), input_shape=input_shape)
+        if device is not None and device not in prof.devices:
+            raise TableMismatchError(f"the latency table {path} has devices {prof.devices}, not "
+                                     f"{device!r}; build a table for that device")
+        return prof
+
+    def __repr__(self) -> str:
+        return (f"LatencyProfiler(space={self.table.space_class!r}, devices={self.devices}, "
+                f"input_shape={self.input_shape})")
+
+
+class DirectLatencyProfiler(Profiler):
+    """Latency (ms) of each sample from a full prediction of its frozen network, cached.
+
+    Exact by construction but slow (one ONNX export per new sample: about 0.1 s for a small
+    network, 1-2 s for a 224x224 mobile CNN). Use it for spaces a lookup table cannot describe,
+    e.g. a space whose own ``freeze`` builds a differently laid-out network
+    (``NasBench201Space`` prunes dead edges), or to check a table.
+
+    Parameters are those of :class:`LatencyProfiler` (without ``table``); ``cache_size`` bounds
+    the number of remembered samples.
+    """
+
+    def __init__(self, model_space: Any, predictor: Any,
+                 input_shape: Sequence[int] | None = None, *, cache_size: int = 100_000) -> None:
+        from .table_builder import resolve_predictors
+
+        space = unwrap_model_space(model_space)
+        super().__init__(space)
+        self.space = space
+        self.predictors = resolve_predictors(predictor)
+        self.input_shape = space_input_shape(space, input_shape)
+        self._labels = set(space.simplify())
+        self._cache: dict[tuple, dict[str, float]] = {}
+        self.cache_size = cache_size
+
+    @property
+    def devices(self) -> list[str]:
+        return [p.device for p in self.predictors]
+
+    def _key(self, sample: Mapping[str, Any]) -> tuple:
+        from .choice_points import hashable_value
+        from .errors import SampleError
+
+        missing = sorted(self._labels - set(sample))
+        if missing:
+            raise SampleError(f"sample lacks labels {missing} of {type(self.space).__name__}")
+        unknown = sorted(set(sample) - self._labels)
+        if unknown:
+            raise SampleError(f"sample has labels {unknown} that {type(self.space).__name__} "
+                              "does not have")
+        return tuple(sorted((k, hashable_value(v)) for k, v in sample.items()))
+
+    def profile_all(self, sample: Mapping[str, Any]) -> dict[str, float]:
+        """``{device: ms}`` of ``sample``."""
+        key = self._key(sample)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return dict(hit)
+        from ..graph.onnx_import import onnx_to_graph
+        from ..graph.torch_export import export_onnx
+        from .table_builder import _torch_threads
+
+        net = self.space.freeze(dict(sample))
+        with _torch_threads(1):
+            graph = onnx_to_graph(export_onnx(net, self.input_shape))
+        out = {p.device: float(p.predict(graph)) for p in self.predictors}
+        if len(self._cache) >= self.cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = out
+        return dict(out)
+
+    __call__ = profile_all
+
+    def profile(self, sample: Mapping[str, Any], device: str | None = None) -> float:
+        lat = self.profile_all(sample)
+        if device is None:
+            return lat[self.devices[0]]
+        if device not in lat:
+            raise TableMismatchError(f"DirectLatencyProfiler has devices {self.devices}, not "
+                                     f"{device!r}")
+        return lat[device]

@@ -1,0 +1,323 @@
+"""Build a :class:`~nnmeter_nas.nni.table.LatencyTable` from a model space and predictors.
+
+How: a few *covering* samples together hold every value combination of every choice point
+(:func:`~nnmeter_nas.nni.choice_points.covering_samples`; 4 for SPOS). Each is frozen, exported
+to ONNX once and turned into one shaped graph that all devices share. Each device's predictor
+splits that graph into kernels and predicts them; a kernel belongs to the choice point whose
+module produced its nodes (the exporter writes module scopes into the ONNX node names, e.g.
+``/features/features.3/branch_main/branch_main.0/Conv``), or to the fixed part otherwise.
+
+The result is exact when no kernel crosses a choice point's boundary and a choice point's
+latency does not depend on labels outside it; the builder checks both across the covering
+samples and records what it saw in ``table.meta["build"]``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+import warnings
+from collections import defaultdict
+from typing import Any, Callable, Sequence
+
+import torch.nn as nn
+
+from .choice_points import (DEFAULT_MAX_COMBINATIONS, SpaceFreezer, SpaceLayout, covering_samples,
+                            find_choice_points)
+from .errors import UnsupportedSpaceError
+from .table import LatencyTable, TablePoint
+
+__all__ = ["build_latency_table", "ScopeResolver", "resolve_predictors", "point_owner_finder"]
+
+_logger = logging.getLogger(__name__)
+
+
+class ScopeResolver:
+    """Map ONNX node names of a torch export back to module paths of the exported network.
+
+    The TorchScript exporter names a node ``/scope1/scope2/.../OpType`` where each scope is the
+    called module's name relative to the enclosing called module (containers that are never
+    called, such as ``ModuleList``, may be folded into the next scope). Each scope is matched to
+    the shallowest module below the current one whose dotted path ends with it.
+    """
+
+    def __init__(self, root: nn.Module) -> None:
+        self._by_suffix: dict[str, list[str]] = defaultdict(list)
+        for path, _ in root.named_modules():
+            if not path:
+                continue
+            parts = path.split(".")
+            for i in range(len(parts)):
+                self._by_suffix[".".join(parts[i:])].append(path)
+        self._cache: dict[str, str] = {}
+
+    def module_path(self, node_name: str) -> str:
+        """Module path that produced ``node_name`` (``""`` for the root or an unscoped node)."""
+        if not node_name.startswith("/"):
+            return ""
+        scope = node_name[1:node_name.rfind("/")] if node_name.count("/") > 1 else ""
+        hit = self._cache.get(scope)
+        if hit is not None:
+            return hit
+        current = ""
+        for comp in scope.split("/") if scope else []:
+            candidates = [p for p in self._by_suffix.get(comp, ())
+                          if not current or p.startswith(current + ".")]
+            if not candidates:
+                break
+            current = min(candidates, key=lambda p: (p.count("."), len(p)))
+        self._cache[scope] = current
+        return current
+
+
+def resolve_predictors(predictors: Any) -> list[Any]:
+    """A predictor, a device/predictor name, or a list of those -> list of LatencyPredictor."""
+    from ..predictor import LatencyPredictor
+
+    if isinstance(predictors, (str, LatencyPredictor)) or not isinstance(predictors, (list, tuple)):
+        predictors = [predictors]
+    out = []
+    for p in predictors:
+        if isinstance(p, str):
+            from .. import load_predictor
+
+            p = load_predictor(p)
+        if not hasattr(p, "predict_kernels") or not hasattr(p, "device"):
+            raise TypeError(f"expected a LatencyPredictor or a predictor name, got {type(p).__name__}")
+        out.append(p)
+    devices = [p.device for p in out]
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"two predictors for the same device in {devices}")
+    return out
+
+
+def point_owner_finder(layout: SpaceLayout) -> Callable[[str], int]:
+    """``owner(module_path)``: index of the choice point holding that module path of a frozen
+    network, or -1 for the fixed part."""
+    by_path = {p.frozen_path: i for i, p in enumerate(layout.points)}
+
+    def owner(module_path: str) -> int:
+        """Index of the choice point holding ``module_path``, or -1 for the fixed part."""
+        path = module_path
+        while path:
+            hit = by_path.get(path)
+            if hit is not None:
+                return hit
+            cut = path.rfind(".")
+            path = path[:cut] if cut > 0 else ""
+        return -1
+
+    return owner
+
+
+def _shape_of(x: Any) -> Any:
+    if hasattr(x, "shape"):
+        return [int(d) for d in x.shape]
+    if isinstance(x, (list, tuple)):
+        return [_shape_of(v) for v in x]
+    return None
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run torch ops on ``n`` threads. Tracing runs the network once at batch 1, where intra-op
+    threads gain little and, on a busy machine, oversubscription makes convolutions 10x slower."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _shape_recorder(seen: dict[int, Any], index: int) -> Callable:
+    def hook(_module: nn.Module, args: tuple) -> None:  # must return None: keeps the inputs
+        if index not in seen:
+            seen[index] = _shape_of(args[0] if len(args) == 1 else list(args))
+    return hook
+
+
+def build_latency_table(model_space: nn.Module, predictors: Any,
+                        input_shape: Sequence[int], *,
+                        max_combinations: int = DEFAULT_MAX_COMBINATIONS,
+                        progress: bool = False, fast_freeze: bool = True) -> LatencyTable:
+    """Latency table of ``model_space`` for each predictor's device, at ``input_shape`` (NCHW).
+
+    ``predictors``: a :class:`~nnmeter_nas.LatencyPredictor`, a predictor name, or a list.
+    ``fast_freeze=False`` uses NNI's ``model_space.freeze`` (re-runs ``__init__``; slower).
+    Raises :class:`UnsupportedSpaceError` for spaces it cannot tabulate or an input shape the
+    space does not run on.
+    """
+    from ..graph.onnx_import import onnx_to_graph
+    from ..graph.torch_export import export_onnx
+
+    t0 = time.perf_counter()
+    preds = resolve_predictors(predictors)
+    devices = [p.device for p in preds]
+    input_shape = [int(d) for d in input_shape]
+    layout = find_choice_points(model_space, max_combinations=max_combinations)
+    samples = covering_samples(layout)
+    freezer = SpaceFreezer(model_space) if fast_freeze else None
+    owner = point_owner_finder(layout)
+    n_pts, n_dev = len(layout.points), len(devices)
+    space_name = type(model_space).__name__
+
+    ms: list[dict[int, list[float]]] = [dict() for _ in range(n_pts)]
+    spread = [defaultdict(float) for _ in range(n_pts)]
+    shapes: list[dict[int, Any]] = [dict() for _ in range(n_pts)]
+    fixed_runs: list[list[float]] = []
+    boundary: dict[tuple, int] = defaultdict(int)
+    absorbed: dict[str, set[int]] = defaultdict(set)
+    runs: list[tuple[list[int], list]] = []
+    training = {id(m): m.training for m in model_space.modules()}
+
+    iterator = samples
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc=f"latency table {space_name}", unit="arch")
+    try:
+        for sample in iterator:
+            _logger.debug("latency table of %s: covering architecture %s", space_name, sample)
+            net = freezer.freeze(sample) if freezer else model_space.freeze(dict(sample))
+            seen: dict[int, Any] = {}
+            hooks = []
+            for i, p in enumerate(layout.points):
+                try:
+                    mod = net.get_submodule(p.frozen_path)
+                except AttributeError:
+                    if p.combos.index(p.combo_of(sample)) in p.inactive:
+                        continue
+                    raise UnsupportedSpaceError(
+                        f"{space_name}.freeze(sample) builds a network without a module at "
+                        f"{p.frozen_path!r}, where the space has its {p.kind} {p.name!r}: the "
+                        "space's own freeze lays the network out differently, so latencies "
+                        "cannot be attributed to its choices. A latency table needs a space "
+                        "frozen the standard NNI way (LayerChoice -> chosen candidate in place); "
+                        "DirectLatencyProfiler predicts such spaces network by network."
+                    ) from None
+                hooks.append(mod.register_forward_pre_hook(_shape_recorder(seen, i)))
+            try:
+                with _torch_threads(1):
+                    proto = export_onnx(net, input_shape)
+            except Exception as exc:
+                raise UnsupportedSpaceError(
+                    f"could not run {space_name} on input shape {tuple(input_shape)} (architecture "
+                    f"{dict(sample)}): {exc}. Check that the input shape is the one the space is "
+                    "built for.") from exc
+            finally:
+                for h in hooks:
+                    h.remove()
+            graph = onnx_to_graph(proto)
+            resolver = ScopeResolver(net)
+            node_owner = {name: owner(resolver.module_path(name)) for name in graph.nodes}
+
+            combo_idx = []
+            for i, p in enumerate(layout.points):
+                k = p.combos.index(p.combo_of(sample))
+                combo_idx.append(k)
+                if k in p.inactive:
+                    continue
+                shape = seen.get(i)
+                if k in shapes[i] and shapes[i][k] != shape:
+                    raise UnsupportedSpaceError(
+                        f"the input of {p.kind} {p.name!r} has shape {shapes[i][k]} in one "
+                        f"architecture and {shape} in another with the same {list(p.labels)}: it "
+                        "depends on choices outside it, so a per-choice latency table would be "
+                        "wrong for this space")
+                shapes[i].setdefault(k, shape)
+
+            records = []  # per device: (owner of the first node, nodes, ms)
+            for pred in preds:
+                dev_records = []
+                for kp in pred.predict_kernels(graph):
+                    owners = [node_owner.get(n, -1) for n in kp.nodes]
+                    first = owners[0] if owners else -1
+                    if len(set(owners)) > 1:
+                        boundary[(kp.kernel_type, tuple(sorted(set(owners))))] += 1
+                        if first >= 0:  # fixed nodes fused into a choice point's kernel
+                            for n, o in zip(kp.nodes, owners):
+                                if o < 0:
+                                    absorbed[n].add(first)
+                    dev_records.append((first, tuple(kp.nodes), kp.latency_ms))
+                records.append(dev_records)
+            runs.append((combo_idx, records))
+    finally:
+        for m in model_space.modules():
+            m.training = training.get(id(m), m.training)
+
+    # A fixed node that some architectures fuse into a choice point's kernel (e.g. a ReLU after a
+    # LayerChoice ending in a conv) runs as a kernel of its own in the others (the choice is a
+    # skip): its cost depends on that choice, so it is charged to the choice point there too.
+    # Only kernels made entirely of such nodes move; anything else stays fixed and shows up in
+    # the fixed-part spread.
+    reattributed = 0
+    for combo_idx, records in runs:
+        run_pts = [[0.0] * n_dev for _ in range(n_pts)]
+        run_fixed = [0.0] * n_dev
+        for d, dev_records in enumerate(records):
+            for first, nodes, latency in dev_records:
+                if first < 0 and nodes and all(n in absorbed for n in nodes):
+                    hosts = set().union(*(absorbed[n] for n in nodes))
+                    if len(hosts) == 1:
+                        first = next(iter(hosts))
+                        reattributed += 1
+                if first < 0:
+                    run_fixed[d] += latency
+                else:
+                    run_pts[first][d] += latency
+        fixed_runs.append(run_fixed)
+        for i, p in enumerate(layout.points):
+            k = combo_idx[i]
+            if k in p.inactive:
+                if any(run_pts[i]):
+                    raise UnsupportedSpaceError(
+                        f"{p.kind} {p.name!r} should be absent for "
+                        f"{dict(zip(p.labels, p.combos[k]))} but kernels were attributed to it")
+                continue
+            if k in ms[i]:
+                for d in range(n_dev):
+                    spread[i][k] = max(spread[i][k], abs(ms[i][k][d] - run_pts[i][d]))
+            else:
+                ms[i][k] = run_pts[i]
+
+    points = []
+    for i, p in enumerate(layout.points):
+        rows = [ms[i].get(k, [0.0] * n_dev) for k in range(len(p.combos))]
+        active = [k not in p.inactive for k in range(len(p.combos))]
+        known = [shapes[i][k] for k in sorted(shapes[i])]
+        points.append(TablePoint(p.name, p.frozen_path, p.kind, p.labels, list(p.combos), rows,
+                                 active, known[0] if known and all(s == known[0] for s in known)
+                                 else known or None))
+    fixed = {dev: statistics.median(run[d] for run in fixed_runs) for d, dev in enumerate(devices)}
+    fixed_spread = {dev: max(run[d] for run in fixed_runs) - min(run[d] for run in fixed_runs)
+                    for d, dev in enumerate(devices)}
+    entry_spread = max((v for s in spread for v in s.values()), default=0.0)
+    build = {
+        "covering_samples": len(samples),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "fixed_spread_ms": fixed_spread,
+        "max_entry_spread_ms": entry_spread,
+        "boundary_kernels": [{"kernel_type": t, "owners": [layout.points[o].name if o >= 0
+                                                          else "fixed" for o in owners],
+                              "count": c} for (t, owners), c in sorted(boundary.items())],
+        "reattributed_fixed_kernels": reattributed,
+        "freeze": "SpaceFreezer" if fast_freeze else "model_space.freeze",
+    }
+    worst = max(fixed_spread.values())
+    if worst > 1e-6 * max(1.0, max(fixed.values())) or entry_spread > 1e-6:
+        warnings.warn(
+            f"latency table of {space_name}: the fixed part varies by up to {worst:.4g} ms and a "
+            f"choice entry by up to {entry_spread:.4g} ms across architectures; some layers outside "
+            "the choice points depend on the choices (see table.meta['build'])", RuntimeWarning,
+            stacklevel=2)
+    meta = {
+        "predictors": {p.device: {"name": getattr(p, "name", ""), "version": getattr(p, "version", "")}
+                       for p in preds},
+        "build": build,
+    }
+    return LatencyTable(devices=devices, input_shape=input_shape, space=layout.signature(),
+                        points=points, fixed_ms=fixed, meta=meta)

@@ -1,0 +1,122 @@
+"""The Single Path One-Shot (SPOS) ShuffleNetV2 search space, built on NNI's ``ShuffleNetSpace``.
+
+20 choice blocks labelled ``layer_1`` .. ``layer_20``, each one of ``k3``, ``k5``, ``k7``
+(ShuffleNetV2 block with that depthwise kernel size) or ``xcep`` (the Xception-like block with
+three depthwise 3x3 convs): 4**20 architectures.
+
+Two input sizes:
+
+- the ImageNet space at 224x224 (``SPOSSpace()``, input ``(1, 3, 224, 224)``), NNI's space as is;
+- a small-input variant for quick demos (``SPOSSpace(small_input=True)``, input
+  ``(1, 3, 32, 32)``, 10 classes): the stem convolution has stride 1 instead of 2, so the four
+  stages run at 16x16, 8x8, 4x4 and 2x2. The choice labels and values are the same.
+
+``SPOS_PUBLISHED_ARCH`` is the architecture published by the SPOS authors (the one NNI ships as
+``ShuffleNetSpace.load_searched_model('spos')``).
+
+Importing this module imports torch and NNI.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch.nn as nn
+from nni.nas.hub.pytorch import ShuffleNetSpace
+
+__all__ = [
+    "SPOSSpace",
+    "SPOS_LABELS",
+    "SPOS_VALUES",
+    "SPOS_PUBLISHED_ARCH",
+    "SPOS_INPUT_SHAPE",
+    "SPOS_SMALL_INPUT_SHAPE",
+    "spos_space",
+    "spos_published_model",
+    "spos_random_sample",
+]
+
+SPOS_LABELS: tuple[str, ...] = tuple(f"layer_{i}" for i in range(1, 21))
+SPOS_VALUES: tuple[str, ...] = ("k3", "k5", "k7", "xcep")
+SPOS_INPUT_SHAPE: tuple[int, int, int, int] = (1, 3, 224, 224)
+SPOS_SMALL_INPUT_SHAPE: tuple[int, int, int, int] = (1, 3, 32, 32)
+
+# The searched architecture of the SPOS paper, as NNI publishes it.
+SPOS_PUBLISHED_ARCH: dict[str, str] = {
+    "layer_1": "k7", "layer_2": "k5", "layer_3": "k3", "layer_4": "k5",
+    "layer_5": "k7", "layer_6": "k3", "layer_7": "k7", "layer_8": "k3",
+    "layer_9": "k7", "layer_10": "k3", "layer_11": "k7", "layer_12": "xcep",
+    "layer_13": "k3", "layer_14": "k3", "layer_15": "k3", "layer_16": "k3",
+    "layer_17": "xcep", "layer_18": "k7", "layer_19": "xcep", "layer_20": "xcep",
+}
+
+
+class SPOSSpace(ShuffleNetSpace):
+    """NNI's ShuffleNetV2 SPOS space with an optional small-input (32x32) stem.
+
+    Parameters
+    ----------
+    num_labels
+        Classes of the classifier; defaults to 1000 (ImageNet) or 10 with ``small_input``.
+    small_input
+        Use a stride-1 stem so that a 32x32 input (CIFAR-sized) keeps 2x2 maps in the last stage.
+    channel_search
+        NNI's optional ``channel_{i}`` choices of the blocks' middle width (0.2x .. 1.6x).
+    affine
+        Affine batch norms.
+    """
+
+    def __init__(self, num_labels: int | None = None, small_input: bool = False,
+                 channel_search: bool = False, affine: bool = True):
+        if num_labels is None:
+            num_labels = 10 if small_input else 1000
+        super().__init__(num_labels=num_labels, channel_search=channel_search, affine=affine)
+        self.small_input = small_input
+        if small_input:
+            stem = self.first_conv[0]
+            self.first_conv[0] = nn.Conv2d(stem.in_channels, stem.out_channels, 3, 1, 1, bias=False)
+            nn.init.normal_(self.first_conv[0].weight, 0, 0.01)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """The NCHW input shape this space is meant for (batch 1)."""
+        return SPOS_SMALL_INPUT_SHAPE if self.small_input else SPOS_INPUT_SHAPE
+
+
+def spos_space(small_input: bool = False, **kwargs: Any) -> SPOSSpace:
+    """Build the SPOS space (see :class:`SPOSSpace` for the arguments)."""
+    return SPOSSpace(small_input=small_input, **kwargs)
+
+
+def spos_published_model(small_input: bool = False, **kwargs: Any) -> nn.Module:
+    """The frozen network of the published SPOS architecture (random weights)."""
+    return SPOSSpace.frozen_factory(dict(SPOS_PUBLISHED_ARCH))(small_input=small_input, **kwargs)
+
+
+def spos_random_sample(rng: Any = None) -> dict[str, str]:
+    """A uniformly random SPOS architecture ``{layer_i: value}``.
+
+    ``rng`` is a ``random.Random``, a ``numpy.random.Generator``, an int seed or None.
+    """
+    import random
+
+    if rng is None or isinstance(rng, int):
+        rng = random.Random(rng)
+    if hasattr(rng, "integers"):  # numpy Generator
+        idx = rng.integers(0, len(SPOS_VALUES), size=len(SPOS_LABELS))
+        return {label: SPOS_VALUES[int(i)] for label, i in zip(SPOS_LABELS, idx)}
+    return {label: rng.choice(SPOS_VALUES) for label in SPOS_LABELS}
+
+
+def check_spos_sample(sample: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first missing/unknown label or bad value of a SPOS sample."""
+    missing = [label for label in SPOS_LABELS if label not in sample]
+    if missing:
+        raise ValueError(f"SPOS sample lacks labels {missing}; it needs all of layer_1..layer_20")
+    unknown = [k for k in sample if k not in SPOS_LABELS and not str(k).startswith("channel_")]
+    if unknown:
+        raise ValueError(f"SPOS sample has unknown labels {unknown}; the space's labels are "
+                         "layer_1..layer_20")
+    for label in SPOS_LABELS:
+        if sample[label] not in SPOS_VALUES:
+            raise ValueError(f"SPOS sample has {label}={sample[label]!r}; the values are "
+                             f"{list(SPOS_VALUES)}")

@@ -1,0 +1,224 @@
+"""Latency lookup tables / LatencyProfiler against full predictions of frozen networks."""
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("nni")
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace  # noqa: E402
+from nni.nas.profiler import Profiler  # noqa: E402
+
+from nnmeter_nas.nni import LatencyProfiler, LatencyTable, find_choice_points  # noqa: E402
+from nnmeter_nas.nni.errors import (SampleError, TableMismatchError,  # noqa: E402
+                                    UnsupportedSpaceError)
+from nnmeter_nas.search_spaces import SPOSSpace, spos_random_sample  # noqa: E402
+from nnmeter_nas.testing import make_dummy_predictor  # noqa: E402
+from test_nni_spaces import TinySpace, cbr  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
+SHAPE = (1, 3, 16, 16)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def predictor(dummy_predictor):
+    return dummy_predictor
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TinySpace()
+
+
+@pytest.fixture(scope="module")
+def tiny_profiler(tiny, predictor):
+    return LatencyProfiler(tiny, predictor, SHAPE)
+
+
+def _all_samples(space):
+    labels = find_choice_points(space).label_values
+    return [dict(zip(labels, c)) for c in itertools.product(*labels.values())]
+
+
+def test_profiler_is_an_nni_profiler(tiny_profiler):
+    assert isinstance(tiny_profiler, Profiler)
+    assert tiny_profiler.devices == ["dummy"]
+    assert tiny_profiler.input_shape == list(SHAPE)
+
+
+def test_table_matches_full_prediction(tiny, tiny_profiler, predictor):
+    samples = _all_samples(tiny)
+    assert len(samples) == 3 * 3 * 8 * 2
+    rng = random.Random(0)
+    # the extremes plus random ones; Repeat depth, skip and width all vary
+    picked = [s for s in samples if s["depth"] in (1, 3) and s["b1"] == "skip"][:2]
+    picked += rng.sample(samples, 10)
+    for s in picked:
+        full = predictor.predict(tiny.freeze(s), input_shape=SHAPE)
+        assert tiny_profiler.profile(s) == pytest.approx(full, rel=1e-9), s
+    build = tiny_profiler.table.meta["build"]
+    assert build["fixed_spread_ms"]["dummy"] == pytest.approx(0.0, abs=1e-12)
+    assert build["max_entry_spread_ms"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_table_entries_are_not_trivial(tiny_profiler):
+    lats = {tiny_profiler.profile(s) for s in _all_samples(TinySpace())[:40]}
+    assert len(lats) > 10  # the choices change the latency
+    bd = tiny_profiler.breakdown({"b1": "skip", "depth": 1, "r0": "k5", "r1": "k3", "r2": "k3",
+                                  "w": 16})
+    assert bd["b1"] == 0.0  # Identity costs nothing
+    assert bd["rep.blocks.1"] == 0.0 and bd["rep.blocks.2"] == 0.0  # beyond the depth
+    assert bd["rep.blocks.0"] > 0 and bd["fixed"] > 0
+    assert sum(bd.values()) == pytest.approx(
+        tiny_profiler.profile({"b1": "skip", "depth": 1, "r0": "k5", "r1": "k3", "r2": "k3",
+                               "w": 16}))
+
+
+def test_json_round_trip(tmp_path, tiny, tiny_profiler):
+    path = tiny_profiler.save(tmp_path / "tiny.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == "nnmeter-nas-latency-table/1" and data["unit"] == "ms"
+    assert data["devices"] == ["dummy"] and data["input_shape"] == list(SHAPE)
+    point = next(p for p in data["points"] if p["name"] == "b1")
+    assert point["input_shape"] == [1, 8, 16, 16]
+    assert {tuple(e["values"].values()) for e in point["entries"]} == {("k3",), ("k5",),
+                                                                       ("skip",)}
+    loaded = LatencyProfiler.load(path, model_space=tiny, input_shape=SHAPE)
+    for s in _all_samples(tiny)[::7]:
+        assert loaded.profile(s) == tiny_profiler.profile(s)
+    assert loaded.to_table() == tiny_profiler.to_table()
+    assert LatencyTable.load(path).fingerprint == tiny_profiler.table.fingerprint
+
+
+def test_bad_samples_raise_clear_errors(tiny_profiler):
+    good = {"b1": "k3", "depth": 2, "r0": "k3", "r1": "k5", "r2": "k3", "w": 8}
+    tiny_profiler.profile(good)
+    with pytest.raises(SampleError, match=r"lacks labels \['w'\]"):
+        tiny_profiler.profile({k: v for k, v in good.items() if k != "w"})
+    with pytest.raises(SampleError, match="'extra'"):
+        tiny_profiler.profile({**good, "extra": 1})
+    with pytest.raises(SampleError, match="b1='k9'"):
+        tiny_profiler.profile({**good, "b1": "k9"})
+    with pytest.raises(SampleError, match="w=12"):
+        tiny_profiler.profile({**good, "w": 12})
+
+
+class OtherSpace(ModelSpace):
+    def __init__(self):
+        super().__init__()
+        self.b1 = LayerChoice({"k3": cbr(3, 8, 3), "k5": cbr(3, 8, 5)}, label="b1")
+
+    def forward(self, x):
+        return self.b1(x)
+
+
+def test_table_for_another_space_input_or_device_is_refused(tmp_path, tiny_profiler):
+    path = tiny_profiler.save(tmp_path / "tiny.json")
+    with pytest.raises(TableMismatchError, match="OtherSpace"):
+        LatencyProfiler.load(path, model_space=OtherSpace())
+    with pytest.raises(TableMismatchError, match="input shape"):
+        LatencyProfiler.load(path, model_space=TinySpace(), input_shape=(1, 3, 32, 32))
+    with pytest.raises(TableMismatchError, match="'pixel4'"):
+        LatencyProfiler.load(path, device="pixel4")
+    with pytest.raises(TableMismatchError, match="'pixel4'"):
+        tiny_profiler.profile({"b1": "k3", "depth": 1, "r0": "k3", "r1": "k3", "r2": "k3",
+                               "w": 8}, device="pixel4")
+    (tmp_path / "junk.json").write_text('{"format": "something else"}')
+    with pytest.raises(TableMismatchError, match="not a latency table"):
+        LatencyTable.load(tmp_path / "junk.json")
+
+
+def test_input_shape_that_does_not_fit(predictor):
+    with pytest.raises(UnsupportedSpaceError, match=r"input shape \(1, 4, 16, 16\)"):
+        LatencyProfiler(OtherSpace(), predictor, (1, 4, 16, 16))
+    with pytest.raises(ValueError, match="input_shape"):
+        LatencyProfiler(OtherSpace(), predictor)  # the space does not say its input shape
+
+
+def test_several_devices_share_one_traversal(tmp_path, tiny, tiny_profiler):
+    other = make_dummy_predictor("dummy2", directory=tmp_path)
+    both = LatencyProfiler(tiny, [make_dummy_predictor(), other], SHAPE)
+    assert both.devices == ["dummy", "dummy2"]
+    assert both.table.meta["build"]["covering_samples"] == \
+        tiny_profiler.table.meta["build"]["covering_samples"]
+    s = {"b1": "k5", "depth": 3, "r0": "k3", "r1": "k5", "r2": "k3", "w": 16}
+    lat = both.profile_all(s)
+    assert lat["dummy"] == pytest.approx(tiny_profiler.profile(s))
+    assert lat["dummy2"] == pytest.approx(lat["dummy"])  # same synthetic regressors
+    assert both.profile(s, "dummy2") == lat["dummy2"]
+
+
+@pytest.mark.slow
+def test_spos_table_matches_full_prediction(predictor):
+    space = SPOSSpace(small_input=True)
+    prof = LatencyProfiler(space, predictor)  # input shape from the space
+    assert prof.input_shape == [1, 3, 32, 32]
+    assert prof.table.meta["build"]["covering_samples"] == 4
+    for seed in (1,):
+        s = spos_random_sample(seed)
+        full = predictor.predict(space.freeze(s), input_shape=(1, 3, 32, 32))
+        assert prof.profile(s) == pytest.approx(full, rel=1e-9)
+    # each choice block's entries differ: k7 costs more than k3 in every block
+    for p in prof.table.points:
+        row = {c[0]: ms[0] for c, ms in zip(p.combos, p.ms)}
+        assert row["k7"] > row["k3"] > 0
+
+
+def test_space_with_its_own_freeze_layout_is_refused_and_direct_profiler_works(predictor):
+    from nnmeter_nas.nni import DirectLatencyProfiler, LatencyFilter
+    from nnmeter_nas.search_spaces import NasBench201Space, arch_str_to_sample
+
+    space = NasBench201Space(C=8, N=1)
+    with pytest.raises(UnsupportedSpaceError, match="DirectLatencyProfiler"):
+        LatencyProfiler(space, predictor, (1, 3, 32, 32))
+    direct = DirectLatencyProfiler(space, predictor, (1, 3, 32, 32))
+    s = arch_str_to_sample("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|"
+                           "none~1|nor_conv_1x1~2|")
+    full = predictor.predict(space.freeze(s), input_shape=(1, 3, 32, 32))
+    assert direct.profile(s) == pytest.approx(full)
+    assert direct.profile_all(s) == {"dummy": pytest.approx(full)}  # cached
+    assert LatencyFilter(full * 1.01, direct)(s) and not LatencyFilter(full * 0.99, direct)(s)
+    with pytest.raises(SampleError, match="lacks labels"):
+        direct.profile({"cell/0_1": "none"})
+
+
+class FusedAcrossBoundary(ModelSpace):
+    """A LayerChoice of a conv or a skip, followed by a fixed ReLU: the ReLU fuses into the conv's
+    kernel (conv-relu) in some architectures and runs alone in the others."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(cbr(3, 8, 3), torch.nn.MaxPool2d(3, 1, 1))
+        self.b1 = LayerChoice({"conv": torch.nn.Conv2d(8, 8, 3, padding=1), "skip":
+                               torch.nn.Identity()}, label="b1")
+        self.act = torch.nn.ReLU()
+        self.b2 = LayerChoice({"k3": cbr(8, 8, 3), "k5": cbr(8, 8, 5)}, label="b2")
+
+    def forward(self, x):
+        return self.b2(self.act(self.b1(self.stem(x))))
+
+
+def test_kernel_fused_across_a_choice_boundary_is_charged_to_the_choice(predictor):
+    space = FusedAcrossBoundary()
+    prof = LatencyProfiler(space, predictor, SHAPE)
+    build = prof.table.meta["build"]
+    assert any(set(b["owners"]) == {"fixed", "b1"} for b in build["boundary_kernels"])
+    assert build["reattributed_fixed_kernels"] >= 1
+    assert build["fixed_spread_ms"]["dummy"] == pytest.approx(0.0, abs=1e-12)
+    for s in _all_samples(space):
+        full = predictor.predict(space.freeze(s), input_shape=SHAPE)
+        assert prof.profile(s) == pytest.approx(full, rel=1e-9), s
+    relu_alone = prof.breakdown({"b1": "skip", "b2": "k3"})["b1"]
+    assert relu_alone > 0  # the ReLU's own kernel, charged to the skip
