@@ -1,0 +1,321 @@
+"""Accuracy of the built-in predictor against whole-network measurements on this machine.
+
+Ground truth: every network is exported to ONNX (TorchScript exporter) and measured with the
+same backend and settings the predictor was built with (onnxruntime CPU, 1 intra-op thread,
+ORT_ENABLE_ALL, runs timed with the calling thread's CPU clock, median of interleaved
+repeats). The networks of a group are loaded together and visited ``--passes`` times in a
+fresh random order each time (a few runs per visit); the truth is the median over the
+visits. Load from other processes on this shared machine drifts over seconds; spreading
+the runs over many visits averages it out. The noise of the measurement itself is reported
+as the difference between the truth computed from the odd and from the even visits.
+
+Groups (none of these networks is in the builder's training data, which holds single
+kernels only):
+
+- ``spos``: random SPOS (ShuffleNetV2 one-shot) candidates at 224x224;
+- ``nb201``: random NAS-Bench-201 cells (CIFAR network, 32x32);
+- ``classic``: the project's model zoo at 224x224.
+
+Per group: share of networks predicted within +-10% and +-5%, RMSPE, Kendall tau of the
+ranking, median signed error (bias), and the same for the FLOPs-only baseline (a line
+``a * FLOPs + b`` fitted to the builder's kernel measurements, stored in the package).
+
+    python benchmarks/accuracy.py                     # 100 SPOS, 50 NB201, all zoo models
+    python benchmarks/accuracy.py --n-spos 10 --n-nb201 10 --classic resnet18,mobilenet_v2
+
+Results are printed and written to benchmarks/results/accuracy.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEFAULT_PACKAGE = REPO / "nnmeter_nas" / "data" / "predictors" / "x86cpu_onnxruntime"
+
+
+def spos_networks(n: int, seed: int):
+    from nnmeter_nas.search_spaces.spos import SPOSSpace, spos_random_sample
+
+    rng = random.Random(seed)
+    for i in range(n):
+        sample = spos_random_sample(rng)
+        yield f"spos-{i:03d}", (lambda s=sample: SPOSSpace.frozen_factory(s)()), \
+            (1, 3, 224, 224), sample
+
+
+def nb201_networks(n: int, seed: int):
+    from nnmeter_nas.search_spaces.nasbench201 import NB201_OPS, build_nb201_network
+
+    rng = random.Random(seed)
+    seen = set()
+    while len(seen) < n:
+        ops = [rng.choice(NB201_OPS) for _ in range(6)]
+        arch = "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)
+        if arch in seen:
+            continue
+        seen.add(arch)
+        yield f"nb201-{len(seen) - 1:03d}", (lambda a=arch: build_nb201_network(a)), \
+            (1, 3, 32, 32), arch
+
+
+def classic_networks(names: list[str] | None):
+    from nnmeter_nas import zoo
+
+    for name in names or list(zoo.ZOO):
+        yield name, (lambda n=name: zoo.build(n)), (1, 3, 224, 224), name
+
+
+def measure_interleaved(backend, models: list[bytes], passes: int, *, seed: int = 0,
+                        visit_ms: float = 8.0, max_runs: int = 10,
+                        loads: list[float] | None = None) -> list[list[float]]:
+    """Median latency (ms) of each model in each of ``passes`` visits.
+
+    All sessions are created first; then every pass visits every model once, in a fresh random
+    order, and times ``k`` runs of it (``k`` so that a visit lasts about ``visit_ms``), with
+    the backend's clock. Load from other processes drifts over seconds; spreading a model's
+    runs over many passes averages that drift, and all models see the same drift.
+    """
+    import statistics
+
+    clock = time.thread_time if backend.plan.clock == "thread" else time.perf_counter
+    runs = [backend.prepare(m) for m in models]
+    try:
+        reps = []
+        for r in runs:
+            for _ in range(2):
+                r.run()
+            c0 = clock()
+            r.run()
+            one = (clock() - c0) * 1e3
+            reps.append(int(min(max_runs, max(1, round(visit_ms / max(one, 1e-3))))))
+        out: list[list[float]] = [[] for _ in runs]
+        rng = random.Random(seed)
+        order = list(range(len(runs)))
+        for _ in range(passes):
+            if loads is not None:
+                loads.append(os.getloadavg()[0])
+            rng.shuffle(order)
+            for i in order:
+                ts = []
+                for _ in range(reps[i]):
+                    c0 = clock()
+                    runs[i].run()
+                    ts.append((clock() - c0) * 1e3)
+                out[i].append(statistics.median(ts))
+        return out
+    finally:
+        for r in runs:
+            r.close()
+
+
+def kendall_tau(a, b) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic) if len(a) > 1 else float("nan")
+
+
+def figures(truth, pred) -> dict:
+    truth, pred = np.asarray(truth, float), np.asarray(pred, float)
+    rel = (pred - truth) / truth
+    return {"n": int(len(truth)), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+            "within_5pct": float(np.mean(np.abs(rel) <= 0.05)),
+            "rmspe": float(np.sqrt(np.mean(rel ** 2))),
+            "kendall_tau": kendall_tau(truth, pred),
+            "median_error": float(np.median(rel)), "max_abs_error": float(np.max(np.abs(rel)))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--package", type=Path, default=DEFAULT_PACKAGE)
+    ap.add_argument("--n-spos", type=int, default=100)
+    ap.add_argument("--n-nb201", type=int, default=50)
+    ap.add_argument("--classic", default=None, help="comma-separated zoo names (default all)")
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--batch", type=int, default=10, help="networks timed together")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--passes", type=int, default=20,
+                    help="interleaved visits per network (median over them is the truth)")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" /
+                    "accuracy.json")
+    ap.add_argument("--cache", type=Path, default=REPO / "runs" / "accuracy_onnx",
+                    help="exported ONNX models are kept here and reused")
+    ap.add_argument("--export-only", action="store_true",
+                    help="export (and cache) the networks, measure nothing")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+
+    from nnmeter_nas.builder.backends import OnnxRuntimeCPUBackend, TimingPlan
+    from nnmeter_nas.builder.fitting import kernel_flops
+    from nnmeter_nas.features import extract_features, regressor_name
+    from nnmeter_nas.graph.onnx_import import onnx_to_graph
+    from nnmeter_nas.graph.torch_export import export_onnx
+    from nnmeter_nas.kernels import detect_kernels
+    from nnmeter_nas.predictor import LatencyPredictor
+
+    predictor = LatencyPredictor.from_path(args.package)
+    man = predictor.package.manifest
+    bsettings = man["source"]["backend"]
+    backend = OnnxRuntimeCPUBackend(threads=int(bsettings["intra_op_num_threads"]),
+                                    optimization="all")
+    backend.plan = TimingPlan(warmup=3, rounds=args.rounds, runs_per_round=2,
+                              round_target_ms=30.0, max_runs_per_round=20,
+                              clock=bsettings["timing"]["clock"])
+    base = man["source"]["flops_baseline"]
+    print(f"predictor {predictor.name} {predictor.version}: {len(predictor.kernel_types)} "
+          f"kernel regressors; backend {backend.name} threads={backend.threads} "
+          f"clock={backend.plan.clock}")
+
+    groups = {"spos": list(spos_networks(args.n_spos, args.seed)),
+              "nb201": list(nb201_networks(args.n_nb201, args.seed)),
+              "classic": list(classic_networks(args.classic.split(",") if args.classic
+                                               else None))}
+    from nnmeter_nas.builder.measure import reference_model
+
+    reference = reference_model()
+    ref_visits: list[float] = []
+    loads: list[float] = []
+    rows = []
+    t0 = time.time()
+    for group, nets in groups.items():
+        if not nets:
+            continue
+        print(f"[{group}] exporting and predicting {len(nets)} networks ...", flush=True)
+        items = []
+        for name, make, shape, arch in nets:
+            cached = args.cache / f"{name}.onnx"
+            meta = args.cache / f"{name}.json"
+            if cached.exists() and meta.exists() and \
+                    json.loads(meta.read_text()).get("arch") == arch:
+                import onnx
+
+                proto = onnx.load(str(cached))
+            else:
+                proto = export_onnx(make(), shape)
+                args.cache.mkdir(parents=True, exist_ok=True)
+                cached.write_bytes(proto.SerializeToString())
+                meta.write_text(json.dumps({"arch": arch, "input_shape": list(shape)}))
+            if args.export_only:
+                continue
+            kernels = detect_kernels(onnx_to_graph(proto), predictor.package.fusion_rules)
+            flops = sum(kernel_flops(regressor_name(k.type),
+                                     extract_features(k, predictor.package.feature_set) or [0] * 8)
+                        for k in kernels)
+            bd = predictor.predict_kernels(proto)
+            items.append({"group": group, "name": name, "arch": arch,
+                          "model": proto.SerializeToString(), "pred_ms": bd.latency_ms,
+                          "missing": bd.missing_kernel_types, "flops": float(flops),
+                          "in_domain": bd.in_domain, "n_kernels": len(bd),
+                          "by_regressor": bd.by_regressor()})
+        if args.export_only:
+            continue
+        print(f"[{group}] measuring ({time.time() - t0:.0f} s so far) ...", flush=True)
+        visits = measure_interleaved(backend, [it["model"] for it in items] + [reference],
+                                     args.passes, seed=args.seed, loads=loads)
+        ref_visits.extend(visits.pop())
+        for it, v in zip(items, visits):
+            v = np.asarray(v)
+            half_a, half_b = np.median(v[0::2]), np.median(v[1::2])
+            it["truth_ms"] = float(np.median(v))
+            it["visit_ms"] = [round(float(x), 5) for x in v]
+            it["half_diff"] = float(abs(half_a - half_b) / it["truth_ms"])
+            it["visit_cv"] = float(np.std(v) / np.mean(v))
+            it["flops_pred_ms"] = base["ms_per_flop"] * it["flops"] + base["intercept_ms"]
+            del it["model"]
+            rows.append(it)
+    print(f"done in {time.time() - t0:.0f} s\n")
+    if args.export_only:
+        return 0
+
+    summary = {}
+    hdr = (f"{'group':8s} {'n':>4s} | {'<=10%':>6s} {'<=5%':>6s} {'RMSPE':>7s} {'tau':>6s} "
+           f"{'bias':>7s} | FLOPs: {'<=10%':>6s} {'<=5%':>6s} {'RMSPE':>7s} {'tau':>6s} | "
+           f"noise: {'med':>6s} {'p90':>6s}")
+    print(hdr)
+    for group in groups:
+        rs = [r for r in rows if r["group"] == group]
+        if not rs:
+            continue
+        truth = [r["truth_ms"] for r in rs]
+        f_pred = figures(truth, [r["pred_ms"] for r in rs])
+        f_base = figures(truth, [r["flops_pred_ms"] for r in rs])
+        noise = [r["half_diff"] for r in rs]
+        summary[group] = {"predictor": f_pred, "flops_baseline": f_base,
+                          "measurement_noise": {
+                              "median_half_difference": float(np.median(noise)),
+                              "p90_half_difference": float(np.percentile(noise, 90)),
+                              "median_visit_cv": float(np.median(
+                                  [r["visit_cv"] for r in rs]))},
+                          "truth_ms_range": [float(min(truth)), float(max(truth))],
+                          "missing_kernel_types": sorted({t for r in rs for t in r["missing"]})}
+        print(f"{group:8s} {len(rs):4d} | {f_pred['within_10pct']:6.1%} "
+              f"{f_pred['within_5pct']:6.1%} {f_pred['rmspe']:7.2%} "
+              f"{f_pred['kendall_tau']:6.3f} {f_pred['median_error']:+7.2%} |        "
+              f"{f_base['within_10pct']:6.1%} {f_base['within_5pct']:6.1%} "
+              f"{f_base['rmspe']:7.2%} {f_base['kendall_tau']:6.3f} |        "
+              f"{np.median(noise):6.2%} {np.percentile(noise, 90):6.2%}")
+    print(f"\nnoise: |truth from odd visits - truth from even visits| / truth, each from "
+          f"{args.passes // 2} of the {args.passes} interleaved visits (median, 90th percentile "
+          "over the group)")
+    for group in groups:
+        rs = [r for r in rows if r["group"] == group]
+        if rs:
+            share: dict[str, float] = {}
+            for r in rs:
+                for reg, ms in r["by_regressor"].items():
+                    share[reg] = share.get(reg, 0.0) + ms / r["pred_ms"] / len(rs)
+            top = sorted(share.items(), key=lambda kv: -kv[1])[:6]
+            print(f"  {group}: predicted time by regressor: "
+                  + ", ".join(f"{k} {v:.0%}" for k, v in top))
+    state = man["source"].get("machine_state") or {}
+    build_ref = (state.get("reference_ms") or {}).get("median")
+    build_load = (state.get("loadavg_1min") or {}).get("median")
+    bench_ref = float(np.median(ref_visits)) if ref_visits else None
+    bench_load = float(np.median(loads)) if loads else None
+    machine = {"build_reference_ms": build_ref, "benchmark_reference_ms": bench_ref,
+               "build_loadavg": build_load, "benchmark_loadavg": bench_load}
+    if build_ref and bench_ref:
+        print(f"\nmachine state: reference workload {build_ref:.3f} ms while building, "
+              f"{bench_ref:.3f} ms now (ratio {bench_ref / build_ref:.2f}); load average "
+              f"{build_load:.1f} while building, {bench_load:.1f} now")
+    print("\nper network (classic):")
+    for r in rows:
+        if r["group"] == "classic":
+            print(f"  {r['name']:20s} truth {r['truth_ms']:8.2f} ms  pred {r['pred_ms']:8.2f} "
+                  f"({(r['pred_ms'] - r['truth_ms']) / r['truth_ms']:+6.1%})  FLOPs-line "
+                  f"{r['flops_pred_ms']:8.2f}  visit CV {r['visit_cv']:.1%}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"package": str(args.package.relative_to(REPO))
+                                    if args.package.is_relative_to(REPO) else str(args.package),
+                                    "predictor_version": predictor.version,
+                                    "backend": backend.describe(), "summary": summary,
+                                    "machine_state": machine,
+                                    "networks": rows}, indent=1, default=str))
+    md = [f"| group | n | within 10% | within 5% | RMSPE | Kendall tau | median error | "
+          f"FLOPs: within 10% | within 5% | RMSPE | Kendall tau | noise: half-vs-half (median / p90) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for g, sm in summary.items():
+        a, b, nz = sm["predictor"], sm["flops_baseline"], sm["measurement_noise"]
+        md.append(f"| {g} | {a['n']} | {a['within_10pct']:.0%} | {a['within_5pct']:.0%} | "
+                  f"{a['rmspe']:.1%} | {a['kendall_tau']:.3f} | {a['median_error']:+.1%} | "
+                  f"{b['within_10pct']:.0%} | {b['within_5pct']:.0%} | {b['rmspe']:.1%} | "
+                  f"{b['kendall_tau']:.3f} | {nz['median_half_difference']:.1%} / "
+                  f"{nz['p90_half_difference']:.1%} |")
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n" + "\n".join(md))
+    print(f"\nwritten {args.out} and {args.out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

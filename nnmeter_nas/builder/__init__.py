@@ -1,0 +1,24 @@
+"""Build latency predictors for a device you have.
+
+Measure kernels with a backend (:mod:`~nnmeter_nas.builder.backends`), detect the device's
+fusion rules (:mod:`~nnmeter_nas.builder.fusion`), sample kernel configurations
+(:mod:`~nnmeter_nas.builder.kernel_specs`), store measurements resumably
+(:mod:`~nnmeter_nas.builder.store`), fit one regressor per kernel type
+(:mod:`~nnmeter_nas.builder.fitting`) and write a package (:mod:`~nnmeter_nas.builder.build`).
+
+    >>> from nnmeter_nas.builder import BuildConfig, build_predictor
+    >>> build_predictor(BuildConfig(name="mycpu", work_dir="mycpu-build", output="mycpu"))
+
+Importing this package is light; torch and onnxruntime are imported when used.
+"""
+from __future__ import annotations
+
+__all__ = ["BuildConfig", "BuildResult", "Builder", "build_predictor"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import build
+
+        return getattr(build, name)
+    raise AttributeError(f"module 'nnmeter_nas.builder' has no attribute {name!r}")

@@ -1,0 +1,375 @@
+"""Build a predictor package for a device: fusion rules, kernel sampling, fitting, writing.
+
+The build is resumable: every measurement is appended to ``<work_dir>/measurements.jsonl``
+as it is taken (see :mod:`~nnmeter_nas.builder.store`); running the same build again skips
+what is there and measures the rest. Configurations are drawn from seeded generators, so a
+resumed build proposes the same ones; adaptive rounds are computed from the measurements of
+earlier phases only, so they are reproducible too.
+
+Phases:
+
+1. fusion rules, measured (:func:`~nnmeter_nas.builder.fusion.detect_fusion_rules`) or given;
+2. prior sampling: ``n_prior`` configurations split over kernel specs by their weights;
+3. ``adaptive_rounds`` rounds: fit, find the configurations with the largest cross-validated
+   error, measure perturbations of them;
+4. final fit of every regressor (model picked by cross-validation), FLOPs-only baseline,
+   package written with the engine's writer.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..kernels import FusionRules
+from .backends import Backend, TimingPlan, get_backend
+from .fitting import (DEFAULT_CANDIDATES, KernelFit, fit_flops_baseline, fit_kernel,
+                      kernel_flops)
+from .kernel_specs import KernelSpec, default_specs
+from .measure import KernelMeasurer, KernelMismatchError, config_key, sample_configs
+from .store import MeasurementStore
+
+log = logging.getLogger("nnmeter_nas.builder")
+
+BUILDER_VERSION = "1"
+
+
+@dataclass
+class BuildConfig:
+    """Everything a build depends on.
+
+    ``n_prior`` prior configurations are split over ``specs`` by their weights (at least
+    ``min_per_spec`` each); every adaptive round measures ``adaptive_fraction`` of a spec's
+    prior count more, around its worst-predicted configurations. ``time_budget_s`` (wall
+    time of the measurement phases) stops proposing new measurements once spent; what was
+    measured is fitted. ``batch`` configurations are timed together, their repeats
+    interleaved.
+    """
+
+    name: str
+    work_dir: Path
+    output: Path | None = None
+    version: str = "1.0"
+    device: str = ""
+    description: str = ""
+    backend: str = "onnxruntime-cpu"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    specs: Sequence[str] | None = None
+    n_prior: int = 3000
+    min_per_spec: int = 20
+    adaptive_rounds: int = 2
+    adaptive_fraction: float = 0.15
+    adaptive_error: float = 0.05
+    seed: int = 0
+    batch: int = 8
+    feature_set: str = "nnmeter-nas-1"
+    candidates: Sequence[str] = DEFAULT_CANDIDATES
+    max_kernel_bytes: int = 1_500_000
+    fusion_rules: str | Path | None = None
+    plan: TimingPlan | None = None
+    time_budget_s: float | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.work_dir = Path(self.work_dir)
+        if self.output is not None:
+            self.output = Path(self.output)
+
+
+@dataclass
+class BuildResult:
+    package: Path | None
+    fits: dict[str, KernelFit]
+    n_measurements: int
+    n_failures: int
+    flops_baseline: dict[str, float]
+    seconds: float
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="cfg", disable=not enabled, dynamic_ncols=True,
+                smoothing=0.05)
+
+
+def _round_robin(groups: Sequence[Sequence[Any]]) -> list[Any]:
+    out = []
+    iters = [list(g) for g in groups]
+    i = 0
+    while any(iters):
+        for g in iters:
+            if i < len(g):
+                out.append(g[i])
+        i += 1
+        if all(i >= len(g) for g in iters):
+            break
+    return out
+
+
+class Builder:
+    """Runs a :class:`BuildConfig` (see the module docstring)."""
+
+    def __init__(self, config: BuildConfig, *, backend: Backend | None = None,
+                 specs: dict[str, KernelSpec] | None = None) -> None:
+        self.cfg = config
+        self.backend = backend or get_backend(config.backend, **config.backend_options)
+        if config.plan is not None:
+            self.backend.plan = config.plan
+        self._specs_override = specs
+        self.failures = 0
+        self._t0 = time.time()
+
+    # ------------------------------------------------------------------ helpers
+    def _out_of_time(self) -> bool:
+        b = self.cfg.time_budget_s
+        return b is not None and time.time() - self._t0 > b
+
+    def open_store(self) -> MeasurementStore:
+        header = {**self.backend.settings, "name": self.backend.name,
+                  "clock": self.backend.plan.clock, "feature_set": self.cfg.feature_set,
+                  "builder_version": BUILDER_VERSION}
+        return MeasurementStore(self.cfg.work_dir / "measurements.jsonl", header=header)
+
+    def fusion_rules(self, store: MeasurementStore) -> FusionRules:
+        stored = store.records(kind="fusion_rules")
+        if stored:
+            return FusionRules.from_dict(stored[-1]["rules"])
+        if self.cfg.fusion_rules is not None:
+            src = self.cfg.fusion_rules
+            rules = FusionRules.from_file(src) if isinstance(src, (str, Path)) else src
+            raw, how = rules.to_dict(), f"given ({src})"
+        else:
+            from .fusion import detect_fusion_rules
+
+            log.info("detecting fusion rules by measurement")
+            bar = _progress(0, "fusion rules", self.cfg.progress)
+
+            def tick(done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            rules, raw = detect_fusion_rules(self.backend, progress=tick)
+            bar.close()
+            how = "measured"
+        store.append({"type": "fusion_rules", "rules": raw, "how": how, "time": time.time()})
+        return FusionRules.from_dict(raw)
+
+    def specs(self, rules: FusionRules) -> dict[str, KernelSpec]:
+        specs = self._specs_override or default_specs(rules)
+        if self.cfg.specs is not None:
+            unknown = [s for s in self.cfg.specs if s not in specs]
+            if unknown:
+                raise ValueError(f"unknown kernel specs {unknown}; known: {sorted(specs)}")
+            specs = {s: specs[s] for s in self.cfg.specs}
+        return specs
+
+    def prior_counts(self, specs: dict[str, KernelSpec]) -> dict[str, int]:
+        total_w = sum(s.weight for s in specs.values())
+        return {n: max(self.cfg.min_per_spec,
+                       int(round(self.cfg.n_prior * s.weight / total_w)))
+                for n, s in specs.items()}
+
+    # ------------------------------------------------------------------ measuring
+    def measure_configs(self, measurer: KernelMeasurer, store: MeasurementStore,
+                        jobs: list[tuple[KernelSpec, dict]], phase: str, desc: str) -> int:
+        """Measure ``(spec, config)`` jobs not yet in the store; returns how many were added."""
+        failed = {r["key"] for r in store.records(kind="failure")}
+        todo = [(s, c) for s, c in jobs
+                if config_key(s.name, c) not in store and config_key(s.name, c) not in failed]
+        added = 0
+        bar = _progress(len(todo), desc, self.cfg.progress)
+        try:
+            for start in range(0, len(todo), self.cfg.batch):
+                if self._out_of_time():
+                    log.warning("time budget spent: %d configurations of phase %s left "
+                                "unmeasured", len(todo) - start, phase)
+                    break
+                prepared = []
+                for spec, cfg in todo[start:start + self.cfg.batch]:
+                    try:
+                        prepared.append(measurer.prepare(spec, cfg))
+                    except Exception as exc:  # export errors, kernel mismatches
+                        self.failures += 1
+                        if not isinstance(exc, KernelMismatchError):
+                            log.warning("could not prepare %s %s: %s", spec.name, cfg, exc)
+                        else:
+                            log.debug("%s", exc)
+                        store.append({"type": "failure", "key": config_key(spec.name, cfg),
+                                      "spec": spec.name, "config": cfg, "phase": phase,
+                                      "error": f"{type(exc).__name__}: {exc}"[:500]})
+                        bar.update(1)
+                for rec in measurer.measure(prepared, phase=phase):
+                    store.append(rec.to_dict())
+                    added += 1
+                    bar.update(1)
+        finally:
+            bar.close()
+        return added
+
+    # ------------------------------------------------------------------ fitting
+    @staticmethod
+    def training_data(store: MeasurementStore, regressor: str,
+                      phases: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray,
+                                                                    list[dict]]:
+        recs = [r for r in store.records() if r["regressor"] == regressor and
+                (phases is None or r.get("phase") in set(phases))]
+        X = np.asarray([r["features"] for r in recs], dtype=float)
+        y = np.asarray([r["latency_ms"] for r in recs], dtype=float)
+        return X, y, recs
+
+    def fit_all(self, store: MeasurementStore, phases: Iterable[str] | None = None,
+                *, quick: bool = False) -> dict[str, KernelFit]:
+        phases = None if phases is None else list(phases)
+        regs = sorted({r["regressor"] for r in store.records()})
+        fits = {}
+        for reg in regs:
+            X, y, _ = self.training_data(store, reg, phases)
+            if len(y) < 4:
+                log.warning("regressor %s: only %d measurements, not fitted", reg, len(y))
+                continue
+            cands = ("gbm-log",) if quick else tuple(self.cfg.candidates)
+            fits[reg] = fit_kernel(reg, X, y, candidates=cands, seed=self.cfg.seed,
+                                   max_bytes=self.cfg.max_kernel_bytes)
+        return fits
+
+    def adaptive_jobs(self, store: MeasurementStore, specs: dict[str, KernelSpec],
+                      counts: dict[str, int], rnd: int) -> list[tuple[KernelSpec, dict]]:
+        """Perturbations of the worst-predicted configurations (cross-validated error of a
+        model fitted on the phases before round ``rnd``)."""
+        phases = ["prior"] + [f"adaptive-{i}" for i in range(1, rnd)]
+        fits = self.fit_all(store, phases, quick=True)
+        jobs: list[list[tuple[KernelSpec, dict]]] = []
+        for name, spec in specs.items():
+            want = int(round(counts[name] * self.cfg.adaptive_fraction))
+            recs = [r for r in store.records() if r.get("spec") == name and
+                    r.get("phase") in phases]
+            fit = fits.get(recs[0]["regressor"]) if recs else None
+            if want <= 0 or fit is None:
+                continue
+            _, _, reg_recs = self.training_data(store, fit.regressor, phases)
+            err = {r["key"]: abs(e) for r, e in zip(reg_recs, fit.oof_relative_error)}
+            ranked = sorted(recs, key=lambda r: -err.get(r["key"], 0.0))
+            worst = [r for r in ranked if err.get(r["key"], 0.0) > self.cfg.adaptive_error]
+            worst = worst[:max(1, want // 3)] or ranked[:max(1, want // 3)]
+            rng = random.Random(f"{self.cfg.seed}:{name}:adaptive-{rnd}")
+            seen = set(store.keys)
+            mine = []
+            for i in range(want):
+                base = worst[i % len(worst)]["config"]
+                cfg = spec.neighbour(base, rng)
+                key = config_key(name, cfg)
+                if key not in seen:
+                    seen.add(key)
+                    mine.append((spec, cfg))
+            jobs.append(mine)
+            log.info("adaptive round %d: %s: %d configs around %d with |error| > %.0f%% "
+                     "(cv rmspe %.3f)", rnd, name, len(mine), len(worst),
+                     100 * self.cfg.adaptive_error, fit.validation["rmspe"])
+        return _round_robin(jobs)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> BuildResult:
+        cfg = self.cfg
+        self._t0 = time.time()
+        self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        log.info("calibrating the backend's per-call cost")
+        self.backend.calibrate_overhead()
+        store = self.open_store()
+        rules = self.fusion_rules(store)
+        specs = self.specs(rules)
+        counts = self.prior_counts(specs)
+        measurer = KernelMeasurer(self.backend, rules, feature_set=cfg.feature_set)
+
+        per_spec = []
+        for name, spec in specs.items():
+            rng = random.Random(f"{cfg.seed}:{name}:prior")
+            per_spec.append([(spec, c) for c in sample_configs(spec, counts[name], rng)])
+        self.measure_configs(measurer, store, _round_robin(per_spec), "prior", "prior")
+        for rnd in range(1, cfg.adaptive_rounds + 1):
+            if self._out_of_time():
+                break
+            jobs = self.adaptive_jobs(store, specs, counts, rnd)
+            self.measure_configs(measurer, store, jobs, f"adaptive-{rnd}", f"adaptive {rnd}")
+
+        fits = self.fit_all(store)
+        recs = store.records()
+        baseline = fit_flops_baseline([kernel_flops(r["regressor"], r["features"]) for r in recs],
+                                      [r["latency_ms"] for r in recs]) if recs else {}
+        package = None
+        if cfg.output is not None and fits:
+            package = self.write(store, rules, fits, baseline)
+        return BuildResult(package=package, fits=fits, n_measurements=len(recs),
+                           n_failures=len(store.records(kind="failure")),
+                           flops_baseline=baseline, seconds=time.time() - self._t0)
+
+    def write(self, store: MeasurementStore, rules: FusionRules, fits: dict[str, KernelFit],
+              baseline: dict[str, float]) -> Path:
+        from ..packages.format import write_package
+
+        recs = store.records()
+        folded: dict[str, set[str]] = {}
+        for r in recs:
+            for t in r.get("folded", []):
+                folded.setdefault(t, set()).add(r["spec"])
+        free = sorted(t for t in folded if t not in fits)
+        phases: dict[str, int] = {}
+        for r in recs:
+            phases[r.get("phase", "?")] = phases.get(r.get("phase", "?"), 0) + 1
+        fusion = store.records(kind="fusion_rules")[-1]
+        refs = [r["ref_ms"] for r in recs if r.get("ref_ms")]
+        loads = [r["loadavg"] for r in recs if r.get("loadavg") is not None]
+
+        def stats(v: list[float]) -> dict[str, float] | None:
+            if not v:
+                return None
+            p10, p50, p90 = np.percentile(v, [10, 50, 90])
+            return {"p10": float(p10), "median": float(p50), "p90": float(p90), "n": len(v)}
+
+        source = {
+            "builder": f"nnmeter_nas.builder {BUILDER_VERSION}",
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "backend": self.backend.describe(),
+            "fusion_rules": fusion.get("how", "measured"),
+            "measurements": {"total": len(recs), "by_phase": phases,
+                             "failures": len(store.records(kind="failure"))},
+            "latency_definition": (
+                "kernel time inside a network: median of interleaved timed runs of the kernel "
+                "between 1x1 max-pool stand-ins for convolution neighbours, minus the "
+                "backend's per-call cost (timed in the same batch), times the kernel's share "
+                "of the profiled operator time (stand-ins and layout conversions at the "
+                "model's inputs/outputs excluded)"),
+            "folded_kernel_types": {t: sorted(s) for t, s in sorted(folded.items())},
+            "machine_state": {
+                "reference_ms": stats(refs), "loadavg_1min": stats(loads),
+                "note": "latency of builder.measure.reference_model() timed in each batch, and "
+                        "the 1-minute load average: how busy the machine was while measuring"},
+            "flops_baseline": baseline,
+            "config": {k: (str(v) if isinstance(v, Path) else v)
+                       for k, v in asdict(self.cfg).items()
+                       if k not in ("plan", "work_dir", "output")},
+        }
+        notes = {t: f"measured as part of spec(s) {sorted(folded[t])}: its cost is included "
+                    "in the first kernel of that pattern" for t in free}
+        return write_package(
+            self.cfg.output, name=self.cfg.name, version=self.cfg.version,
+            device=self.cfg.device or self.cfg.name,
+            framework=f"{self.backend.settings.get('library', self.backend.name)} "
+                      f"{self.backend.settings.get('version', '')}".strip(),
+            description=self.cfg.description, regressors={r: f.ensemble for r, f in fits.items()},
+            fusion_rules=rules, feature_set=self.cfg.feature_set,
+            kernel_info={r: f.info() for r, f in fits.items()}, free_kernel_types=free,
+            source=source, extra={"free_kernel_notes": notes}, overwrite=True)
+
+
+def build_predictor(config: BuildConfig, **kwargs: Any) -> BuildResult:
+    """Run a build (see :class:`BuildConfig`); returns the fits and the package path."""
+    return Builder(config, **kwargs).run()

@@ -1,0 +1,43 @@
+"""Search spaces for hardware-aware NAS with NNI 3.
+
+Names are exported lazily: importing this package imports neither torch nor NNI.
+
+- :mod:`.nasbench201`: ``build_nb201_network`` (plain PyTorch), ``NasBench201Space`` (NNI 3 model
+  space, labels ``cell/0_1`` ... ``cell/2_3``), ``sample_to_arch_str``, ``arch_str_to_sample``.
+- :mod:`.spos`: ``SPOSSpace`` (NNI's ShuffleNetV2 SPOS space, 224x224 or a 32x32 small-input
+  variant), ``SPOS_PUBLISHED_ARCH``, ``spos_published_model``, ``spos_random_sample``.
+"""
+from __future__ import annotations
+
+import importlib
+
+# name -> submodule that defines it
+_LAZY = {
+    "build_nb201_network": "nasbench201",
+    "NasBench201Space": "nasbench201",
+    "sample_to_arch_str": "nasbench201",
+    "arch_str_to_sample": "nasbench201",
+    "NB201_LABELS": "nasbench201",
+    "SPOSSpace": "spos",
+    "spos_space": "spos",
+    "SPOS_LABELS": "spos",
+    "SPOS_VALUES": "spos",
+    "SPOS_PUBLISHED_ARCH": "spos",
+    "SPOS_INPUT_SHAPE": "spos",
+    "SPOS_SMALL_INPUT_SHAPE": "spos",
+    "spos_published_model": "spos",
+    "spos_random_sample": "spos",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

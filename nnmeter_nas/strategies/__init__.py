@@ -1,0 +1,47 @@
+"""Latency-aware search strategies for NNI 3 (use them as the ``strategy`` of a ``NasExperiment``).
+
+- :class:`ConstrainedEvolution`: regularized evolution that never trains an architecture over
+  budget, with latency-aware mutation; ``reward=MnasNetReward(...)`` turns the budgets into
+  MnasNet's soft constraint.
+- :class:`MultiObjectiveEvolution`: NSGA-II over accuracy and latency on one or more devices;
+  ``export_pareto_front()``.
+- :class:`ConstrainedRandom`: random search within the budgets (the baseline).
+- :class:`MnasNetReward`, Pareto utilities (:mod:`.pareto`), tabular evaluation (:mod:`.tabular`).
+
+Each takes a latency source: any callable ``sample -> {device: ms}`` (lookup table,
+``LatencyProfiler``, function), budgets ``{device: max_ms}`` and a seed. Names are exported lazily:
+importing this package does not import NNI.
+"""
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "ConstrainedEvolution": "evolution",
+    "MultiObjectiveEvolution": "nsga2",
+    "ConstrainedRandom": "random_search",
+    "MnasNetReward": "rewards",
+    "LatencyAwareStrategy": "_base",
+    "InfeasibleBudgetError": "_base",
+    "LatencySourceError": "_base",
+    "Trial": "_base",
+    "TabularEvaluator": "tabular",
+    "NB201Lookup": "tabular",
+    "run_sequential_experiment": "tabular",
+    "hypervolume_2d": "pareto",
+    "non_dominated_sort": "pareto",
+    "pareto_mask": "pareto",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

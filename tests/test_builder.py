@@ -1,0 +1,263 @@
+"""The predictor builder: backend, store, kernel specs, fitting, fusion rules, end to end."""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import warnings
+
+import numpy as np
+import pytest
+
+from nnmeter_nas.builder.backends import (Measurement, OnnxRuntimeCPUBackend, TimingPlan,
+                                          get_backend, list_backends, summarise)
+from nnmeter_nas.builder.fitting import error_summary, fit_flops_baseline, fit_kernel
+from nnmeter_nas.builder.kernel_specs import channel_range, default_specs
+from nnmeter_nas.builder.measure import KernelMeasurer, config_key, is_harness_node
+from nnmeter_nas.builder.store import MeasurementStore, StoreMismatchError
+from nnmeter_nas.kernels import FusionRules
+
+RULES = FusionRules.from_dict({
+    **FusionRules.default().to_dict(),
+    "BF_conv_add": {"obey": True}, "BF_conv_hswish": {"obey": True},
+    "BF_dwconv_hswish": {"obey": True}})
+
+
+def _tiny_backend() -> OnnxRuntimeCPUBackend:
+    return OnnxRuntimeCPUBackend(plan=TimingPlan.quick("thread"))
+
+
+# ----------------------------------------------------------------------------- backend
+def test_summarise_median_spread_and_overhead():
+    m = summarise([1.0, 2.0, 3.0, 4.0, 100.0], round_medians=[2.0, 3.5], overhead_ms=0.5,
+                  wall_ms=[1.5] * 5, clock="thread")
+    assert m.raw_ms == 3.0 and m.latency_ms == 2.5
+    assert m.iqr_ms == pytest.approx(2.0) and m.mad_ms == pytest.approx(1.0)
+    assert m.rounds_spread_ms == pytest.approx(1.5)
+    assert m.wall_ms == 1.5 and m.clock == "thread" and m.n == 5
+    with pytest.raises(ValueError):
+        summarise([])
+
+
+def test_timing_plan_rejects_unknown_clock():
+    with pytest.raises(ValueError, match="clock"):
+        TimingPlan(clock="cycles")
+
+
+def test_onnxruntime_backend_measures_and_profiles():
+    import torch
+
+    from nnmeter_nas.builder.onnx_utils import export_onnx
+
+    assert "onnxruntime-cpu" in list_backends()
+    b = get_backend("onnxruntime-cpu", plan=TimingPlan.quick("thread"))
+    assert b.settings["intra_op_num_threads"] == 1
+    assert b.settings["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    assert b.calibrate_overhead(repeats=1) > 0
+    small = export_onnx(torch.nn.Conv2d(8, 8, 1), [[1, 8, 8, 8]])
+    big = export_onnx(torch.nn.Conv2d(32, 32, 3, padding=1), [[1, 32, 28, 28]])
+    ms = b.measure_many([small, big])
+    assert all(isinstance(m, Measurement) and m.latency_ms > 0 for m in ms)
+    assert ms[1].raw_ms > 3 * ms[0].raw_ms  # 3x3x32 conv on 28x28 vs a 1x1x8 one on 8x8
+    nodes = b.profile_nodes(big, runs=3)
+    assert any(n.op_type == "Conv" for n in nodes)
+    # onnxruntime converts around its blocked-layout convolution at the model's boundary
+    boundary = [n for n in nodes if is_harness_node(n)]
+    assert boundary and all(n.op_type.startswith("Reorder") for n in boundary)
+    with pytest.raises(ValueError, match="threads"):
+        OnnxRuntimeCPUBackend(threads=0)
+
+
+# ----------------------------------------------------------------------------- store
+def test_store_appends_resumes_and_tolerates_torn_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    header = {"name": "onnxruntime-cpu", "version": "1", "intra_op_num_threads": 1}
+    s = MeasurementStore(path, header=header)
+    s.append({"key": "a", "regressor": "relu", "latency_ms": 1.0})
+    s.append({"key": "b", "regressor": "relu", "latency_ms": 2.0})
+    # the process dies mid-write
+    with open(path, "ab") as fh:
+        fh.write(b'{"key": "c", "regre')
+    s2 = MeasurementStore(path, header=header)
+    assert len(s2) == 2 and "a" in s2 and "c" not in s2
+    s2.append({"key": "c", "regressor": "relu", "latency_ms": 3.0})
+    s3 = MeasurementStore(path, header=header)
+    assert [r["key"] for r in s3.records()] == ["a", "b", "c"]
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+    with pytest.raises(StoreMismatchError, match="intra_op_num_threads"):
+        MeasurementStore(path, header={**header, "intra_op_num_threads": 4})
+    # a corrupt line in the middle is an error, not silently skipped
+    lines = path.read_text().splitlines()
+    lines[1] = "{not json"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="line 2"):
+        MeasurementStore(path)
+
+
+# ----------------------------------------------------------------------------- specs
+def test_channel_range_grows_as_maps_shrink():
+    lo224, hi224 = channel_range(224)
+    lo7, hi7 = channel_range(7)
+    assert hi7 > hi224 and lo7 > lo224
+    assert channel_range(20)[1] > channel_range(40)[1]
+
+
+def test_specs_sample_within_limits_and_respect_rules():
+    rng = random.Random(0)
+    no_add = FusionRules.from_dict({k: v for k, v in RULES.to_dict().items()
+                                    if k not in ("BF_conv_add", "BF_conv_hswish")})
+    spec = default_specs(no_add)["conv-bn-relu"]
+    cfgs = [spec.sample(rng) for _ in range(300)]
+    assert all(spec.flops(c) <= spec.max_flops for c in cfgs)
+    assert all(c["n_add"] == 0 and c["act"] != "hswish" for c in cfgs)
+    assert {c["k"] for c in cfgs} >= {1, 3, 5, 7} and {c["s"] for c in cfgs} == {1, 2}
+    assert any(c["groups"] > 1 for c in cfgs)
+    for c in cfgs[:50]:
+        n = spec.neighbour(c, rng)
+        assert n != c and spec.flops(n) <= spec.max_flops
+
+
+@pytest.mark.parametrize("name", ["conv-bn-relu", "spos-shuffle", "concat", "se", "fc"])
+def test_engine_finds_the_kernel_each_spec_builds(name):
+    specs = default_specs(RULES)
+    spec = specs[name]
+    m = KernelMeasurer(_tiny_backend(), RULES)
+    rng = random.Random(3)
+    cfg = spec.sample(rng)
+    if name == "conv-bn-relu":  # a residual conv with a fused add
+        cfg.update(hw=14, cin=32, cout=32, s=1, k=3, groups=1, n_add=1, act="relu")
+    if name == "fc":
+        cfg.update(cin=256, cout=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = m.prepare(spec, cfg)
+    assert p.regressor == (spec.regressor or p.regressor)
+    if name == "conv-bn-relu":
+        assert p.kernel_type == "conv-add-relu"
+        assert p.features[:5] == [14, 32, 32, 3, 1]
+    if name == "spos-shuffle":
+        assert p.regressor in spec.folds
+    if name == "fc":
+        assert p.features[:2] == [256, 100]
+    assert isinstance(p.model, bytes) and len(p.model) > 100
+
+
+# ----------------------------------------------------------------------------- fitting
+def test_fit_kernel_picks_by_validation_and_bounds_size():
+    rng = np.random.default_rng(0)
+    X = rng.uniform([7, 8], [112, 512], size=(120, 2))
+    y = 1e-5 * X[:, 0] ** 2 * X[:, 1] * np.exp(rng.normal(0, 0.02, 120))
+    fit = fit_kernel("relu", X, y, candidates=("rf", "gbm-log-d1"), folds=3, seed=0)
+    assert set(fit.candidates) == {"rf", "gbm-log-d1"}
+    assert fit.validation["rmspe"] == min(c["rmspe"] for c in fit.candidates.values())
+    # latency ~ hw^2 * c: boosted stumps on log-latency (additive in log space) beat a
+    # forest on raw latency by far with 120 samples over four decades
+    assert fit.model == "gbm-log-d1"
+    assert fit.validation["rmspe"] < 0.4 and fit.n_train == 120
+    assert fit.feature_range["min"] == X.min(axis=0).tolist()
+    pred = fit.ensemble.predict(X)
+    assert error_summary(y, pred)["rmspe"] < fit.validation["rmspe"]  # in-sample is better
+    small = fit_kernel("relu", X[:40], y[:40], candidates=("rf",), folds=2, max_bytes=10_000)
+    assert small.ensemble.n_trees < 60  # pruned from 60 trees to fit the size bound
+    assert len(small.ensemble.to_npz_bytes()) <= 10_000 or small.ensemble.n_trees == 4
+    with pytest.raises(ValueError, match="> 0"):
+        fit_kernel("relu", X[:5], -y[:5])
+
+
+def test_flops_baseline_recovers_a_line():
+    f = np.array([0.0, 1e6, 2e6, 4e6])
+    base = fit_flops_baseline(f, 0.5 + 2e-6 * f)
+    assert base["ms_per_flop"] == pytest.approx(2e-6) and base["intercept_ms"] == \
+        pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------- fusion
+def test_fusion_rules_are_measured_per_pair():
+    from nnmeter_nas.builder.fusion import FusionTestConfig, detect_fusion_rules
+
+    b = _tiny_backend()
+    b.calibrate_overhead(repeats=1)
+    rules, raw = detect_fusion_rules(b, pairs=[("conv", "relu"), ("relu", "conv")],
+                                     config=FusionTestConfig(hw=16, channels=16), repeats=1,
+                                     plan=TimingPlan.quick("thread"))
+    assert set(raw) == {"BF_conv_relu", "BF_relu_conv", "MON"}
+    for name in ("BF_conv_relu", "BF_relu_conv"):
+        lat = raw[name]["latency"]
+        assert lat["block"] > 0 and isinstance(raw[name]["obey"], bool)
+    # what onnxruntime itself reports: relu fuses into the preceding conv, not the next one
+    assert raw["BF_conv_relu"]["backend_fused"] is True
+    assert raw["BF_relu_conv"]["backend_fused"] is False
+    assert rules.mon == 0
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_tiny_build_end_to_end_and_resume(tmp_path):
+    import torch
+
+    from nnmeter_nas.builder import BuildConfig, build_predictor
+    from nnmeter_nas.packages.format import PredictorPackage
+    from nnmeter_nas.predictor import LatencyPredictor
+
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text(json.dumps(RULES.to_dict()))
+    cfg = BuildConfig(name="tiny", work_dir=tmp_path / "work", output=tmp_path / "pkg",
+                      specs=["dwconv-bn-relu", "global-avgpool"], n_prior=12,
+                      min_per_spec=6, adaptive_rounds=1, adaptive_fraction=0.34,
+                      fusion_rules=rules_file, plan=TimingPlan.quick("thread"),
+                      candidates=("rf", "et-log"), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = build_predictor(cfg)
+    assert set(res.fits) == {"dwconv-bn-relu", "global-avgpool"}
+    store = MeasurementStore(tmp_path / "work" / "measurements.jsonl")
+    recs = store.records()
+    assert len(recs) == res.n_measurements >= 12
+    assert {r["phase"] for r in recs} == {"prior", "adaptive-1"}
+    assert all(r["latency_ms"] > 0 and r["raw_ms"] >= r["latency_ms"] for r in recs)
+    # per-call cost timed in each batch, kernel share from the operator profile, machine state
+    assert all(0 < r["overhead_ms"] < r["raw_ms"] and 0 < r["share"] <= 1 for r in recs)
+    assert all(r["ref_ms"] > 0 and r["loadavg"] is not None for r in recs)
+    # the global-average-pool kernel feeds a classifier: its flatten runs outside onnxruntime's
+    # blocked layout, so part of the measured model is harness (layout conversion)
+    assert any(r["harness_ms"] > 0 for r in recs)
+    assert len({config_key(r["spec"], r["config"]) for r in recs}) == len(recs)
+
+    pkg = PredictorPackage.load(res.package)
+    man = pkg.manifest
+    assert man["feature_set"] == "nnmeter-nas-1"
+    assert man["source"]["backend"]["intra_op_num_threads"] == 1
+    assert man["source"]["machine_state"]["reference_ms"]["median"] > 0
+    gap = man["kernels"]["global-avgpool"]
+    assert gap["validation"]["model"] in ("rf", "et-log") and gap["n_train"] >= 6
+    assert gap["feature_range"]["max"][0] >= gap["feature_range"]["min"][0]
+    assert "BF_dwconv_relu" in pkg.fusion_rules.to_dict()
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(32, 32, 3, 1, 1, groups=32, bias=False),
+                              torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    pred = LatencyPredictor(pkg, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kernels = pred.predict_kernels(net, input_shape=(1, 32, 28, 28))
+    assert [k.regressor for k in kernels] == ["dwconv-bn-relu", "global-avgpool"]
+    assert all(k.status == "predicted" and k.latency_ms > 0 for k in kernels)
+
+    # resume: nothing left to measure, same measurements
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = build_predictor(cfg)
+    assert again.n_measurements == res.n_measurements
+
+
+def test_cli_parser_and_kernel_list(capsys):
+    from nnmeter_nas.builder.cli import add_build_parser, run_build
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    add_build_parser(sub)
+    args = parser.parse_args(["build", "mycpu", "--samples", "10", "--threads", "2",
+                              "--kernels", "relu,fc", "--list-kernels"])
+    assert args.func is run_build and args.samples == 10 and args.threads == 2
+    assert run_build(args) == 0
+    out = capsys.readouterr().out
+    assert "conv-bn-relu" in out and "spos-shuffle" in out
