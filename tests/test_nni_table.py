@@ -222,3 +222,24 @@ def test_kernel_fused_across_a_choice_boundary_is_charged_to_the_choice(predicto
         assert prof.profile(s) == pytest.approx(full, rel=1e-9), s
     relu_alone = prof.breakdown({"b1": "skip", "b2": "k3"})["b1"]
     assert relu_alone > 0  # the ReLU's own kernel, charged to the skip
+
+
+def test_network_overhead_goes_into_the_fixed_part(tmp_path, tiny):
+    """A package's per-network constant (e.g. the fitted VPU overhead) is in every profile."""
+    import json as _json
+
+    from nnmeter_nas.packages.format import PredictorPackage
+    from nnmeter_nas.predictor import LatencyPredictor
+
+    base = make_dummy_predictor(directory=tmp_path)
+    manifest_path = base.package.path / "manifest.json"
+    m = _json.loads(manifest_path.read_text())
+    m["network_overhead_ms"] = 0.5
+    manifest_path.write_text(_json.dumps(m))
+    with_overhead = LatencyPredictor(PredictorPackage.load(base.package.path))
+    prof = LatencyProfiler(tiny, with_overhead, SHAPE)
+    plain = LatencyProfiler(tiny, base, SHAPE)
+    s = _all_samples(tiny)[5]
+    full = with_overhead.predict(tiny.freeze(s), input_shape=SHAPE)
+    assert prof.profile(s) == pytest.approx(full, rel=1e-9)
+    assert prof.profile(s) == pytest.approx(plain.profile(s) + 0.5, rel=1e-9)

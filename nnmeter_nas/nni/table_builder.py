@@ -257,7 +257,8 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
     reattributed = 0
     for combo_idx, records in runs:
         run_pts = [[0.0] * n_dev for _ in range(n_pts)]
-        run_fixed = [0.0] * n_dev
+        # A package's constant per-network cost belongs to the fixed part.
+        run_fixed = [float(getattr(p, "network_overhead_ms", 0.0)) for p in preds]
         for d, dev_records in enumerate(records):
             for first, nodes, latency in dev_records:
                 if first < 0 and nodes and all(n in absorbed for n in nodes):
