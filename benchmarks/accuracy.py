@@ -3,11 +3,12 @@
 Ground truth: every network is exported to ONNX (TorchScript exporter) and measured with the
 same backend and settings the predictor was built with (onnxruntime CPU, 1 intra-op thread,
 ORT_ENABLE_ALL, runs timed with the calling thread's CPU clock, median of interleaved
-repeats). The networks of a group are loaded together and visited ``--passes`` times in a
-fresh random order each time (a few runs per visit); the truth is the median over the
-visits. Load from other processes on this shared machine drifts over seconds; spreading
-the runs over many visits averages it out. The noise of the measurement itself is reported
-as the difference between the truth computed from the odd and from the even visits.
+repeats). All networks are loaded together and visited ``--passes`` times, ``--pause`` seconds apart,
+in a fresh random order each time (a few runs per visit); the truth is the median over the
+visits. The speed of this shared machine drifts by tens of percent over seconds to minutes
+(other processes, other tenants of the host); spreading the runs over several minutes
+averages that out. The noise of the measurement itself is reported as the difference
+between the truth from the first and from the second half of the passes.
 
 Groups (none of these networks is in the builder's training data, which holds single
 kernels only):
@@ -78,13 +79,15 @@ def classic_networks(names: list[str] | None):
 
 def measure_interleaved(backend, models: list[bytes], passes: int, *, seed: int = 0,
                         visit_ms: float = 8.0, max_runs: int = 10,
-                        loads: list[float] | None = None) -> list[list[float]]:
+                        loads: list[float] | None = None,
+                        pause_s: float = 0.0) -> list[list[float]]:
     """Median latency (ms) of each model in each of ``passes`` visits.
 
     All sessions are created first; then every pass visits every model once, in a fresh random
     order, and times ``k`` runs of it (``k`` so that a visit lasts about ``visit_ms``), with
-    the backend's clock. Load from other processes drifts over seconds; spreading a model's
-    runs over many passes averages that drift, and all models see the same drift.
+    the backend's clock; passes are ``pause_s`` apart. The speed of this shared machine drifts
+    over seconds to minutes; spreading a model's runs over many passes and several minutes
+    averages that drift, and all models see the same drift.
     """
     import statistics
 
@@ -102,7 +105,9 @@ def measure_interleaved(backend, models: list[bytes], passes: int, *, seed: int 
         out: list[list[float]] = [[] for _ in runs]
         rng = random.Random(seed)
         order = list(range(len(runs)))
-        for _ in range(passes):
+        for p in range(passes):
+            if p and pause_s > 0:
+                time.sleep(pause_s)
             if loads is not None:
                 loads.append(os.getloadavg()[0])
             rng.shuffle(order)
@@ -142,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-nb201", type=int, default=50)
     ap.add_argument("--classic", default=None, help="comma-separated zoo names (default all)")
     ap.add_argument("--seed", type=int, default=2024)
-    ap.add_argument("--batch", type=int, default=10, help="networks timed together")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--passes", type=int, default=20,
+    ap.add_argument("--passes", type=int, default=30,
                     help="interleaved visits per network (median over them is the truth)")
+    ap.add_argument("--pause", type=float, default=8.0,
+                    help="seconds between passes, to spread the visits over minutes")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" /
                     "accuracy.json")
     ap.add_argument("--cache", type=Path, default=REPO / "runs" / "accuracy_onnx",
@@ -168,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     bsettings = man["source"]["backend"]
     backend = OnnxRuntimeCPUBackend(threads=int(bsettings["intra_op_num_threads"]),
                                     optimization="all")
-    backend.plan = TimingPlan(warmup=3, rounds=args.rounds, runs_per_round=2,
-                              round_target_ms=30.0, max_runs_per_round=20,
-                              clock=bsettings["timing"]["clock"])
+    backend.plan = TimingPlan(clock=bsettings["timing"]["clock"])
     base = man["source"]["flops_baseline"]
     print(f"predictor {predictor.name} {predictor.version}: {len(predictor.kernel_types)} "
           f"kernel regressors; backend {backend.name} threads={backend.threads} "
@@ -187,11 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     loads: list[float] = []
     rows = []
     t0 = time.time()
+    items = []
     for group, nets in groups.items():
         if not nets:
             continue
         print(f"[{group}] exporting and predicting {len(nets)} networks ...", flush=True)
-        items = []
         for name, make, shape, arch in nets:
             cached = args.cache / f"{name}.onnx"
             meta = args.cache / f"{name}.json"
@@ -217,25 +220,27 @@ def main(argv: list[str] | None = None) -> int:
                           "missing": bd.missing_kernel_types, "flops": float(flops),
                           "in_domain": bd.in_domain, "n_kernels": len(bd),
                           "by_regressor": bd.by_regressor()})
-        if args.export_only:
-            continue
-        print(f"[{group}] measuring ({time.time() - t0:.0f} s so far) ...", flush=True)
-        visits = measure_interleaved(backend, [it["model"] for it in items] + [reference],
-                                     args.passes, seed=args.seed, loads=loads)
-        ref_visits.extend(visits.pop())
-        for it, v in zip(items, visits):
-            v = np.asarray(v)
-            half_a, half_b = np.median(v[0::2]), np.median(v[1::2])
-            it["truth_ms"] = float(np.median(v))
-            it["visit_ms"] = [round(float(x), 5) for x in v]
-            it["half_diff"] = float(abs(half_a - half_b) / it["truth_ms"])
-            it["visit_cv"] = float(np.std(v) / np.mean(v))
-            it["flops_pred_ms"] = base["ms_per_flop"] * it["flops"] + base["intercept_ms"]
-            del it["model"]
-            rows.append(it)
-    print(f"done in {time.time() - t0:.0f} s\n")
     if args.export_only:
+        print(f"exported in {time.time() - t0:.0f} s")
         return 0
+    print(f"measuring {len(items)} networks, {args.passes} interleaved passes "
+          f"{args.pause:g} s apart ({time.time() - t0:.0f} s so far) ...", flush=True)
+    visits = measure_interleaved(backend, [it["model"] for it in items] + [reference],
+                                 args.passes, seed=args.seed, loads=loads, pause_s=args.pause)
+    ref_visits.extend(visits.pop())
+    half = args.passes // 2
+    for it, v in zip(items, visits):
+        v = np.asarray(v)
+        it["truth_ms"] = float(np.median(v))
+        it["visit_ms"] = [round(float(x), 5) for x in v]
+        # early half of the passes vs late half: includes the slow drift of the machine
+        it["half_diff"] = float(abs(np.median(v[:half]) - np.median(v[half:])) /
+                                it["truth_ms"])
+        it["visit_cv"] = float(np.std(v) / np.mean(v))
+        it["flops_pred_ms"] = base["ms_per_flop"] * it["flops"] + base["intercept_ms"]
+        del it["model"]
+        rows.append(it)
+    print(f"done in {time.time() - t0:.0f} s\n")
 
     summary = {}
     hdr = (f"{'group':8s} {'n':>4s} | {'<=10%':>6s} {'<=5%':>6s} {'RMSPE':>7s} {'tau':>6s} "
@@ -264,9 +269,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{f_base['within_10pct']:6.1%} {f_base['within_5pct']:6.1%} "
               f"{f_base['rmspe']:7.2%} {f_base['kendall_tau']:6.3f} |        "
               f"{np.median(noise):6.2%} {np.percentile(noise, 90):6.2%}")
-    print(f"\nnoise: |truth from odd visits - truth from even visits| / truth, each from "
-          f"{args.passes // 2} of the {args.passes} interleaved visits (median, 90th percentile "
-          "over the group)")
+    print(f"\nnoise: |truth from the first {half} passes - truth from the last "
+          f"{args.passes - half}| / truth (median, 90th percentile over the group); reference "
+          f"workload over the passes: min {min(ref_visits):.3f} ms, median "
+          f"{np.median(ref_visits):.3f} ms, max {max(ref_visits):.3f} ms")
     for group in groups:
         rs = [r for r in rows if r["group"] == group]
         if rs:

@@ -2,15 +2,16 @@
 
 For one configuration of a :class:`~nnmeter_nas.builder.kernel_specs.KernelSpec`:
 
-1. *Features.* The module alone is exported to ONNX (the engine's exporter), read back with
-   the engine's ``load_graph``, split into kernels with the device's fusion rules
-   (``detect_kernels``), and the kernel's features are ``extract_features`` of it. The check
-   that the engine finds exactly the expected kernel (and nothing else) catches a module
-   that does not compute what its spec claims.
-2. *Latency.* The module wrapped in its context (a 1x1 max-pool on every input/output the
-   spec marks as fed by / feeding a convolution) is timed by the backend (median of
-   interleaved repeats), and the backend's fixed per-call cost is taken out (a network pays
-   it once, not once per kernel). When the backend can profile operators, the result is
+1. *Features.* The module, wrapped in its context (a 1x1 max-pool on every input/output the
+   spec marks as fed by / feeding a convolution), is exported to ONNX with the engine's
+   exporter, read back with the engine's ONNX front end, split into kernels with the
+   device's fusion rules (``detect_kernels``); the context max-pools are dropped and the
+   features are ``extract_features`` of the kernel left. The check that the engine finds
+   exactly the expected kernel (and nothing else) catches a module that does not compute
+   what its spec claims.
+2. *Latency.* The same ONNX model is timed by the backend (median of interleaved repeats),
+   and the backend's fixed per-call cost, timed in the same batch on a one-element model, is
+   taken out (a network pays it once, not once per kernel). When the backend can profile operators, the result is
    scaled by the kernel's share of the profiled operator time: the context operators and
    the layout conversions at the model's own inputs and outputs are the harness, the rest
    (including layout conversions between the context and the kernel, which a network pays

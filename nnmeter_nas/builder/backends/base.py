@@ -102,6 +102,7 @@ class TimingPlan:
     max_runs_per_round: int = 50
     seed: int = 0
     clock: str = "wall"
+    flush_mb: float = 0.0
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "thread"):
@@ -112,6 +113,17 @@ class TimingPlan:
         """Few repeats: for tests and for smoke runs (noisy)."""
         return cls(warmup=1, rounds=3, runs_per_round=2, round_target_ms=2.0,
                    max_runs_per_round=5, clock=clock)
+
+
+class CacheFlusher:
+    """Evicts the CPU caches by writing a buffer larger than them (``mb`` MiB)."""
+
+    def __init__(self, mb: float) -> None:
+        self.buf = np.ones(max(1, int(mb * 2 ** 20 / 8)), dtype=np.float64) if mb > 0 else None
+
+    def __call__(self) -> None:
+        if self.buf is not None:
+            self.buf += 1.0
 
 
 def summarise(samples_ms: Sequence[float], round_medians: Sequence[float] = (),
@@ -190,6 +202,7 @@ class Backend(ABC):
         plan = plan or self.plan
         wall = time.perf_counter
         cpu = time.thread_time if plan.clock == "thread" else time.perf_counter
+        flush = CacheFlusher(plan.flush_mb)
         n = len(runnables)
         reps = []
         for r in runnables:
@@ -210,6 +223,7 @@ class Backend(ABC):
                 run = runnables[i].run
                 this_round = []
                 for _ in range(reps[i]):
+                    flush()
                     w0 = wall()
                     c0 = cpu()
                     run()
@@ -231,6 +245,9 @@ class Backend(ABC):
         model = tiny_relu_model()
         plan = TimingPlan(warmup=20, rounds=5, runs_per_round=200, max_runs_per_round=200,
                           clock=self.plan.clock)
+        if self.plan.flush_mb > 0:
+            plan = TimingPlan(warmup=5, rounds=5, runs_per_round=10, max_runs_per_round=10,
+                              clock=self.plan.clock, flush_mb=self.plan.flush_mb)
         meds = [self.measure_many([model], plan=plan)[0].raw_ms for _ in range(repeats)]
         self.overhead_ms = float(np.min(meds))
         return self.overhead_ms

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend, NodeTime, Runnable, TimingPlan, register_backend
+from .base import Backend, CacheFlusher, NodeTime, Runnable, TimingPlan, register_backend
 
 _ONNX_TO_NUMPY = {1: np.float32, 7: np.int64, 6: np.int32, 9: np.bool_, 10: np.float16,
                   11: np.float64}
@@ -125,7 +125,8 @@ class OnnxRuntimeCPUBackend(Backend):
     def profile_nodes(self, onnx_model: bytes, *, runs: int = 10) -> list[NodeTime]:
         """Per-node times (ms, mean of the faster half of ``runs``) from onnxruntime's profiler,
         for the graph as optimised (fused Conv, NCHWc ``ReorderInput``/``ReorderOutput``
-        nodes included). The profiler's times are wall-clock times."""
+        nodes included). The profiler's times are wall-clock times. With the plan's
+        ``flush_mb`` the caches are flushed before every run, as when timing."""
         import json
         import os
         import tempfile
@@ -142,7 +143,9 @@ class OnnxRuntimeCPUBackend(Backend):
             sess = ort.InferenceSession(onnx_model, sess_options=so,
                                         providers=["CPUExecutionProvider"])
             runner = _OrtRunnable(sess)
+            flush = CacheFlusher(self.plan.flush_mb)
             for _ in range(2 + max(runs, 1)):
+                flush()
                 runner.run()
             prof_path = sess.end_profiling()
             with open(prof_path) as fh:
