@@ -17,14 +17,12 @@ Phases:
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 

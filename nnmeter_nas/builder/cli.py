@@ -51,8 +51,10 @@ def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="use this fusion_rules.json instead of measuring the rules")
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="stop measuring after this many minutes and fit what was measured")
-    p.add_argument("--repeats", type=int, default=5,
-                   help="interleaved timing rounds per configuration (default 5)")
+    p.add_argument("--repeats", type=int, default=6,
+                   help="interleaved timing rounds per configuration (default 6)")
+    p.add_argument("--batch", type=int, default=32,
+                   help="configurations timed together, their rounds interleaved (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--version", dest="pkg_version", default="1.0")
     p.add_argument("--device", default="", help="device description for the manifest")
@@ -79,14 +81,15 @@ def run_build(args: argparse.Namespace) -> int:
 
         output = installed_dir() / args.name
     work_dir = args.work_dir or Path(f"{args.name}-build")
-    plan = TimingPlan(rounds=args.repeats, clock="thread" if args.threads == 1 else "wall")
+    plan = TimingPlan(warmup=3, rounds=args.repeats, runs_per_round=2, round_target_ms=10.0,
+                      max_runs_per_round=40, clock="thread" if args.threads == 1 else "wall")
     cfg = BuildConfig(
         name=args.name, work_dir=work_dir, output=output, version=args.pkg_version,
         device=args.device, description=args.description, backend=args.backend,
         backend_options={"threads": args.threads, "optimization": args.optimization},
         specs=args.kernels.split(",") if args.kernels else None, n_prior=args.samples,
         adaptive_rounds=args.adaptive_rounds, adaptive_fraction=args.adaptive_fraction,
-        seed=args.seed, fusion_rules=args.fusion_rules, plan=plan,
+        seed=args.seed, fusion_rules=args.fusion_rules, plan=plan, batch=args.batch,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
         progress=not args.no_progress)
     result = build_predictor(cfg)

@@ -33,7 +33,6 @@ def export_onnx(module, input_shapes: Sequence[Shape], *, opset: int = 13) -> by
 
 def tiny_relu_model() -> bytes:
     """A one-node ONNX model (Relu on one float): its latency is a backend's per-call cost."""
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])
