@@ -32,3 +32,14 @@ def dummy_predictor():
     from nnmeter_nas.testing import make_dummy_predictor
 
     return make_dummy_predictor(directory=tempfile.mkdtemp(prefix="nnmeter-nas-dummy-"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with torch on one thread (batch-1 tracing on 2 shared cores is much faster)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -22,12 +22,7 @@ from nnmeter_nas.search_spaces.spos import check_spos_sample  # noqa: E402
 warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch-1 tracing; avoids oversubscription on a shared machine
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cbr(cin: int, cout: int, k: int) -> nn.Module:

@@ -24,12 +24,7 @@ warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module.*")
 SHAPE = (1, 3, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
