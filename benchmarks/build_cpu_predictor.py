@@ -1,7 +1,7 @@
 """Build the built-in predictor ``x86cpu_onnxruntime`` on this machine.
 
 onnxruntime CPU execution provider, 1 intra-op thread, ``ORT_ENABLE_ALL``; fusion rules
-measured; ~2600 prior kernel configurations plus one adaptive round; at most
+measured; ~4000 prior kernel configurations plus two adaptive rounds; at most
 ``--time-budget`` minutes of measuring (then what was measured is fitted). Resumable: run it
 again with the same ``--work-dir`` after an interruption.
 
@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=REPO / "nnmeter_nas" / "data" / "predictors"
                     / NAME)
     ap.add_argument("--work-dir", type=Path, default=REPO / "runs" / f"{NAME}-build")
-    ap.add_argument("--samples", type=int, default=2600)
-    ap.add_argument("--adaptive-rounds", type=int, default=1)
-    ap.add_argument("--time-budget", type=float, default=35.0, help="minutes of measuring")
+    ap.add_argument("--samples", type=int, default=4000)
+    ap.add_argument("--adaptive-rounds", type=int, default=2)
+    ap.add_argument("--time-budget", type=float, default=45.0, help="minutes of measuring")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                     "benchmarks/build_cpu_predictor.py on a 2-core AMD EPYC VM.",
         backend="onnxruntime-cpu", backend_options={"threads": 1, "optimization": "all"},
         n_prior=args.samples, adaptive_rounds=args.adaptive_rounds, adaptive_fraction=0.2,
-        # 32 configurations per batch, 6 interleaved rounds: the rounds of one configuration
+        # 32 configurations per batch, 12 interleaved rounds: the rounds of one configuration
         # are spread over a longer window, so a burst of load from other processes moves
         # them less.
-        plan=TimingPlan(warmup=3, rounds=6, runs_per_round=2, round_target_ms=10.0,
+        plan=TimingPlan(warmup=3, rounds=12, runs_per_round=2, round_target_ms=10.0,
                         max_runs_per_round=40, clock="thread"), batch=32,
         time_budget_s=60.0 * args.time_budget, progress=not args.no_progress)
     result = build_predictor(cfg)
