@@ -13,7 +13,7 @@ Importing this package is light; torch and onnxruntime are imported when used.
 """
 from __future__ import annotations
 
-__all__ = ["BuildConfig", "BuildResult", "Builder", "build_predictor"]
+__all__ = ["BuildConfig", "BuildResult", "Builder", "build_predictor", "reuse_measurements"]
 
 
 def __getattr__(name: str):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -32,11 +32,12 @@ from .fitting import (DEFAULT_CANDIDATES, KernelFit, fit_flops_baseline, fit_ker
                       kernel_flops)
 from .kernel_specs import KernelSpec, default_specs
 from .measure import KernelMeasurer, KernelMismatchError, config_key, sample_configs
-from .store import MeasurementStore
+from .store import MeasurementStore, StoreMismatchError
 
 log = logging.getLogger("nnmeter_nas.builder")
 
 BUILDER_VERSION = "1"
+STORE_NAME = "measurements.jsonl"
 
 
 @dataclass
@@ -67,11 +68,13 @@ class BuildConfig:
     adaptive_error: float = 0.05
     seed: int = 0
     batch: int = 8
-    feature_set: str = "nnmeter-nas-1"
+    feature_set: str = "nnmeter-nas-2"
     candidates: Sequence[str] = DEFAULT_CANDIDATES
     max_kernel_bytes: int = 1_500_000
     fusion_rules: str | Path | None = None
     plan: TimingPlan | None = None
+    # Cache flush before every run of a cold-weights spec (MiB; above the last-level cache).
+    cold_flush_mb: float = 64.0
     time_budget_s: float | None = None
     progress: bool = True
 
@@ -130,11 +133,14 @@ class Builder:
         b = self.cfg.time_budget_s
         return b is not None and time.time() - self._t0 > b
 
+    def header(self) -> dict[str, Any]:
+        """What the store's measurements depend on (backend settings, clock, features)."""
+        return {**self.backend.settings, "name": self.backend.name,
+                "clock": self.backend.plan.clock, "feature_set": self.cfg.feature_set,
+                "builder_version": BUILDER_VERSION}
+
     def open_store(self) -> MeasurementStore:
-        header = {**self.backend.settings, "name": self.backend.name,
-                  "clock": self.backend.plan.clock, "feature_set": self.cfg.feature_set,
-                  "builder_version": BUILDER_VERSION}
-        return MeasurementStore(self.cfg.work_dir / "measurements.jsonl", header=header)
+        return MeasurementStore(self.cfg.work_dir / STORE_NAME, header=self.header())
 
     def fusion_rules(self, store: MeasurementStore) -> FusionRules:
         stored = store.records(kind="fusion_rules")
@@ -205,13 +211,25 @@ class Builder:
                                       "spec": spec.name, "config": cfg, "phase": phase,
                                       "error": f"{type(exc).__name__}: {exc}"[:500]})
                         bar.update(1)
-                for rec in measurer.measure(prepared, phase=phase):
+                cold = {s.name for s, _ in todo[start:start + self.cfg.batch] if s.cold_weights}
+                warm_batch = [p for p in prepared if p.spec not in cold]
+                cold_batch = [p for p in prepared if p.spec in cold]
+                records = measurer.measure(warm_batch, phase=phase)
+                if cold_batch:
+                    records += measurer.measure(cold_batch, phase=phase, plan=self.cold_plan())
+                for rec in records:
                     store.append(rec.to_dict())
                     added += 1
                     bar.update(1)
         finally:
             bar.close()
         return added
+
+    def cold_plan(self) -> TimingPlan:
+        """The timing plan of cold-weights specs: caches flushed before every run, and few
+        runs per round (a flush costs milliseconds)."""
+        return replace(self.backend.plan, flush_mb=self.cfg.cold_flush_mb,
+                                   runs_per_round=2, max_runs_per_round=3)
 
     # ------------------------------------------------------------------ fitting
     @staticmethod
@@ -366,6 +384,59 @@ class Builder:
             fusion_rules=rules, feature_set=self.cfg.feature_set,
             kernel_info={r: f.info() for r, f in fits.items()}, free_kernel_types=free,
             source=source, extra={"free_kernel_notes": notes}, overwrite=True)
+
+
+def reuse_measurements(old_work_dir: str | Path, config: BuildConfig, *,
+                       backend: Backend | None = None) -> int:
+    """Start ``config.work_dir``'s store from the measurements of an earlier build.
+
+    For when the builder's features change but the kernels' timings do not: every kernel
+    record of ``old_work_dir`` gets its features recomputed through the engine (export,
+    kernel detection, ``extract_features`` with ``config.feature_set``), as a new
+    measurement would. Records of cold-weights specs timed warm (from before such specs
+    existed) are left out, so the build measures them again. The fusion rules are kept.
+    Returns the number of records carried over. Refuses a work dir that already has a store.
+    """
+    builder = Builder(config, backend=backend)
+    old = MeasurementStore(Path(old_work_dir) / STORE_NAME)
+    if len(old) == 0:
+        raise FileNotFoundError(f"no measurements in {Path(old_work_dir) / STORE_NAME}")
+    new_path = Path(config.work_dir) / STORE_NAME
+    if new_path.exists():
+        raise FileExistsError(f"{new_path} exists; reuse_measurements starts a new store")
+    old_header = old.header or {}
+    mismatch = {k: (old_header.get(k), v) for k, v in builder.header().items()
+                if k not in ("feature_set", "builder_version") and old_header.get(k) != v}
+    if mismatch:
+        raise StoreMismatchError(f"{old.path} was measured with other settings: {mismatch}")
+    rules_rec = old.records(kind="fusion_rules")
+    if not rules_rec:
+        raise ValueError(f"{old.path} has no fusion rules; it cannot be reused")
+    rules = FusionRules.from_dict(rules_rec[-1]["rules"])
+    specs = builder.specs(rules)
+    measurer = KernelMeasurer(builder.backend, rules, feature_set=config.feature_set,
+                              reference=False)
+    new = builder.open_store()
+    new.append(rules_rec[-1])
+    kept = 0
+    recs = old.records(kind="kernel")
+    bar = _progress(len(recs), "re-featuring", config.progress)
+    try:
+        for rec in recs:
+            bar.update(1)
+            spec = specs.get(rec["spec"])
+            if spec is None or (spec.cold_weights and not rec.get("flush_mb")):
+                continue
+            try:
+                p = measurer.prepare(spec, rec["config"])
+            except KernelMismatchError:
+                continue
+            new.append({**rec, "features": [round(float(f), 7) for f in p.features],
+                        "regressor": p.regressor, "kernel_type": p.kernel_type})
+            kept += 1
+    finally:
+        bar.close()
+    return kept
 
 
 def build_predictor(config: BuildConfig, **kwargs: Any) -> BuildResult:

@@ -91,6 +91,7 @@ class KernelRecord:
     ref_ms: float | None = None
     loadavg: float | None = None
     share: float = 1.0
+    flush_mb: float = 0.0  # caches flushed before every run (cold-weights specs)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -198,7 +199,7 @@ class KernelMeasurer:
     """
 
     def __init__(self, backend: Backend, rules: FusionRules, *,
-                 feature_set: str = "nnmeter-nas-1", use_context: bool = True,
+                 feature_set: str = "nnmeter-nas-2", use_context: bool = True,
                  profile_runs: int = 16, reference: bool = True) -> None:
         from .onnx_utils import tiny_relu_model
 
@@ -312,7 +313,8 @@ class KernelMeasurer:
                 latency_ms=lat, raw_ms=m.raw_ms, overhead_ms=overhead, share=share,
                 harness_ms=harness, wall_ms=m.wall_ms, iqr_ms=m.iqr_ms, mad_ms=m.mad_ms,
                 rounds_spread_ms=m.rounds_spread_ms, n_runs=m.n, clock=m.clock,
-                folded=p.folded, phase=phase, time=time.time(), ref_ms=ref_ms, loadavg=load))
+                folded=p.folded, phase=phase, time=time.time(), ref_ms=ref_ms, loadavg=load,
+                flush_mb=float((plan or self.backend.plan).flush_mb)))
         return out
 
 

@@ -10,7 +10,15 @@ Two feature sets:
 ``"nnmeter-nas-1"``
     The same vectors with those quirks fixed (real ``hw``, real input count, grouped FLOPs),
     plus generic ``[hw, cin]`` features for kernel types nn-Meter has no regressor for (mul,
-    sigmoid, pad, ...). Packages built by nnmeter_nas use it.
+    sigmoid, pad, ...). The packages fitted to NAS-Bench-201 latencies use it.
+``"nnmeter-nas-2"``
+    ``nnmeter-nas-1`` with more for convolutions and pooling, for packages the builder
+    measures: input and output elements (/1e6: memory traffic, which a tree cannot form
+    from ``hw`` and ``cin`` alone), ``cin % 16`` and ``cout % 16`` (CPU kernels use blocked
+    layouts of 8 channels with AVX2 and 16 with AVX-512; other counts take slower paths), and for convolutions the group
+    count, the fused activation (0 none, 1 relu/relu6, 2 hswish, 3 other) and the number of
+    fused adds. Rows: conv ``[...nnmeter-nas-1 (7), in_e6, out_e6, cin_mod16, cout_mod16,
+    groups, act, n_add]``, pooling ``[...nnmeter-nas-1 (5), in_e6, out_e6, cin_mod16]``.
 
 Conv features: ``[hw, cin, cout, k, s, flops/2e6, params/1e6]`` with
 ``params = cout * (k*k*cin + 1)`` and ``flops = 2 * (H/s) * (W/s) * params``.
@@ -21,7 +29,7 @@ from typing import Sequence
 
 from ..kernels.detector import Kernel
 
-FEATURE_SETS = ("nnmeter-2.0", "nnmeter-nas-1")
+FEATURE_SETS = ("nnmeter-2.0", "nnmeter-nas-1", "nnmeter-nas-2")
 
 FEATURE_NAMES: dict[str, list[str]] = {
     "conv-bn-relu": ["hw", "cin", "cout", "k", "s", "flops_2e6", "params_1e6"],
@@ -42,6 +50,13 @@ FEATURE_NAMES: dict[str, list[str]] = {
     "concat": ["hw", "n_inputs", "c1", "c2", "c3", "c4"],
 }
 GENERIC_FEATURE_NAMES = ["hw", "cin"]
+# Appended to the nnmeter-nas-1 rows by nnmeter-nas-2.
+EXTRA_FEATURE_NAMES_V2: dict[str, list[str]] = {
+    "conv-bn-relu": ["in_e6", "out_e6", "cin_mod16", "cout_mod16", "groups", "act", "n_add"],
+    "dwconv-bn-relu": ["in_e6", "out_e6", "cin_mod16", "cout_mod16", "groups", "act", "n_add"],
+    "maxpool": ["in_e6", "out_e6", "cin_mod16"],
+    "avgpool": ["in_e6", "out_e6", "cin_mod16"],
+}
 
 
 def regressor_name(kernel_type: str) -> str:
@@ -58,8 +73,24 @@ def regressor_name(kernel_type: str) -> str:
             "SE": "se", "SE-relu": "se", "se-relu": "se"}.get(t, t)
 
 
-def feature_names(regressor: str) -> list[str]:
-    return FEATURE_NAMES.get(regressor, GENERIC_FEATURE_NAMES)
+def feature_names(regressor: str, feature_set: str = "nnmeter-nas-1") -> list[str]:
+    """Names of the features of ``regressor`` in ``feature_set``, in row order."""
+    names = list(FEATURE_NAMES.get(regressor, GENERIC_FEATURE_NAMES))
+    if feature_set == "nnmeter-nas-2":
+        names += EXTRA_FEATURE_NAMES_V2.get(regressor, [])
+    return names
+
+
+def _activation_code(kernel_type: str) -> int:
+    """0 no fused activation, 1 relu/relu6, 2 hswish, 3 any other."""
+    last = kernel_type.split("-")[-1]
+    if last in ("conv", "dwconv", "add", "bn"):
+        return 0
+    if last in ("relu", "relu6"):
+        return 1
+    if last == "hswish":
+        return 2
+    return 3
 
 
 def _conv_flops_params(kind: str, hw: float, cin: int, cout: int, k: int, s: int,
@@ -82,6 +113,33 @@ def extract_features(kernel: Kernel, feature_set: str = "nnmeter-nas-1") -> list
     (nn-Meter then has no regressor for it either)."""
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {feature_set!r}; use one of {FEATURE_SETS}")
+    if feature_set == "nnmeter-nas-2":
+        base = _features_v1(kernel, "nnmeter-nas-1")
+        return None if base is None else base + _extra_v2(kernel, base)
+    return _features_v1(kernel, feature_set)
+
+
+def _out_hw(kernel: Kernel, default: float) -> float:
+    outs = kernel.output_shapes
+    return outs[0][1] if outs and len(outs[0]) == 4 else default
+
+
+def _extra_v2(kernel: Kernel, base: list[float]) -> list[float]:
+    op = kernel.type
+    if "conv" in op:
+        hw, cin, cout, _, s = base[:5]
+        out_hw = _out_hw(kernel, hw / s)
+        return [hw * hw * cin / 1e6, out_hw * out_hw * cout / 1e6, cin % 16, cout % 16,
+                int(kernel.attrs.get("group", 1)), _activation_code(op),
+                op.split("-").count("add")]
+    if "pool" in op and "global" not in op:
+        hw, cin, cout, _, s = base[:5]
+        out_hw = _out_hw(kernel, hw / s)
+        return [hw * hw * cin / 1e6, out_hw * out_hw * cout / 1e6, cin % 16]
+    return []
+
+
+def _features_v1(kernel: Kernel, feature_set: str) -> list[float] | None:
     compat = feature_set == "nnmeter-2.0"
     op = kernel.type
     ins = kernel.input_shapes

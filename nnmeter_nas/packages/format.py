@@ -10,7 +10,7 @@ Layout::
 
     {"format": "nnmeter-nas-predictor", "format_version": 1,
      "name": ..., "version": ..., "device": ..., "framework": ..., "description": ...,
-     "feature_set": "nnmeter-2.0" | "nnmeter-nas-1",
+     "feature_set": "nnmeter-2.0" | "nnmeter-nas-1" | "nnmeter-nas-2",
      "units": {"latency": "ms", "flops": "FLOPs/2e6 as nn-Meter", "params": "params/1e6"},
      "kernels": {<regressor>: {"file": "kernels/<regressor>.npz",
                                "feature_names": [...],
@@ -240,7 +240,7 @@ def write_package(dest: str | Path, *, name: str, version: str, device: str, fra
         rel = f"kernels/{reg}.npz"
         blobs[rel] = ens.to_npz_bytes()
         info = dict((kernel_info or {}).get(reg, {}))
-        names = list(info.get("feature_names") or feature_names(reg))
+        names = list(info.get("feature_names") or feature_names(reg, feature_set))
         if len(names) != ens.n_features:
             names = [f"f{i}" for i in range(ens.n_features)]
         kernels[reg] = {"file": rel, "feature_names": names,
