@@ -24,7 +24,9 @@ ranking, median signed error (bias), and the same for the FLOPs-only baseline (a
     python benchmarks/accuracy.py                     # 100 SPOS, 50 NB201, all zoo models
     python benchmarks/accuracy.py --n-spos 10 --n-nb201 10 --classic resnet18,mobilenet_v2
 
-Results are printed and written to benchmarks/results/accuracy.json.
+Results are printed and written to benchmarks/results/accuracy_<predictor>.{json,md}. A
+predictor's accuracy can only be measured on the host it was built on (same CPU model and
+instruction set, same onnxruntime): the script refuses another host unless ``--other-host``.
 """
 from __future__ import annotations
 
@@ -42,7 +44,23 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DEFAULT_PACKAGE = REPO / "nnmeter_nas" / "data" / "predictors" / "x86cpu_onnxruntime"
+BUILTIN = REPO / "nnmeter_nas" / "data" / "predictors"
+
+
+def default_package() -> Path:
+    """The built-in x86 predictor for this host's instruction set (see build_cpu_predictor)."""
+    from nnmeter_nas.builder.backends.onnxruntime_cpu import cpu_isa
+
+    return BUILTIN / f"x86{cpu_isa()}cpu_onnxruntime"
+
+
+def host_mismatch(built: dict, here: dict) -> dict:
+    """Settings of the predictor's build host that differ from this one's (ISA, CPU model,
+    onnxruntime version, threads). The predictor's figures only mean something on its host."""
+    keys = ("machine", "processor", "isa", "version", "intra_op_num_threads",
+            "graph_optimization_level")
+    return {k: (built.get(k), here.get(k)) for k in keys
+            if built.get(k) is not None and built.get(k) != here.get(k)}
 
 
 def spos_networks(n: int, seed: int):
@@ -142,7 +160,9 @@ def figures(truth, pred) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--package", type=Path, default=DEFAULT_PACKAGE)
+    ap.add_argument("--package", type=Path, default=None,
+                    help="predictor package (default: the built-in x86 predictor for this "
+                         "host's instruction set)")
     ap.add_argument("--n-spos", type=int, default=100)
     ap.add_argument("--n-nb201", type=int, default=50)
     ap.add_argument("--classic", default=None, help="comma-separated zoo names (default all)")
@@ -151,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="interleaved visits per network (median over them is the truth)")
     ap.add_argument("--pause", type=float, default=8.0,
                     help="seconds between passes, to spread the visits over minutes")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" /
-                    "accuracy.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: benchmarks/results/accuracy_<predictor name>.json")
     ap.add_argument("--cache", type=Path, default=REPO / "runs" / "accuracy_onnx",
                     help="exported ONNX models are kept here and reused")
+    ap.add_argument("--other-host", action="store_true",
+                    help="measure even when this host differs from the predictor's build host "
+                         "(CPU, instruction set, onnxruntime version): the figures then say how "
+                         "far the predictor transfers, not how accurate it is")
     ap.add_argument("--export-only", action="store_true",
                     help="export (and cache) the networks, measure nothing")
     args = ap.parse_args(argv)
@@ -168,11 +192,29 @@ def main(argv: list[str] | None = None) -> int:
     from nnmeter_nas.kernels import detect_kernels
     from nnmeter_nas.predictor import LatencyPredictor
 
+    if args.package is None:
+        args.package = default_package()
+    if not (args.package / "manifest.json").exists():
+        print(f"error: no predictor package at {args.package}; build one for this host with "
+              "benchmarks/build_cpu_predictor.py or pass --package", file=sys.stderr)
+        return 2
     predictor = LatencyPredictor.from_path(args.package)
     man = predictor.package.manifest
+    if args.out is None:
+        args.out = REPO / "benchmarks" / "results" / f"accuracy_{predictor.name}.json"
     bsettings = man["source"]["backend"]
     backend = OnnxRuntimeCPUBackend(threads=int(bsettings["intra_op_num_threads"]),
                                     optimization="all")
+    mismatch = host_mismatch(bsettings, backend.settings)
+    if mismatch:
+        what = ", ".join(f"{k}: built on {a!r}, here {b!r}" for k, (a, b) in mismatch.items())
+        if not args.other_host and not args.export_only:
+            print(f"error: {args.package.name} was built on another host ({what}); its "
+                  "accuracy can only be measured there. Build a predictor here with "
+                  "benchmarks/build_cpu_predictor.py, or pass --other-host to measure how far "
+                  "it transfers.", file=sys.stderr)
+            return 2
+        print(f"warning: other host than the build's ({what})", flush=True)
     backend.plan = TimingPlan(clock=bsettings["timing"]["clock"])
     base = man["source"]["flops_baseline"]
     print(f"predictor {predictor.name} {predictor.version}: {len(predictor.kernel_types)} "
@@ -304,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps({"package": str(args.package.relative_to(REPO))
                                     if args.package.is_relative_to(REPO) else str(args.package),
                                     "predictor_version": predictor.version,
-                                    "backend": backend.describe(), "summary": summary,
+                                    "backend": backend.describe(),
+                                    "host_differs_from_build": {k: list(v) for k, v
+                                                                in mismatch.items()},
+                                    "summary": summary,
                                     "machine_state": machine,
                                     "networks": rows}, indent=1, default=str))
     md = [f"| group | n | within 10% | within 5% | RMSPE | Kendall tau | median error | "

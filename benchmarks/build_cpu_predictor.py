@@ -1,4 +1,8 @@
-"""Build the built-in predictor ``x86cpu_onnxruntime`` on this machine.
+"""Build the built-in x86 CPU predictor for this machine's instruction set.
+
+The package is named after the host's widest SIMD set (``x86avx2cpu_onnxruntime``,
+``x86avx512cpu_onnxruntime``): kernels run on different code paths, and a predictor built on
+one over-predicts the other by 2x and more.
 
 onnxruntime CPU execution provider, 1 intra-op thread, ``ORT_ENABLE_ALL``; fusion rules
 measured; ~4000 prior kernel configurations plus two adaptive rounds; at most
@@ -21,10 +25,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nnmeter_nas.builder import BuildConfig, build_predictor  # noqa: E402
+from nnmeter_nas.builder import BuildConfig, build_predictor, reuse_measurements  # noqa: E402
 from nnmeter_nas.builder.backends import TimingPlan  # noqa: E402
+from nnmeter_nas.builder.backends.onnxruntime_cpu import cpu_name, cpu_isa  # noqa: E402
 
-NAME = "x86cpu_onnxruntime"
+ISA = cpu_isa()
+NAME = f"x86{ISA}cpu_onnxruntime"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,14 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adaptive-rounds", type=int, default=2)
     ap.add_argument("--time-budget", type=float, default=45.0, help="minutes of measuring")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--reuse", type=Path, default=None, metavar="OLD_WORK_DIR",
+                    help="start from an earlier build's measurements, features recomputed "
+                         "(nnmeter_nas.builder.reuse_measurements)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = BuildConfig(
         name=NAME, work_dir=args.work_dir, output=args.output, version="1.0",
-        device="x86-64 CPU (AVX2), onnxruntime CPUExecutionProvider, 1 thread",
-        description="Built-in predictor: onnxruntime on one x86-64 CPU core "
+        device=f"x86-64 CPU ({ISA.upper()}), onnxruntime CPUExecutionProvider, 1 thread",
+        description=f"Built-in predictor: onnxruntime on one x86-64 CPU core with {ISA.upper()} "
                     "(intra_op_num_threads=1, ORT_ENABLE_ALL), built by "
-                    "benchmarks/build_cpu_predictor.py on a 2-core AMD EPYC VM.",
+                    f"benchmarks/build_cpu_predictor.py on a 2-core {cpu_name()} VM.",
         backend="onnxruntime-cpu", backend_options={"threads": 1, "optimization": "all"},
         n_prior=args.samples, adaptive_rounds=args.adaptive_rounds, adaptive_fraction=0.2,
         # 32 configurations per batch, 12 interleaved rounds: the rounds of one configuration
@@ -52,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         plan=TimingPlan(warmup=3, rounds=12, runs_per_round=2, round_target_ms=10.0,
                         max_runs_per_round=40, clock="thread"), batch=32,
         time_budget_s=60.0 * args.time_budget, progress=not args.no_progress)
+    if args.reuse is not None:
+        kept = reuse_measurements(args.reuse, cfg)
+        print(f"reused {kept} measurements of {args.reuse}")
     result = build_predictor(cfg)
     print(f"{'regressor':16s} {'model':8s} {'n':>5s} {'cv RMSPE':>9s} {'cv <=10%':>9s}")
     for reg, f in sorted(result.fits.items()):

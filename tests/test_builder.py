@@ -5,6 +5,7 @@ import argparse
 import json
 import random
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,17 +202,20 @@ def test_tiny_build_end_to_end_and_resume(tmp_path):
     rules_file = tmp_path / "rules.json"
     rules_file.write_text(json.dumps(RULES.to_dict()))
     cfg = BuildConfig(name="tiny", work_dir=tmp_path / "work", output=tmp_path / "pkg",
-                      specs=["dwconv-bn-relu", "global-avgpool"], n_prior=12,
-                      min_per_spec=6, adaptive_rounds=1, adaptive_fraction=0.34,
+                      specs=["dwconv-bn-relu", "global-avgpool", "fc"], n_prior=15,
+                      min_per_spec=5, adaptive_rounds=1, adaptive_fraction=0.34,
                       fusion_rules=rules_file, plan=TimingPlan.quick("thread"),
                       candidates=("rf", "et-log"), progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = build_predictor(cfg)
-    assert set(res.fits) == {"dwconv-bn-relu", "global-avgpool"}
+    assert set(res.fits) == {"dwconv-bn-relu", "global-avgpool", "fc"}
     store = MeasurementStore(tmp_path / "work" / "measurements.jsonl")
     recs = store.records()
-    assert len(recs) == res.n_measurements >= 12
+    assert len(recs) == res.n_measurements >= 15
+    # the classifier is timed with cold caches, as inside a network; the rest warm
+    assert {r["flush_mb"] for r in recs if r["spec"] == "fc"} == {cfg.cold_flush_mb}
+    assert {r["flush_mb"] for r in recs if r["spec"] != "fc"} == {0.0}
     assert {r["phase"] for r in recs} == {"prior", "adaptive-1"}
     assert all(r["latency_ms"] > 0 and r["raw_ms"] >= r["latency_ms"] for r in recs)
     # per-call cost timed in each batch, kernel share from the operator profile, machine state
@@ -224,7 +228,8 @@ def test_tiny_build_end_to_end_and_resume(tmp_path):
 
     pkg = PredictorPackage.load(res.package)
     man = pkg.manifest
-    assert man["feature_set"] == "nnmeter-nas-1"
+    assert man["feature_set"] == "nnmeter-nas-2"
+    assert man["kernels"]["dwconv-bn-relu"]["feature_names"][-3:] == ["groups", "act", "n_add"]
     assert man["source"]["backend"]["intra_op_num_threads"] == 1
     assert man["source"]["machine_state"]["reference_ms"]["median"] > 0
     gap = man["kernels"]["global-avgpool"]
@@ -248,6 +253,57 @@ def test_tiny_build_end_to_end_and_resume(tmp_path):
         again = build_predictor(cfg)
     assert again.n_measurements == res.n_measurements
 
+    # reuse under another feature set: same timings, features recomputed by the engine
+    from dataclasses import replace
+
+    from nnmeter_nas.builder import reuse_measurements
+
+    cfg1 = replace(cfg, work_dir=tmp_path / "work1", output=None, feature_set="nnmeter-nas-1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kept = reuse_measurements(cfg.work_dir, cfg1)
+    assert kept == len(recs)
+    old = {r["key"]: r for r in recs}
+    new = MeasurementStore(tmp_path / "work1" / "measurements.jsonl").records()
+    assert {r["key"] for r in new} == set(old)
+    for r in new:
+        assert r["latency_ms"] == old[r["key"]]["latency_ms"]
+        if r["regressor"] == "dwconv-bn-relu":
+            assert r["features"] == old[r["key"]]["features"][:7]
+    with pytest.raises(FileExistsError):
+        reuse_measurements(cfg.work_dir, cfg1)
+
+
+def test_feature_set_v2_adds_memory_layout_and_fusion_features():
+    import torch
+
+    from nnmeter_nas.features import extract_features, feature_names
+    from nnmeter_nas.graph.onnx_import import onnx_to_graph
+    from nnmeter_nas.graph.torch_export import export_onnx
+    from nnmeter_nas.kernels import detect_kernels
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(12, 20, 3, 2, 1, groups=4)
+            self.pool = torch.nn.MaxPool2d(3, 2, 1)
+
+        def forward(self, x, y):
+            return self.pool(torch.nn.functional.hardswish(self.conv(x) + y))
+
+    proto = export_onnx(Net(), [(1, 12, 16, 16), (1, 20, 8, 8)])
+    kernels = detect_kernels(onnx_to_graph(proto), RULES)
+    conv, pool = kernels[0], kernels[-1]
+    assert conv.type == "conv-add-hswish" and pool.type.startswith("maxpool")
+    v1 = extract_features(conv, "nnmeter-nas-1")
+    v2 = extract_features(conv, "nnmeter-nas-2")
+    assert v2[:7] == v1 and len(v2) == len(feature_names("conv-bn-relu", "nnmeter-nas-2"))
+    assert v2[7:] == [16 * 16 * 12 / 1e6, 8 * 8 * 20 / 1e6, 12, 4, 4, 2, 1]
+    p2 = extract_features(pool, "nnmeter-nas-2")
+    assert p2[5:] == [8 * 8 * 20 / 1e6, 4 * 4 * 20 / 1e6, 4]
+    gap_like = extract_features(kernels[0], "nnmeter-2.0")
+    assert len(gap_like) == 7
+
 
 def test_cli_parser_and_kernel_list(capsys):
     from nnmeter_nas.builder.cli import add_build_parser, run_build
@@ -261,3 +317,53 @@ def test_cli_parser_and_kernel_list(capsys):
     assert run_build(args) == 0
     out = capsys.readouterr().out
     assert "conv-bn-relu" in out and "spos-shuffle" in out
+
+
+# ----------------------------------------------------------------------------- hosts
+def test_backend_records_the_instruction_set_and_store_refuses_another(tmp_path):
+    from nnmeter_nas.builder.backends import OnnxRuntimeCPUBackend
+    from nnmeter_nas.builder.backends.onnxruntime_cpu import cpu_isa
+
+    isa = cpu_isa()
+    assert isa in {"avx512", "avx2", "avx", "sse", "neon", "unknown"}
+    settings = OnnxRuntimeCPUBackend(threads=1).settings
+    assert settings["isa"] == isa
+    path = tmp_path / "m.jsonl"
+    MeasurementStore(path, header={**settings, "isa": "avx2"})
+    # same CPU name, other instruction set: a resumed build must not mix the two
+    with pytest.raises(StoreMismatchError, match="isa"):
+        MeasurementStore(path, header={**settings, "isa": "avx512"})
+
+
+def test_accuracy_benchmark_names_the_settings_that_differ_from_the_build_host():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "accuracy_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    built = {"processor": "AMD EPYC", "isa": "avx2", "version": "1.32.0",
+             "intra_op_num_threads": 1}
+    assert mod.host_mismatch(built, dict(built)) == {}
+    assert mod.host_mismatch(built, {**built, "isa": "avx512"}) == {"isa": ("avx2", "avx512")}
+    # a manifest from before the instruction set was recorded only compares what it has
+    assert mod.host_mismatch({"processor": "AMD EPYC"}, {**built, "isa": "avx512"}) == {}
+
+
+def test_both_builtin_x86_predictors_load_and_predict():
+    import torch
+
+    from nnmeter_nas.packages.registry import builtin_dir
+    from nnmeter_nas.predictor import LatencyPredictor
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.BatchNorm2d(16),
+                              torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(16, 10)).eval()
+    preds = {}
+    for isa in ("avx2", "avx512"):
+        p = LatencyPredictor.from_path(builtin_dir() / f"x86{isa}cpu_onnxruntime")
+        assert p.package.manifest["source"]["backend"]["isa"] == isa
+        preds[isa] = p.predict(net, input_shape=(1, 3, 64, 64))
+        assert 0.001 < preds[isa] < 10.0
+    # the AVX-512 host is the faster one for the same kernels
+    assert preds["avx512"] < preds["avx2"]

@@ -23,7 +23,7 @@ def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "rules, measure sampled kernel configurations (resumable: measurements "
                     "are appended to WORK_DIR/measurements.jsonl), fit one regressor per "
                     "kernel type and write a package.")
-    p.add_argument("name", help="predictor name, e.g. x86cpu_onnxruntime")
+    p.add_argument("name", help="predictor name, e.g. x86avx2cpu_onnxruntime")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="package directory to write (default: install into the user cache "
                         "so load_predictor(NAME) finds it)")

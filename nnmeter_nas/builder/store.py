@@ -19,7 +19,7 @@ STORE_VERSION = 1
 # Settings that must match between a store and the backend resuming it.
 _IDENTITY_KEYS = ("name", "library", "version", "provider", "intra_op_num_threads",
                   "inter_op_num_threads", "graph_optimization_level", "machine", "processor",
-                  "clock", "feature_set")
+                  "isa", "clock", "feature_set")
 
 
 class StoreMismatchError(ValueError):

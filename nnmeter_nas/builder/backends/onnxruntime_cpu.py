@@ -191,10 +191,35 @@ class OnnxRuntimeCPUBackend(Backend):
                 "inter_op_num_threads": 1, "execution_mode": "sequential",
                 "graph_optimization_level": _LEVELS[self.optimization],
                 "allow_spinning": False, "io_binding": True,
-                "machine": platform.machine(), "processor": _cpu_name()}
+                "machine": platform.machine(), "processor": cpu_name(), "isa": cpu_isa()}
 
 
-def _cpu_name() -> str:
+def cpu_isa() -> str:
+    """The widest SIMD instruction set of this CPU, as onnxruntime's kernels pick theirs:
+    ``avx512`` / ``avx2`` / ``avx`` / ``sse`` on x86-64 (from /proc/cpuinfo), ``neon`` on arm64,
+    else ``unknown``. Two CPUs with the same model name can differ here (virtual machines
+    hide the generation), and latencies differ with it: a predictor built on an AVX2 host
+    over-predicts an AVX-512 host by 2x and more, unevenly across kernel types."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return "neon"
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        return "unknown"
+    for isa, needed in (("avx512", {"avx512f", "avx512bw", "avx512vl"}), ("avx2", {"avx2", "fma"}),
+                        ("avx", {"avx"}), ("sse", {"sse4_1"})):
+        if needed <= flags:
+            return isa
+    return "unknown"
+
+
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
