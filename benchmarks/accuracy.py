@@ -21,6 +21,13 @@ Per group: share of networks predicted within +-10% and +-5%, RMSPE, Kendall tau
 ranking, median signed error (bias), and the same for the FLOPs-only baseline (a line
 ``a * FLOPs + b`` fitted to the builder's kernel measurements, stored in the package).
 
+Calibrated (``--calibrate N``, default 30): N more SPOS candidates and N more NB201 cells, drawn
+with another seed and never one of the test networks, are measured in the same passes; a
+per-space calibration (:mod:`nnmeter_nas.calibration`: a scale per main kernel type and a cost
+per kernel, fitted on those networks only) is fitted and the test networks of that space are
+scored with it too. ``--save-calibrations`` stores them in the package, for
+``load_predictor(name, calibration="spos")``.
+
     python benchmarks/accuracy.py                     # 100 SPOS, 50 NB201, all zoo models
     python benchmarks/accuracy.py --n-spos 10 --n-nb201 10 --classic resnet18,mobilenet_v2
 
@@ -63,17 +70,22 @@ def host_mismatch(built: dict, here: dict) -> dict:
             if built.get(k) is not None and built.get(k) != here.get(k)}
 
 
-def spos_networks(n: int, seed: int):
+def spos_networks(n: int, seed: int, *, prefix: str = "spos", exclude=()):
     from nnmeter_nas.search_spaces.spos import SPOSSpace, spos_random_sample
 
     rng = random.Random(seed)
-    for i in range(n):
+    skip = {json.dumps(a, sort_keys=True) for a in exclude}
+    i = 0
+    while i < n:
         sample = spos_random_sample(rng)
-        yield f"spos-{i:03d}", (lambda s=sample: SPOSSpace.frozen_factory(s)()), \
+        if json.dumps(sample, sort_keys=True) in skip:
+            continue
+        yield f"{prefix}-{i:03d}", (lambda s=sample: SPOSSpace.frozen_factory(s)()), \
             (1, 3, 224, 224), sample
+        i += 1
 
 
-def nb201_networks(n: int, seed: int):
+def nb201_networks(n: int, seed: int, *, prefix: str = "nb201", exclude=()):
     from nnmeter_nas.search_spaces.nasbench201 import NB201_OPS, build_nb201_network
 
     rng = random.Random(seed)
@@ -81,10 +93,10 @@ def nb201_networks(n: int, seed: int):
     while len(seen) < n:
         ops = [rng.choice(NB201_OPS) for _ in range(6)]
         arch = "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)
-        if arch in seen:
+        if arch in seen or arch in exclude:
             continue
         seen.add(arch)
-        yield f"nb201-{len(seen) - 1:03d}", (lambda a=arch: build_nb201_network(a)), \
+        yield f"{prefix}-{len(seen) - 1:03d}", (lambda a=arch: build_nb201_network(a)), \
             (1, 3, 32, 32), arch
 
 
@@ -175,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="default: benchmarks/results/accuracy_<predictor name>.json")
     ap.add_argument("--cache", type=Path, default=REPO / "runs" / "accuracy_onnx",
                     help="exported ONNX models are kept here and reused")
+    ap.add_argument("--calibrate", type=int, default=30, metavar="N",
+                    help="also measure N other SPOS and N other NB201 networks (none of the "
+                         "test networks) and report the test figures with a per-space "
+                         "calibration fitted on them (nnmeter_nas.builder.calibrate); 0: off")
+    ap.add_argument("--save-calibrations", action="store_true",
+                    help="store the fitted calibrations in the package's manifest")
     ap.add_argument("--other-host", action="store_true",
                     help="measure even when this host differs from the predictor's build host "
                          "(CPU, instruction set, onnxruntime version): the figures then say how "
@@ -225,6 +243,17 @@ def main(argv: list[str] | None = None) -> int:
               "nb201": list(nb201_networks(args.n_nb201, args.seed)),
               "classic": list(classic_networks(args.classic.split(",") if args.classic
                                                else None))}
+    test_groups = [g for g, nets in groups.items() if nets]
+    # Calibration networks: other seeds, and never one of the test networks.
+    calibrated = {"spos": "spos-cal", "nb201": "nb201-cal"}
+    if args.calibrate > 0:
+        groups["spos-cal"] = list(spos_networks(
+            args.calibrate, args.seed + 1, prefix="spos-cal",
+            exclude=[a for _, _, _, a in groups["spos"]]))
+        groups["nb201-cal"] = list(nb201_networks(
+            args.calibrate, args.seed + 1, prefix="nb201-cal",
+            exclude={a for _, _, _, a in groups["nb201"]}))
+    breakdowns: dict[str, object] = {}
     from nnmeter_nas.builder.measure import reference_model
 
     reference = reference_model()
@@ -257,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                                      extract_features(k, predictor.package.feature_set) or [0] * 8)
                         for k in kernels)
             bd = predictor.predict_kernels(proto)
+            breakdowns[name] = bd
             items.append({"group": group, "name": name, "arch": arch,
                           "model": proto.SerializeToString(), "pred_ms": bd.latency_ms,
                           "missing": bd.missing_kernel_types, "flops": float(flops),
@@ -284,12 +314,29 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(it)
     print(f"done in {time.time() - t0:.0f} s\n")
 
+    from nnmeter_nas.builder.calibrate import fit_calibration, save_calibration
+
+    calibrations = {}
+    for space, cal_group in calibrated.items():
+        cal_rows = [r for r in rows if r["group"] == cal_group]
+        if not cal_rows:
+            continue
+        cal = fit_calibration([breakdowns[r["name"]] for r in cal_rows],
+                              [r["truth_ms"] for r in cal_rows], space=space)
+        calibrations[space] = cal
+        for r in rows:
+            if r["group"] == space:
+                bd = breakdowns[r["name"]]
+                r["calibrated_pred_ms"] = cal.latency_ms(bd, bd.overhead_ms)
+        if args.save_calibrations:
+            save_calibration(args.package, space, cal)
+
     summary = {}
     hdr = (f"{'group':8s} {'n':>4s} | {'<=10%':>6s} {'<=5%':>6s} {'RMSPE':>7s} {'tau':>6s} "
            f"{'bias':>7s} | FLOPs: {'<=10%':>6s} {'<=5%':>6s} {'RMSPE':>7s} {'tau':>6s} | "
            f"noise: {'med':>6s} {'p90':>6s}")
     print(hdr)
-    for group in groups:
+    for group in test_groups:
         rs = [r for r in rows if r["group"] == group]
         if not rs:
             continue
@@ -311,11 +358,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{f_base['within_10pct']:6.1%} {f_base['within_5pct']:6.1%} "
               f"{f_base['rmspe']:7.2%} {f_base['kendall_tau']:6.3f} |        "
               f"{np.median(noise):6.2%} {np.percentile(noise, 90):6.2%}")
+        if group in calibrations:
+            f_cal = figures(truth, [r["calibrated_pred_ms"] for r in rs])
+            cal = calibrations[group]
+            summary[group]["calibrated"] = f_cal
+            summary[group]["calibration"] = cal.to_dict()
+            print(f"{'  +cal':8s} {len(rs):4d} | {f_cal['within_10pct']:6.1%} "
+                  f"{f_cal['within_5pct']:6.1%} {f_cal['rmspe']:7.2%} "
+                  f"{f_cal['kendall_tau']:6.3f} {f_cal['median_error']:+7.2%} |   calibrated "
+                  f"on {cal.info['networks']} other {group} networks: per-kernel "
+                  f"{cal.per_kernel_ms * 1e3:+.2f} us, scales "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in cal.scales.items())
+                  + f", others {cal.default_scale:.2f}")
     print(f"\nnoise: |truth from the first {half} passes - truth from the last "
           f"{args.passes - half}| / truth (median, 90th percentile over the group); reference "
           f"workload over the passes: min {min(ref_visits):.3f} ms, median "
           f"{np.median(ref_visits):.3f} ms, max {max(ref_visits):.3f} ms")
-    for group in groups:
+    for group in test_groups:
         rs = [r for r in rows if r["group"] == group]
         if rs:
             share: dict[str, float] = {}
@@ -362,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{b['within_10pct']:.0%} | {b['within_5pct']:.0%} | {b['rmspe']:.1%} | "
                   f"{b['kendall_tau']:.3f} | {nz['median_half_difference']:.1%} / "
                   f"{nz['p90_half_difference']:.1%} |")
+        if "calibrated" in sm:
+            c, n_cal = sm["calibrated"], sm["calibration"]["info"]["networks"]
+            md.append(f"| {g}, calibrated on {n_cal} other {g} networks | {c['n']} | "
+                      f"{c['within_10pct']:.0%} | {c['within_5pct']:.0%} | {c['rmspe']:.1%} | "
+                      f"{c['kendall_tau']:.3f} | {c['median_error']:+.1%} | | | | | |")
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n" + "\n".join(md))
     print(f"\nwritten {args.out} and {args.out.with_suffix('.md')}")

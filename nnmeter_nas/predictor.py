@@ -8,7 +8,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .errors import MissingRegressorError
+from .calibration import Calibration
+from .errors import MissingRegressorError, PackageError
 from .features.extract import extract_features, regressor_name
 from .graph import OpGraph, load_graph
 from .kernels.detector import Kernel, detect_kernels
@@ -104,11 +105,26 @@ class LatencyPredictor:
     strict:
         Raise :class:`~nnmeter_nas.errors.MissingRegressorError` when a network has kernel
         types without a regressor, instead of warning once and counting them as 0 ms.
+    calibration:
+        Name of one of the package's per-space calibrations (``calibrations`` in its
+        manifest, see :mod:`nnmeter_nas.calibration`), applied to every predicted kernel;
+        None (default) predicts uncalibrated.
     """
 
-    def __init__(self, package: PredictorPackage, *, strict: bool = False) -> None:
+    def __init__(self, package: PredictorPackage, *, strict: bool = False,
+                 calibration: str | None = None) -> None:
         self.package = package
         self.strict = strict
+        self.calibration = calibration
+        self._calibration: Calibration | None = None
+        if calibration is not None:
+            known = package.manifest.get("calibrations") or {}
+            if calibration not in known:
+                raise PackageError(
+                    f"predictor {package.name!r} has no calibration {calibration!r}; it has "
+                    f"{sorted(known) or 'none'} (fit one with "
+                    "nnmeter_nas.builder.calibrate on networks measured on the device)")
+            self._calibration = Calibration.from_dict(known[calibration])
         self._warned: set[tuple[str, str]] = set()
         self._ranges = {reg: package.feature_range(reg) for reg in package.regressors}
 
@@ -138,9 +154,15 @@ class LatencyPredictor:
     def kernel_types(self) -> list[str]:
         return sorted(self.package.regressors)
 
+    @property
+    def calibrations(self) -> list[str]:
+        """Names of the per-space calibrations the package holds."""
+        return sorted(self.package.manifest.get("calibrations") or {})
+
     def __repr__(self) -> str:
+        cal = f", calibration={self.calibration!r}" if self.calibration else ""
         return (f"LatencyPredictor(name={self.name!r}, version={self.version!r}, "
-                f"device={self.device!r}, kernels={len(self.package.regressors)}, "
+                f"device={self.device!r}, kernels={len(self.package.regressors)}{cal}, "
                 f"source={str(self.package.path)!r})")
 
     # ---------------------------------------------------------------- pipeline
@@ -203,6 +225,8 @@ class LatencyPredictor:
         for reg, idx in groups.items():
             X = np.asarray([plans[m][i][2] for m, i in idx], dtype=float)
             y = self.package.regressors[reg].predict(X)
+            if self._calibration is not None:
+                y = self._calibration.kernel_ms(reg, y)
             inside = self._in_domain(reg, X)
             for r, (m, i) in enumerate(idx):
                 lat[m][i] = y[r]

@@ -219,7 +219,10 @@ def test_tiny_build_end_to_end_and_resume(tmp_path):
     assert {r["phase"] for r in recs} == {"prior", "adaptive-1"}
     assert all(r["latency_ms"] > 0 and r["raw_ms"] >= r["latency_ms"] for r in recs)
     # per-call cost timed in each batch, kernel share from the operator profile, machine state
-    assert all(0 < r["overhead_ms"] < r["raw_ms"] and 0 < r["share"] <= 1 for r in recs)
+    assert all(0 < r["overhead_ms"] and 0 < r["share"] <= 1 for r in recs)
+    # warm runs cost more than an empty call; cold ones (caches flushed before the kernel and
+    # before the empty call alike) can dip below it on a tiny kernel, and are floored
+    assert all(r["overhead_ms"] < r["raw_ms"] for r in recs if not r["flush_mb"])
     assert all(r["ref_ms"] > 0 and r["loadavg"] is not None for r in recs)
     # the global-average-pool kernel feeds a classifier: its flatten runs outside onnxruntime's
     # blocked layout, so part of the measured model is harness (layout conversion)

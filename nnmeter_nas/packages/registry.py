@@ -150,16 +150,20 @@ def _choose(rows: list[PredictorInfo], version: str | None) -> PredictorInfo | N
 
 def load_predictor(name: str | None = None, version: str | None = None, *,
                    path: str | Path | None = None, strict: bool = False,
-                   download: bool = True) -> "LatencyPredictor":
+                   download: bool = True, calibration: str | None = None
+                   ) -> "LatencyPredictor":
     """Load a latency predictor by name (and optionally version), or from ``path``.
 
     An installed package wins over a built-in one; an nn-Meter device that is neither is
     downloaded (``download=True``), verified, imported and installed into the user cache.
+    ``calibration`` names one of the package's per-space calibrations (see
+    :mod:`nnmeter_nas.calibration`).
     """
     from ..predictor import LatencyPredictor
 
     if path is not None:
-        return LatencyPredictor(PredictorPackage.load(path), strict=strict)
+        return LatencyPredictor(PredictorPackage.load(path), strict=strict,
+                                calibration=calibration)
     if not name:
         raise UnknownPredictorError("load_predictor needs a predictor name or path=...; "
                                     f"known names: {sorted({r.name for r in list_predictors()})}")
@@ -168,7 +172,8 @@ def load_predictor(name: str | None = None, version: str | None = None, *,
             if r.name == name]
     chosen = _choose(rows, version)
     if chosen is not None:
-        return LatencyPredictor(PredictorPackage.load(chosen.path), strict=strict)
+        return LatencyPredictor(PredictorPackage.load(chosen.path), strict=strict,
+                                calibration=calibration)
     if name in NNMETER_PREDICTORS and version in (None, NNMETER_VERSION):
         if not download:
             raise UnknownPredictorError(f"predictor {name!r} is not installed; install it with "
@@ -176,7 +181,8 @@ def load_predictor(name: str | None = None, version: str | None = None, *,
                                         "file with `nnmeter-nas predictors install PATH.zip`")
         dest = install_predictor(nnmeter_url(name), name=name, version=NNMETER_VERSION,
                                  overwrite=False)
-        return LatencyPredictor(PredictorPackage.load(dest), strict=strict)
+        return LatencyPredictor(PredictorPackage.load(dest), strict=strict,
+                                calibration=calibration)
     known = sorted({r.name for r in list_predictors()})
     if rows or name in NNMETER_PREDICTORS:
         have = sorted({r.version for r in rows} | ({NNMETER_VERSION} if name in

@@ -1,0 +1,126 @@
+"""Fit per-space calibrations (:mod:`nnmeter_nas.calibration`) from measured networks.
+
+Given networks of one search space measured on the device and the predictor's uncalibrated
+kernel breakdowns of them, find non-negative ``scale[regressor]`` and ``per_kernel_ms`` so
+that ``sum(scale[r] * kernel_ms + per_kernel_ms)`` matches the measurements, minimising the
+squared *relative* error (non-negative least squares on rows divided by the measurement).
+Regressors that hold less than ``min_share`` of the predicted time share one scale, so a few
+dozen networks suffice. Typical use::
+
+    from nnmeter_nas.builder.calibrate import calibrate, save_calibration
+
+    cal = calibrate(predictor, onnx_models, measured_ms, space="spos")
+    save_calibration(package_dir, "spos", cal)
+    load_predictor(name, calibration="spos")
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..calibration import Calibration
+
+REST = "*"
+
+
+def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[float], *,
+                    min_share: float = 0.03, prior: float = 0.1,
+                    space: str | None = None) -> Calibration:
+    """Fit a :class:`Calibration` from uncalibrated breakdowns (``KernelBreakdown``) of
+    networks and their measured latencies (ms). Needs at least as many networks as
+    parameters (the regressors with ``min_share`` of the time, one shared scale, the
+    per-kernel cost), and should have several times more. ``prior`` is the weight, in
+    networks, of a pull of every scale towards 1."""
+    from scipy.optimize import nnls
+
+    y = np.asarray(latencies_ms, dtype=float)
+    if len(breakdowns) != len(y):
+        raise ValueError(f"{len(breakdowns)} breakdowns but {len(y)} latencies")
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("measured latencies must be positive and finite (ms)")
+    totals: dict[str, float] = {}
+    for bd in breakdowns:
+        for k in bd:
+            if k.status == "predicted":
+                totals[k.regressor] = totals.get(k.regressor, 0.0) + k.latency_ms
+    grand = sum(totals.values())
+    if grand <= 0:
+        raise ValueError("the breakdowns hold no predicted kernel")
+    own = sorted(r for r, t in totals.items() if t / grand >= min_share)
+    cols = own + [REST]
+    X = np.zeros((len(y), len(cols) + 1))
+    fixed = np.zeros(len(y))  # free/missing kernels and the package's network overhead
+    for i, bd in enumerate(breakdowns):
+        fixed[i] = float(getattr(bd, "overhead_ms", 0.0))
+        for k in bd:
+            if k.status != "predicted":
+                fixed[i] += k.latency_ms
+                continue
+            X[i, cols.index(k.regressor) if k.regressor in own else len(own)] += k.latency_ms
+            X[i, -1] += 1.0
+    n_params = int(np.count_nonzero(X.any(axis=0)))
+    if len(y) < n_params:
+        raise ValueError(f"{len(y)} networks for {n_params} parameters; measure more networks "
+                         "of the space (a few dozen)")
+    w = 1.0 / y
+    A, b = X * w[:, None], (y - fixed) * w
+    if prior > 0:
+        # Pull every scale towards 1 (as strongly as `prior` networks would): kernel types
+        # whose time is nearly the same in every network of a space (a classifier, the
+        # stem) cannot be told apart from the per-kernel cost, and would otherwise get any
+        # value the fit likes, 0 included.
+        k = len(cols)
+        A = np.vstack([A, np.hstack([np.eye(k), np.zeros((k, 1))]) * np.sqrt(prior)])
+        b = np.concatenate([b, np.full(k, np.sqrt(prior))])
+    coef, _ = nnls(A, b)
+    # a column no network uses stays at the neutral scale rather than at nnls's 0
+    for j in range(len(cols)):
+        if not X[:, j].any():
+            coef[j] = 1.0
+    pred = X @ coef + fixed
+    rel = pred / y - 1.0
+    raw = X[:, :-1].sum(axis=1) + fixed
+    info = {"space": space, "networks": int(len(y)),
+            "fit_rmspe": float(np.sqrt(np.mean(rel ** 2))),
+            "uncalibrated_rmspe": float(np.sqrt(np.mean((raw / y - 1.0) ** 2))),
+            "min_share": float(min_share), "prior": float(prior)}
+    return Calibration(scales={r: float(c) for r, c in zip(own, coef[:len(own)])},
+                       default_scale=float(coef[len(own)]), per_kernel_ms=float(coef[-1]),
+                       info=info)
+
+
+def calibrate(predictor: Any, models: Sequence[Any], latencies_ms: Sequence[float], *,
+              input_shape: Sequence[int] | None = None, space: str | None = None,
+              min_share: float = 0.03, prior: float = 0.1) -> Calibration:
+    """Predict ``models`` with ``predictor`` (uncalibrated) and fit a calibration to their
+    measured ``latencies_ms`` (see :func:`fit_calibration`)."""
+    from ..predictor import LatencyPredictor
+
+    base = LatencyPredictor(predictor.package, strict=predictor.strict)
+    bds = [base.predict_kernels(m, input_shape=input_shape) for m in models]
+    return fit_calibration(bds, latencies_ms, min_share=min_share, prior=prior, space=space)
+
+
+def save_calibration(package_dir: str | Path, name: str, calibration: Calibration) -> Path:
+    """Store ``calibration`` as ``name`` in the manifest of the package directory (replacing
+    one of that name). The manifest is replaced atomically; the package's files, whose
+    checksums it lists, are untouched."""
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"calibration name {name!r}: use letters, digits, - and _")
+    path = Path(package_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.setdefault("calibrations", {})[name] = calibration.to_dict()
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(manifest, indent=1) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
