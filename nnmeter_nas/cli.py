@@ -94,8 +94,9 @@ def _cmd_predictors_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no predictors")
         return EXIT_OK
-    header = ("name", "version", "source", "status", "location")
-    table = [(r.name, r.version, r.source, r.status, r.path or r.url or "") for r in rows]
+    header = ("name", "version", "source", "status", "calibrations", "location")
+    table = [(r.name, r.version, r.source, r.status, ",".join(r.calibrations) or "-",
+              r.path or r.url or "") for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header[:-1])]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths + [0])).rstrip())
     for t in table:
@@ -428,11 +429,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                "  nnmeter-nas predict resnet18.onnx --device cortexA76cpu_tflite21\n"
                "  nnmeter-nas predict model.onnx --device a76,adreno640gpu_tflite21 "
                "--input-shape 1,3,224,224\n"
-               "  nnmeter-nas predict model.json --device all --kernels --json\n")
+               "  nnmeter-nas predict model.json --device all --kernels --json\n"
+               "  nnmeter-nas predict spos.onnx --device x86avx512cpu_onnxruntime@spos\n")
     p.add_argument("model", metavar="MODEL", help="MODEL.onnx or nn-Meter IR MODEL.json")
     p.add_argument("--device", "-d", action="append", metavar="D",
-                   help="predictor name or package path; repeat or comma-separate; 'all' for "
-                        "every installed/built-in one")
+                   help="predictor name or package path, NAME@CALIBRATION for one of its "
+                        "per-space calibrations; repeat or comma-separate; 'all' for every "
+                        "installed/built-in one")
     p.add_argument("--input-shape", type=_input_shape, metavar="N,C,H,W",
                    help="input shape for models with dynamic dimensions (e.g. 1,3,224,224)")
     p.add_argument("--kernels", action="store_true", help="show the per-kernel breakdown")

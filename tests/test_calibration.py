@@ -104,3 +104,30 @@ def test_calibration_is_stored_in_the_package_and_applied_per_kernel(tmp_path):
     assert fitted.info["fit_rmspe"] < 1e-6
     with pytest.raises(ValueError, match="calibration name"):
         save_calibration(pkg, "../x", cal)
+
+
+def test_device_specs_name_a_calibration_in_the_api_and_the_cli(tmp_path, capsys):
+    from nnmeter_nas.cli import main
+    from nnmeter_nas.graph.torch_export import export_onnx
+    from nnmeter_nas.parallel.api import resolve_devices
+
+    pkg = tmp_path / "dev"
+    shutil.copytree(builtin_dir() / "cortexA76cpu_tflite21", pkg)
+    save_calibration(pkg, "toy", Calibration(scales={}, default_scale=2.0))
+    plain, cal = resolve_devices([str(pkg)])[0], resolve_devices(f"{pkg}@toy")[0]
+    assert plain.calibration is None and cal.calibration == "toy"
+    assert resolve_devices("x86avx512cpu_onnxruntime@spos")[0].calibration == "spos"
+    with pytest.raises(PackageError, match="no calibration 'nope'"):
+        resolve_devices(f"{pkg}@nope")
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 1, 1), torch.nn.ReLU()).eval()
+    model = tmp_path / "m.onnx"
+    model.write_bytes(export_onnx(net, (1, 3, 16, 16)).SerializeToString())
+    got = {}
+    for spec in (str(pkg), f"{pkg}@toy"):
+        assert main(["predict", str(model), "-d", spec, "--json"]) == 0
+        got[spec] = json.loads(capsys.readouterr().out)["predictions"][0]["latency_ms"]
+    fixed = plain.network_overhead_ms
+    assert got[f"{pkg}@toy"] - fixed == pytest.approx(2.0 * (got[str(pkg)] - fixed))
+    assert main(["predict", str(model), "-d", f"{pkg}@nope"]) == 1
+    assert "no calibration 'nope'" in capsys.readouterr().err

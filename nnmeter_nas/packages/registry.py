@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ class PredictorInfo:
     path: str | None
     url: str | None = None
     description: str = ""
+    calibrations: list[str] = field(default_factory=list)  # per-space, see calibration.py
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +105,8 @@ def _scan(root: Path, source: str) -> list[PredictorInfo]:
         out.append(PredictorInfo(name=m["name"], version=str(m.get("version", "")),
                                  device=m.get("device", m["name"]), source=source,
                                  status="", path=str(pkg),
-                                 description=m.get("description", "")))
+                                 description=m.get("description", ""),
+                                 calibrations=sorted(m.get("calibrations") or {})))
     return out
 
 

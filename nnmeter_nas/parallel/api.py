@@ -63,7 +63,9 @@ class ScoringError(NnMeterNasError, RuntimeError):
 # ---------------------------------------------------------------------------- devices
 def resolve_devices(devices: Any) -> list[Any]:
     """Predictors for ``devices``: ``"all"`` (every installed or built-in predictor), a name,
-    a comma-separated string, a package path, a LatencyPredictor, or a list of those."""
+    a comma-separated string, a package path, a LatencyPredictor, or a list of those. A name
+    or path may end in ``@CALIBRATION`` for one of the package's per-space calibrations
+    (``x86avx512cpu_onnxruntime@spos``)."""
     from ..packages.registry import list_predictors, load_predictor
     from ..errors import UnknownPredictorError
 
@@ -81,10 +83,13 @@ def resolve_devices(devices: Any) -> list[Any]:
     for d in devices:
         if isinstance(d, str):
             for part in [p.strip() for p in d.split(",") if p.strip()]:
+                cal = None
+                if "@" in part and not Path(part).exists():
+                    part, cal = part.rsplit("@", 1)
                 if Path(part).exists():
-                    out.append(load_predictor(path=part))
+                    out.append(load_predictor(path=part, calibration=cal))
                 else:
-                    out.append(load_predictor(part))
+                    out.append(load_predictor(part, calibration=cal))
         elif hasattr(d, "predict_kernels") and hasattr(d, "device"):
             out.append(d)
         else:
