@@ -49,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = BuildConfig(
         name=NAME, work_dir=args.work_dir, output=args.output, version="1.0",
-        device=f"x86-64 CPU ({ISA.upper()}), onnxruntime CPUExecutionProvider, 1 thread",
-        description=f"Built-in predictor: onnxruntime on one x86-64 CPU core with {ISA.upper()} "
-                    "(intra_op_num_threads=1, ORT_ENABLE_ALL), built by "
+        device=NAME,  # the key of tables and score columns: short, like nn-Meter's names
+        description=f"x86-64 CPU ({ISA.upper()}), onnxruntime CPUExecutionProvider, 1 thread. "
+                    f"Built-in predictor: onnxruntime on one x86-64 CPU core with {ISA.upper()} "
+                    "(intra_op_num_threads=1, ORT_ENABLE_ALL), built by 
                     f"benchmarks/build_cpu_predictor.py on a 2-core {cpu_name()} VM.",
         backend="onnxruntime-cpu", backend_options={"threads": 1, "optimization": "all"},
         n_prior=args.samples, adaptive_rounds=args.adaptive_rounds, adaptive_fraction=0.2,

@@ -366,6 +366,7 @@ def test_both_builtin_x86_predictors_load_and_predict():
     for isa in ("avx2", "avx512"):
         p = LatencyPredictor.from_path(builtin_dir() / f"x86{isa}cpu_onnxruntime")
         assert p.package.manifest["source"]["backend"]["isa"] == isa
+        assert p.device == p.name  # tables and score columns are keyed by the device
         preds[isa] = p.predict(net, input_shape=(1, 3, 64, 64))
         assert 0.001 < preds[isa] < 10.0
     # the AVX-512 host is the faster one for the same kernels
