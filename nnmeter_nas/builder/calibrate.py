@@ -25,9 +25,6 @@ import numpy as np
 
 from ..calibration import Calibration
 
-REST = "*"
-
-
 def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[float], *,
                     min_share: float = 0.03, prior: float = 0.1,
                     space: str | None = None) -> Calibration:
@@ -51,9 +48,12 @@ def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[
     grand = sum(totals.values())
     if grand <= 0:
         raise ValueError("the breakdowns hold no predicted kernel")
+    # Columns: one scale per regressor with min_share of the time, one shared by the rest,
+    # and the per-kernel cost (a count of kernels).
     own = sorted(r for r, t in totals.items() if t / grand >= min_share)
-    cols = own + [REST]
-    X = np.zeros((len(y), len(cols) + 1))
+    column = {r: j for j, r in enumerate(own)}
+    n_scales = len(own) + 1
+    X = np.zeros((len(y), n_scales + 1))
     fixed = np.zeros(len(y))  # free/missing kernels and the package's network overhead
     for i, bd in enumerate(breakdowns):
         fixed[i] = float(getattr(bd, "overhead_ms", 0.0))
@@ -61,7 +61,7 @@ def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[
             if k.status != "predicted":
                 fixed[i] += k.latency_ms
                 continue
-            X[i, cols.index(k.regressor) if k.regressor in own else len(own)] += k.latency_ms
+            X[i, column.get(k.regressor, len(own))] += k.latency_ms
             X[i, -1] += 1.0
     n_params = int(np.count_nonzero(X.any(axis=0)))
     if len(y) < n_params:
@@ -74,12 +74,11 @@ def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[
         # whose time is nearly the same in every network of a space (a classifier, the
         # stem) cannot be told apart from the per-kernel cost, and would otherwise get any
         # value the fit likes, 0 included.
-        k = len(cols)
-        A = np.vstack([A, np.hstack([np.eye(k), np.zeros((k, 1))]) * np.sqrt(prior)])
-        b = np.concatenate([b, np.full(k, np.sqrt(prior))])
+        A = np.vstack([A, np.eye(n_scales, n_scales + 1) * np.sqrt(prior)])
+        b = np.concatenate([b, np.full(n_scales, np.sqrt(prior))])
     coef, _ = nnls(A, b)
     # a column no network uses stays at the neutral scale rather than at nnls's 0
-    for j in range(len(cols)):
+    for j in range(n_scales):
         if not X[:, j].any():
             coef[j] = 1.0
     pred = X @ coef + fixed

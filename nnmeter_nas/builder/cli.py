@@ -57,7 +57,8 @@ def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="configurations timed together, their rounds interleaved (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--version", dest="pkg_version", default="1.0")
-    p.add_argument("--device", default="", help="device name for the manifest (default: the predictor's name); lookup "
+    p.add_argument("--device", default="",
+                   help="device name for the manifest (default: the predictor's name); lookup "
                         "tables and score columns are keyed by it, so keep it short; describe "
                         "the device with --description")
     p.add_argument("--description", default="")

@@ -15,8 +15,8 @@ Two feature sets:
     ``nnmeter-nas-1`` with more for convolutions and pooling, for packages the builder
     measures: input and output elements (/1e6: memory traffic, which a tree cannot form
     from ``hw`` and ``cin`` alone), ``cin % 16`` and ``cout % 16`` (CPU kernels use blocked
-    layouts of 8 channels with AVX2 and 16 with AVX-512; other counts take slower paths), and for convolutions the group
-    count, the fused activation (0 none, 1 relu/relu6, 2 hswish, 3 other) and the number of
+    layouts of 8 channels with AVX2 and 16 with AVX-512; other counts take slower paths), and
+    for convolutions the group count, the fused activation (0 none, 1 relu/relu6, 2 hswish, 3 other) and the number of
     fused adds. Rows: conv ``[...nnmeter-nas-1 (7), in_e6, out_e6, cin_mod16, cout_mod16,
     groups, act, n_add]``, pooling ``[...nnmeter-nas-1 (5), in_e6, out_e6, cin_mod16]``.
 
@@ -126,17 +126,16 @@ def _out_hw(kernel: Kernel, default: float) -> float:
 
 def _extra_v2(kernel: Kernel, base: list[float]) -> list[float]:
     op = kernel.type
-    if "conv" in op:
-        hw, cin, cout, _, s = base[:5]
-        out_hw = _out_hw(kernel, hw / s)
-        return [hw * hw * cin / 1e6, out_hw * out_hw * cout / 1e6, cin % 16, cout % 16,
-                int(kernel.attrs.get("group", 1)), _activation_code(op),
-                op.split("-").count("add")]
-    if "pool" in op and "global" not in op:
-        hw, cin, cout, _, s = base[:5]
-        out_hw = _out_hw(kernel, hw / s)
-        return [hw * hw * cin / 1e6, out_hw * out_hw * cout / 1e6, cin % 16]
-    return []
+    is_conv = "conv" in op
+    if not is_conv and not ("pool" in op and "global" not in op):
+        return []
+    hw, cin, cout, _, s = base[:5]
+    out_hw = _out_hw(kernel, hw / s)
+    extra = [hw * hw * cin / 1e6, out_hw * out_hw * cout / 1e6, cin % 16]
+    if is_conv:
+        extra += [cout % 16, int(kernel.attrs.get("group", 1)), _activation_code(op),
+                  op.split("-").count("add")]
+    return extra
 
 
 def _features_v1(kernel: Kernel, feature_set: str) -> list[float] | None:

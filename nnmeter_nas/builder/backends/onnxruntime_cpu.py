@@ -194,40 +194,39 @@ class OnnxRuntimeCPUBackend(Backend):
                 "machine": platform.machine(), "processor": cpu_name(), "isa": cpu_isa()}
 
 
+def _cpuinfo_field(key: str) -> str | None:
+    """The first ``key`` line of /proc/cpuinfo (its value), or None where there is none."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def cpu_isa() -> str:
     """The widest SIMD instruction set of this CPU, as onnxruntime's kernels pick theirs:
     ``avx512`` / ``avx2`` / ``avx`` / ``sse`` on x86-64 (from /proc/cpuinfo), ``neon`` on arm64,
     else ``unknown``. Two CPUs with the same model name can differ here (virtual machines
     hide the generation), and latencies differ with it: a predictor built on an AVX2 host
     over-predicts an AVX-512 host by 2x and more, unevenly across kernel types."""
-    machine = platform.machine().lower()
-    if machine in ("arm64", "aarch64"):
+    if platform.machine().lower() in ("arm64", "aarch64"):
         return "neon"
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
+    flags = _cpuinfo_field("flags")
+    if flags is None:
         return "unknown"
+    have = set(flags.split())
     for isa, needed in (("avx512", {"avx512f", "avx512bw", "avx512vl"}), ("avx2", {"avx2", "fma"}),
                         ("avx", {"avx"}), ("sse", {"sse4_1"})):
-        if needed <= flags:
+        if needed <= have:
             return isa
     return "unknown"
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return _cpuinfo_field("model name") or platform.processor() or "unknown"
 
 
 register_backend(OnnxRuntimeCPUBackend.name, OnnxRuntimeCPUBackend)
