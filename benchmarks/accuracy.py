@@ -28,6 +28,11 @@ per kernel, fitted on those networks only) is fitted and the test networks of th
 scored with it too. ``--save-calibrations`` stores them in the package, for
 ``load_predictor(name, calibration="spos")``.
 
+Generic (``--compose N``): N random networks composed of CNN blocks
+(:mod:`nnmeter_nas.builder.compose`; none is a test network or in a search space) are measured
+in the same passes and one calibration fitted on them is applied to every group: whether a
+calibration that knows no search space helps.
+
     python benchmarks/accuracy.py                     # 100 SPOS, 50 NB201, all zoo models
     python benchmarks/accuracy.py --n-spos 10 --n-nb201 10 --classic resnet18,mobilenet_v2
 
@@ -39,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -100,58 +104,18 @@ def nb201_networks(n: int, seed: int, *, prefix: str = "nb201", exclude=()):
             (1, 3, 32, 32), arch
 
 
+def composed(n: int, seed: int):
+    from nnmeter_nas.builder.compose import composed_networks
+
+    for c in composed_networks(n, seed):
+        yield c.name, (lambda c=c: c.module), c.input_shape, c.spec
+
+
 def classic_networks(names: list[str] | None):
     from nnmeter_nas import zoo
 
     for name in names or list(zoo.ZOO):
         yield name, (lambda n=name: zoo.build(n)), (1, 3, 224, 224), name
-
-
-def measure_interleaved(backend, models: list[bytes], passes: int, *, seed: int = 0,
-                        visit_ms: float = 8.0, max_runs: int = 10,
-                        loads: list[float] | None = None,
-                        pause_s: float = 0.0) -> list[list[float]]:
-    """Median latency (ms) of each model in each of ``passes`` visits.
-
-    All sessions are created first; then every pass visits every model once, in a fresh random
-    order, and times ``k`` runs of it (``k`` so that a visit lasts about ``visit_ms``), with
-    the backend's clock; passes are ``pause_s`` apart. The speed of this shared machine drifts
-    over seconds to minutes; spreading a model's runs over many passes and several minutes
-    averages that drift, and all models see the same drift.
-    """
-    import statistics
-
-    clock = time.thread_time if backend.plan.clock == "thread" else time.perf_counter
-    runs = [backend.prepare(m) for m in models]
-    try:
-        reps = []
-        for r in runs:
-            for _ in range(2):
-                r.run()
-            c0 = clock()
-            r.run()
-            one = (clock() - c0) * 1e3
-            reps.append(int(min(max_runs, max(1, round(visit_ms / max(one, 1e-3))))))
-        out: list[list[float]] = [[] for _ in runs]
-        rng = random.Random(seed)
-        order = list(range(len(runs)))
-        for p in range(passes):
-            if p and pause_s > 0:
-                time.sleep(pause_s)
-            if loads is not None:
-                loads.append(os.getloadavg()[0])
-            rng.shuffle(order)
-            for i in order:
-                ts = []
-                for _ in range(reps[i]):
-                    c0 = clock()
-                    runs[i].run()
-                    ts.append((clock() - c0) * 1e3)
-                out[i].append(statistics.median(ts))
-        return out
-    finally:
-        for r in runs:
-            r.close()
 
 
 def kendall_tau(a, b) -> float:
@@ -191,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure N other SPOS and N other NB201 networks (none of the "
                          "test networks) and report the test figures with a per-space "
                          "calibration fitted on them (nnmeter_nas.builder.calibrate); 0: off")
+    ap.add_argument("--compose", type=int, default=0, metavar="N",
+                    help="also measure N random composed networks "
+                         "(nnmeter_nas.builder.compose) and report every group with a "
+                         "'generic' calibration fitted on them (default 0: off)")
     ap.add_argument("--save-calibrations", action="store_true",
                     help="store the fitted calibrations in the package's manifest")
     ap.add_argument("--other-host", action="store_true",
@@ -253,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         groups["nb201-cal"] = list(nb201_networks(
             args.calibrate, args.seed + 1, prefix="nb201-cal",
             exclude={a for _, _, _, a in groups["nb201"]}))
+    if args.compose > 0:
+        groups["composed"] = list(composed(args.compose, args.seed))
     breakdowns: dict[str, object] = {}
     from nnmeter_nas.builder.measure import reference_model
+    from nnmeter_nas.builder.network_timing import measure_interleaved
 
     reference = reference_model()
     ref_visits: list[float] = []
@@ -330,6 +301,14 @@ def main(argv: list[str] | None = None) -> int:
                 r["calibrated_pred_ms"] = cal.latency_ms(bd, bd.overhead_ms)
         if args.save_calibrations:
             save_calibration(args.package, space, cal)
+    generic = None
+    comp_rows = [r for r in rows if r["group"] == "composed"]
+    if comp_rows:
+        generic = fit_calibration([breakdowns[r["name"]] for r in comp_rows],
+                                  [r["truth_ms"] for r in comp_rows], space="generic")
+        for r in rows:
+            bd = breakdowns[r["name"]]
+            r["generic_pred_ms"] = generic.latency_ms(bd, bd.overhead_ms)
 
     summary = {}
     hdr = (f"{'group':8s} {'n':>4s} | {'<=10%':>6s} {'<=5%':>6s} {'RMSPE':>7s} {'tau':>6s} "
@@ -358,6 +337,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{f_base['within_10pct']:6.1%} {f_base['within_5pct']:6.1%} "
               f"{f_base['rmspe']:7.2%} {f_base['kendall_tau']:6.3f} |        "
               f"{np.median(noise):6.2%} {np.percentile(noise, 90):6.2%}")
+        if generic is not None:
+            f_gen = figures(truth, [r["generic_pred_ms"] for r in rs])
+            summary[group]["generic"] = f_gen
+            summary[group]["generic_calibration"] = generic.to_dict()
+            print(f"{'  +gen':8s} {len(rs):4d} | {f_gen['within_10pct']:6.1%} "
+                  f"{f_gen['within_5pct']:6.1%} {f_gen['rmspe']:7.2%} "
+                  f"{f_gen['kendall_tau']:6.3f} {f_gen['median_error']:+7.2%} |   generic "
+                  f"calibration ({generic.info['networks']} composed networks)")
         if group in calibrations:
             f_cal = figures(truth, [r["calibrated_pred_ms"] for r in rs])
             cal = calibrations[group]
@@ -421,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{b['within_10pct']:.0%} | {b['within_5pct']:.0%} | {b['rmspe']:.1%} | "
                   f"{b['kendall_tau']:.3f} | {nz['median_half_difference']:.1%} / "
                   f"{nz['p90_half_difference']:.1%} |")
+        if "generic" in sm:
+            c = sm["generic"]
+            n_gen = sm["generic_calibration"]["info"]["networks"]
+            md.append(f"| {g}, generic calibration ({n_gen} composed networks) | {c['n']} | "
+                      f"{c['within_10pct']:.0%} | {c['within_5pct']:.0%} | {c['rmspe']:.1%} | "
+                      f"{c['kendall_tau']:.3f} | {c['median_error']:+.1%} | | | | | |")
         if "calibrated" in sm:
             c, n_cal = sm["calibrated"], sm["calibration"]["info"]["networks"]
             md.append(f"| {g}, calibrated on {n_cal} other {g} networks | {c['n']} | "

@@ -41,6 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=4000)
     ap.add_argument("--adaptive-rounds", type=int, default=2)
     ap.add_argument("--time-budget", type=float, default=45.0, help="minutes of measuring")
+    ap.add_argument("--fusion-rules", type=Path, default=None,
+                    help="fusion_rules.json to use instead of measuring the rules (for instance "
+                         "an earlier build's, from its package)")
+    ap.add_argument("--flush-mb", type=float, default=BuildConfig.flush_mb,
+                    help="MiB written before every timed run of a kernel, so that it finds the "
+                         "caches as a network leaves them (default %(default)s; 0: warm)")
+    ap.add_argument("--cold-flush-mb", type=float, default=BuildConfig.cold_flush_mb,
+                    help="the same for the classifier, whose weights a network reads once "
+                         "(default %(default)s)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--reuse", type=Path, default=None, metavar="OLD_WORK_DIR",
                     help="start from an earlier build's measurements, features recomputed "
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         device=NAME,  # the key of tables and score columns: short, like nn-Meter's names
         description=f"x86-64 CPU ({ISA.upper()}), onnxruntime CPUExecutionProvider, 1 thread. "
                     f"Built-in predictor: onnxruntime on one x86-64 CPU core with {ISA.upper()} "
-                    "(intra_op_num_threads=1, ORT_ENABLE_ALL), built by 
+                    "(intra_op_num_threads=1, ORT_ENABLE_ALL), built by "
                     f"benchmarks/build_cpu_predictor.py on a 2-core {cpu_name()} VM.",
         backend="onnxruntime-cpu", backend_options={"threads": 1, "optimization": "all"},
         n_prior=args.samples, adaptive_rounds=args.adaptive_rounds, adaptive_fraction=0.2,
@@ -61,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         # them less.
         plan=TimingPlan(warmup=3, rounds=12, runs_per_round=2, round_target_ms=10.0,
                         max_runs_per_round=40, clock="thread"), batch=32,
-        time_budget_s=60.0 * args.time_budget, progress=not args.no_progress)
+        time_budget_s=60.0 * args.time_budget, progress=not args.no_progress,
+        fusion_rules=args.fusion_rules, flush_mb=args.flush_mb,
+        cold_flush_mb=args.cold_flush_mb)
     if args.reuse is not None:
         kept = reuse_measurements(args.reuse, cfg)
         print(f"reused {kept} measurements of {args.reuse}")

@@ -66,3 +66,11 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("script", sorted(
+    str(p.relative_to(PKG.parent)) for d in ("benchmarks", "examples")
+    for p in (PKG.parent / d).glob("*.py")))
+def test_scripts_compile(script):
+    """Benchmark and example scripts run only by hand; at least they must parse."""
+    compile((PKG.parent / script).read_text(), script, "exec")

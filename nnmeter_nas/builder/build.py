@@ -73,7 +73,16 @@ class BuildConfig:
     max_kernel_bytes: int = 1_500_000
     fusion_rules: str | Path | None = None
     plan: TimingPlan | None = None
-    # Cache flush before every run of a cold-weights spec (MiB; above the last-level cache).
+    # MiB of memory written before every timed and profiled run of every kernel, so that it
+    # finds its weights evicted from the caches, as the rest of a large network leaves them
+    # (its input is written by the harness's stand-in after the flush, as by the operator
+    # before it in a network). 0 (default): kernels are timed with warm caches. Measured on
+    # the AVX-512 host (README, "Kernels alone and inside networks"): 16 MiB raises the
+    # predictions of every kernel type, small ones most, and over-predicts whole networks
+    # (SPOS +16%, NAS-Bench-201 cells +54%).
+    flush_mb: float = 0.0
+    # The same for cold-weights specs (the classifier, whose megabytes of weights a network
+    # reads once per inference), when larger than ``flush_mb``; above the last-level cache.
     cold_flush_mb: float = 64.0
     time_budget_s: float | None = None
     progress: bool = True
@@ -124,6 +133,9 @@ class Builder:
         self.backend = backend or get_backend(config.backend, **config.backend_options)
         if config.plan is not None:
             self.backend.plan = config.plan
+        if config.flush_mb > 0:
+            # the profiled share of a kernel is taken under the backend's plan too
+            self.backend.plan = self._flushed(self.backend.plan, config.flush_mb)
         self._specs_override = specs
         self.failures = 0
         self._t0 = time.time()
@@ -137,7 +149,7 @@ class Builder:
         """What the store's measurements depend on (backend settings, clock, features)."""
         return {**self.backend.settings, "name": self.backend.name,
                 "clock": self.backend.plan.clock, "feature_set": self.cfg.feature_set,
-                "builder_version": BUILDER_VERSION}
+                "flush_mb": float(self.cfg.flush_mb), "builder_version": BUILDER_VERSION}
 
     def open_store(self) -> MeasurementStore:
         return MeasurementStore(self.cfg.work_dir / STORE_NAME, header=self.header())
@@ -225,11 +237,21 @@ class Builder:
             bar.close()
         return added
 
+    @staticmethod
+    def _flushed(plan: TimingPlan, flush_mb: float) -> TimingPlan:
+        """``plan`` with caches flushed before every run, and few runs per round (a flush
+        costs a millisecond or more)."""
+        return replace(plan, flush_mb=flush_mb, runs_per_round=min(plan.runs_per_round, 2),
+                       max_runs_per_round=min(plan.max_runs_per_round, 3))
+
     def cold_plan(self) -> TimingPlan:
-        """The timing plan of cold-weights specs: caches flushed before every run, and few
-        runs per round (a flush costs milliseconds)."""
-        return replace(self.backend.plan, flush_mb=self.cfg.cold_flush_mb,
-                                   runs_per_round=2, max_runs_per_round=3)
+        """The timing plan of cold-weights specs."""
+        return self._flushed(self.backend.plan, max(self.cfg.flush_mb, self.cfg.cold_flush_mb))
+
+    def flush_mb_of(self, spec: KernelSpec) -> float:
+        """MiB flushed before every run of ``spec``'s kernels."""
+        return max(self.cfg.flush_mb, self.cfg.cold_flush_mb) if spec.cold_weights \
+            else self.cfg.flush_mb
 
     # ------------------------------------------------------------------ fitting
     @staticmethod
@@ -393,8 +415,8 @@ def reuse_measurements(old_work_dir: str | Path, config: BuildConfig, *,
     For when the builder's features change but the kernels' timings do not: every kernel
     record of ``old_work_dir`` gets its features recomputed through the engine (export,
     kernel detection, ``extract_features`` with ``config.feature_set``), as a new
-    measurement would. Records of cold-weights specs timed warm (from before such specs
-    existed) are left out, so the build measures them again. The fusion rules are kept.
+    measurement would. Records timed with another cache flush than ``config`` asks for
+    their spec are left out, so the build measures them again. The fusion rules are kept.
     Returns the number of records carried over. Refuses a work dir that already has a store.
     """
     builder = Builder(config, backend=backend)
@@ -406,7 +428,8 @@ def reuse_measurements(old_work_dir: str | Path, config: BuildConfig, *,
         raise FileExistsError(f"{new_path} exists; reuse_measurements starts a new store")
     old_header = old.header or {}
     mismatch = {k: (old_header.get(k), v) for k, v in builder.header().items()
-                if k not in ("feature_set", "builder_version") and old_header.get(k) != v}
+                if k not in ("feature_set", "builder_version", "flush_mb")
+                and old_header.get(k) != v}
     if mismatch:
         raise StoreMismatchError(f"{old.path} was measured with other settings: {mismatch}")
     rules_rec = old.records(kind="fusion_rules")
@@ -425,7 +448,7 @@ def reuse_measurements(old_work_dir: str | Path, config: BuildConfig, *,
         for rec in recs:
             bar.update(1)
             spec = specs.get(rec["spec"])
-            if spec is None or (spec.cold_weights and not rec.get("flush_mb")):
+            if spec is None or float(rec.get("flush_mb") or 0.0) != builder.flush_mb_of(spec):
                 continue
             try:
                 p = measurer.prepare(spec, rec["config"])

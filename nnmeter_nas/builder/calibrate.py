@@ -123,3 +123,4 @@ def save_calibration(package_dir: str | Path, name: str, calibration: Calibratio
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+

@@ -85,6 +85,10 @@ class MeasurementStore:
     def _check_header(self, header: Mapping[str, Any]) -> None:
         diffs = {k: (self.header.get(k), header.get(k)) for k in _IDENTITY_KEYS
                  if k in header and k in self.header and self.header.get(k) != header.get(k)}
+        # stores from before the cache flush was a setting were all timed warm
+        if "flush_mb" in header and float(self.header.get("flush_mb") or 0.0) != \
+                float(header["flush_mb"] or 0.0):
+            diffs["flush_mb"] = (self.header.get("flush_mb", 0.0), header["flush_mb"])
         if diffs:
             raise StoreMismatchError(
                 f"{self.path} was measured with other settings: "
