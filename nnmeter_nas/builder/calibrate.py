@@ -123,4 +123,3 @@ def save_calibration(package_dir: str | Path, name: str, calibration: Calibratio
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
