@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 import warnings
@@ -65,43 +64,18 @@ def default_package() -> Path:
     return BUILTIN / f"x86{cpu_isa()}cpu_onnxruntime"
 
 
-def host_mismatch(built: dict, here: dict) -> dict:
-    """Settings of the predictor's build host that differ from this one's (ISA, CPU model,
-    onnxruntime version, threads). The predictor's figures only mean something on its host."""
-    keys = ("machine", "processor", "isa", "version", "intra_op_num_threads",
-            "graph_optimization_level")
-    return {k: (built.get(k), here.get(k)) for k in keys
-            if built.get(k) is not None and built.get(k) != here.get(k)}
-
-
 def spos_networks(n: int, seed: int, *, prefix: str = "spos", exclude=()):
-    from nnmeter_nas.search_spaces.spos import SPOSSpace, spos_random_sample
+    from nnmeter_nas.search_spaces.sampling import random_networks
 
-    rng = random.Random(seed)
-    skip = {json.dumps(a, sort_keys=True) for a in exclude}
-    i = 0
-    while i < n:
-        sample = spos_random_sample(rng)
-        if json.dumps(sample, sort_keys=True) in skip:
-            continue
-        yield f"{prefix}-{i:03d}", (lambda s=sample: SPOSSpace.frozen_factory(s)()), \
-            (1, 3, 224, 224), sample
-        i += 1
+    for i, (arch, make, shape) in enumerate(random_networks("spos", n, seed, exclude=exclude)):
+        yield f"{prefix}-{i:03d}", make, shape, arch
 
 
 def nb201_networks(n: int, seed: int, *, prefix: str = "nb201", exclude=()):
-    from nnmeter_nas.search_spaces.nasbench201 import NB201_OPS, build_nb201_network
+    from nnmeter_nas.search_spaces.sampling import random_networks
 
-    rng = random.Random(seed)
-    seen = set()
-    while len(seen) < n:
-        ops = [rng.choice(NB201_OPS) for _ in range(6)]
-        arch = "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops)
-        if arch in seen or arch in exclude:
-            continue
-        seen.add(arch)
-        yield f"{prefix}-{len(seen) - 1:03d}", (lambda a=arch: build_nb201_network(a)), \
-            (1, 3, 32, 32), arch
+    for i, (arch, make, shape) in enumerate(random_networks("nb201", n, seed, exclude=exclude)):
+        yield f"{prefix}-{i:03d}", make, shape, arch
 
 
 def composed(n: int, seed: int):
@@ -170,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
 
-    from nnmeter_nas.builder.backends import OnnxRuntimeCPUBackend, TimingPlan
+    from nnmeter_nas.builder.backends import OnnxRuntimeCPUBackend, TimingPlan, host_mismatch
     from nnmeter_nas.builder.fitting import kernel_flops
     from nnmeter_nas.features import extract_features, regressor_name
     from nnmeter_nas.graph.onnx_import import onnx_to_graph
@@ -398,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "summary": summary,
                                     "machine_state": machine,
                                     "networks": rows}, indent=1, default=str))
-    md = [f"| group | n | within 10% | within 5% | RMSPE | Kendall tau | median error | "
-          f"FLOPs: within 10% | within 5% | RMSPE | Kendall tau | noise: half-vs-half (median / p90) |",
+    md = ["| group | n | within 10% | within 5% | RMSPE | Kendall tau | median error | "
+          "FLOPs: within 10% | within 5% | RMSPE | Kendall tau | noise: half-vs-half (median / p90) |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for g, sm in summary.items():
         a, b, nz = sm["predictor"], sm["flops_baseline"], sm["measurement_noise"]

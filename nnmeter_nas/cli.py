@@ -18,7 +18,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+import warnings
+from typing import Any, Callable, NoReturn, Sequence
 
 PROG = "nnmeter-nas"
 
@@ -128,6 +129,59 @@ def _cmd_predictors_install(args: argparse.Namespace) -> int:
     dest = install_predictor(args.source, name=args.name, version=args.version)
     print(f"installed {args.source} -> {dest}")
     return EXIT_OK
+
+
+def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
+    from .builder.calibrate import calibrate_on_device, store_calibration
+    from .graph.torch_export import export_onnx
+    from .packages.registry import load_predictor
+
+    if (args.space is None) == (not args.models):
+        raise UsageError("give either --space (a built-in search space) or --models (ONNX "
+                         "files of your networks)")
+    if os.path.exists(args.predictor):
+        pred = load_predictor(path=args.predictor)
+    else:
+        pred = load_predictor(args.predictor, download=False)
+    if args.models:
+        missing = [m for m in args.models if not os.path.exists(m)]
+        if missing:
+            raise FileNotFoundError(f"no such model file: {missing[0]}")
+        from pathlib import Path
+
+        models = [Path(m).read_bytes() for m in args.models]
+        space = args.name or "custom"
+    else:
+        from .search_spaces.sampling import random_networks
+
+        space = args.name or args.space
+        nets = list(random_networks(args.space, args.networks, args.seed))
+        models = []
+        for _, make, shape in _progress(nets, "exporting", not args.quiet):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # NNI's notes on freezing a model space
+                models.append(export_onnx(make(), shape).SerializeToString())
+    cal, truth = calibrate_on_device(pred, models, space=space, passes=args.passes,
+                                     pause_s=args.pause, seed=args.seed,
+                                     progress=not args.quiet)
+    dest = store_calibration(pred, space, cal)
+    info = cal.info
+    print(f"calibration {space!r} of {pred.name} fitted on {len(models)} networks measured "
+          f"here ({min(truth):.3f}-{max(truth):.3f} ms): RMSPE "
+          f"{info['uncalibrated_rmspe']:.1%} uncalibrated -> {info['fit_rmspe']:.1%} calibrated"
+          f"; per kernel {cal.per_kernel_ms * 1e3:+.2f} us, scales "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cal.scales.items()))
+          + f", others {cal.default_scale:.2f}")
+    print(f"stored in {dest}; use it as {pred.name}@{space} (CLI, score) or "
+          f"load_predictor({pred.name!r}, calibration={space!r})")
+    return EXIT_OK
+
+
+def _progress(items: Sequence[Any], desc: str, enabled: bool) -> Any:
+    """``items`` with a progress bar when ``enabled``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
 def _build_unavailable(reason: str) -> Callable[[argparse.Namespace], int]:
@@ -366,13 +420,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     # predictors ------------------------------------------------------------
     pp = cmds.add_parser(
         "predictors", parents=[common], formatter_class=_FORMATTER,
-        help="list, import, install or build latency predictors",
+        help="list, import, install, calibrate or build latency predictors",
         description="Manage latency predictors (one package per device).",
         epilog="examples:\n"
                "  nnmeter-nas predictors list\n"
                "  nnmeter-nas predictors import ~/Downloads/cortexA76cpu_tflite21.zip\n"
                "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
                "  nnmeter-nas predictors install https://example.org/mydevice-1.0.zip\n"
+               "  nnmeter-nas predictors calibrate x86avx512cpu_onnxruntime --space spos\n"
                "  nnmeter-nas predictors build --help\n")
     psub = pp.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     psub.required = True
@@ -415,6 +470,38 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--name", help="name to install under (nn-Meter releases)")
     p.add_argument("--version", help="version to install under (nn-Meter releases)")
     p.set_defaults(_handler=_cmd_predictors_install)
+
+    p = psub.add_parser(
+        "calibrate", parents=[common], formatter_class=_FORMATTER,
+        help="measure networks of a search space here and store a per-space calibration",
+        description="Fit a per-space calibration of a predictor the builder made for this "
+                    "host: measure random networks of a built-in search space (--space) or "
+                    "your own ONNX networks of one (--models) with the predictor's own "
+                    "backend settings, fit scale[kernel type] * ms + per-kernel ms, and store "
+                    "it in the package (a built-in package is first installed into the user "
+                    "cache). The host must be the predictor's build host.",
+        epilog="examples:\n"
+               "  nnmeter-nas predictors calibrate x86avx512cpu_onnxruntime --space spos\n"
+               "  nnmeter-nas predictors calibrate x86avx2cpu_onnxruntime --space nb201 "
+               "--networks 40\n"
+               "  nnmeter-nas predictors calibrate ./mydevice --models nets/*.onnx "
+               "--name myspace\n")
+    p.add_argument("predictor", metavar="PREDICTOR", help="predictor name or package path")
+    p.add_argument("--space", choices=["spos", "spos-small", "nb201"],
+                   help="measure random networks of this built-in search space")
+    p.add_argument("--models", nargs="+", metavar="ONNX",
+                   help="measure these ONNX files (networks of your search space)")
+    p.add_argument("--name", default=None,
+                   help="calibration name (default: the space, or 'custom' with --models)")
+    p.add_argument("--networks", type=int, default=30,
+                   help="random networks to measure with --space (default 30)")
+    p.add_argument("--passes", type=int, default=10,
+                   help="interleaved visits per network; the median is its latency (default 10)")
+    p.add_argument("--pause", type=float, default=1.0, metavar="SECONDS",
+                   help="pause between passes, to spread them over the machine's drift")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(_handler=_cmd_predictors_calibrate)
 
     wants_build = "predictors" in argv and "build" in argv[argv.index("predictors") + 1:]
     _add_build(psub, common, wants_build)

@@ -131,3 +131,61 @@ def test_device_specs_name_a_calibration_in_the_api_and_the_cli(tmp_path, capsys
     assert got[f"{pkg}@toy"] - fixed == pytest.approx(2.0 * (got[str(pkg)] - fixed))
     assert main(["predict", str(model), "-d", f"{pkg}@nope"]) == 1
     assert "no calibration 'nope'" in capsys.readouterr().err
+
+
+def test_cli_calibrates_a_builtin_predictor_on_its_host_into_the_user_cache(tmp_path,
+                                                                            monkeypatch, capsys):
+    """`predictors calibrate`: measure random NB201 networks with the package's own backend,
+    fit, store in an installed copy (the built-in package is left as it is)."""
+    from nnmeter_nas import load_predictor
+    from nnmeter_nas.builder.backends.onnxruntime_cpu import cpu_isa
+    from nnmeter_nas.cli import main
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("NNMETER_NAS_HOME", str(home))
+    name = f"x86{cpu_isa()}cpu_onnxruntime"
+    builtin = builtin_dir() / name / "manifest.json"
+    if not builtin.exists():
+        pytest.skip(f"no built-in predictor for this host's instruction set ({cpu_isa()})")
+    before = builtin.read_bytes()
+    assert main(["predictors", "calibrate", name, "--space", "nb201", "--networks", "12",
+                 "--passes", "2", "--pause", "0", "--name", "toy", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"calibration 'toy' of {name} fitted on 12 networks" in out and f"{name}@toy" in out
+    assert builtin.read_bytes() == before
+    p = load_predictor(name, calibration="toy")
+    assert home in p.package.path.parents
+    info = p.package.manifest["calibrations"]["toy"]["info"]
+    assert info["networks"] == 12 and info["passes"] == 2 and info["measured_on"]["isa"] == \
+        cpu_isa()
+    # your own networks as ONNX files; the installed copy is updated in place
+    from nnmeter_nas.graph.torch_export import export_onnx
+    from nnmeter_nas.search_spaces.sampling import random_networks
+
+    files = []
+    for i, (_, make, shape) in enumerate(random_networks("nb201", 12, seed=5)):
+        files.append(tmp_path / f"net{i}.onnx")
+        files[-1].write_bytes(export_onnx(make(), shape).SerializeToString())
+    assert main(["predictors", "calibrate", name, "--models", *map(str, files),
+                 "--passes", "2", "--pause", "0", "--name", "toy2", "--quiet"]) == 0
+    assert load_predictor(name).package.path == p.package.path
+    assert {"toy", "toy2"} <= set(load_predictor(name).calibrations)
+
+
+def test_cli_calibrate_refuses_what_it_cannot_measure(tmp_path, monkeypatch, capsys):
+    from nnmeter_nas.builder.backends.onnxruntime_cpu import cpu_isa
+    from nnmeter_nas.cli import main
+
+    monkeypatch.setenv("NNMETER_NAS_HOME", str(tmp_path / "home"))
+    # an nn-Meter device records no backend: it can only be measured on the device itself
+    assert main(["predictors", "calibrate", "cortexA76cpu_tflite21", "--space", "nb201"]) == 1
+    assert "records no measurement backend" in capsys.readouterr().err
+    # the other x86 predictor was built on another host
+    other = "x86avx2cpu_onnxruntime" if cpu_isa() == "avx512" else "x86avx512cpu_onnxruntime"
+    assert main(["predictors", "calibrate", other, "--space", "nb201"]) == 1
+    assert "was built on another host" in capsys.readouterr().err
+    assert main(["predictors", "calibrate", other]) == 2
+    assert "either --space" in capsys.readouterr().err
+    assert main(["predictors", "calibrate", other, "--models", "nope.onnx"]) == 1
+    assert "no such model file: nope.onnx" in capsys.readouterr().err
+    assert main(["predictors", "calibrate", other, "--space", "imagenet"]) == 2

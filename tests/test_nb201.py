@@ -255,3 +255,17 @@ def test_space_restricted_to_allowed_cells(space_cls):
         seen.append(sample_to_arch_str(model.sample))
     assert len(seen) > 30 and set(seen) <= allowed
     assert model.executable_model().arch_str == seen[-1]
+
+
+def test_random_networks_of_a_space_are_deterministic_distinct_and_skip_excluded():
+    from nnmeter_nas.search_spaces.sampling import random_networks
+
+    a = [arch for arch, _, _ in random_networks("nb201", 20, seed=3)]
+    assert a == [arch for arch, _, _ in random_networks("nb201", 20, seed=3)]
+    assert len(set(a)) == 20
+    b = [arch for arch, _, _ in random_networks("nb201", 20, seed=3, exclude=a[:5])]
+    assert not set(a[:5]) & set(b) and b[:15] == a[5:]
+    arch, make, shape = next(random_networks("nb201", 1, seed=0))
+    assert shape == (1, 3, 32, 32) and make().training in (True, False)
+    with pytest.raises(ValueError, match="unknown search space 'imagenet'.*spos, spos-small"):
+        next(random_networks("imagenet", 1))

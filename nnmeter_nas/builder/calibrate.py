@@ -123,3 +123,80 @@ def save_calibration(package_dir: str | Path, name: str, calibration: Calibratio
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class HostMismatchError(ValueError):
+    """This host is not the device a predictor was built on (other CPU, instruction set,
+    library version or threads): what it measures would calibrate another device."""
+
+
+def measurement_backend(predictor: Any) -> Any:
+    """The backend ``predictor``'s package was built with, set up as recorded in its manifest,
+    on this host. Raises :class:`~nnmeter_nas.errors.PackageError` for a package that records
+    none (not made by the builder, e.g. an imported nn-Meter device: measure its networks on
+    that device and use :func:`calibrate`), and :class:`HostMismatchError` when this host
+    differs from the build host."""
+    from ..errors import PackageError
+    from .backends import backend_from_settings, host_mismatch
+
+    built = ((predictor.package.manifest.get("source") or {}).get("backend")) or {}
+    if not built.get("name"):
+        raise PackageError(
+            f"predictor {predictor.name!r} records no measurement backend (it was not made by "
+            "the builder), so its device cannot be measured from here; measure networks on "
+            "the device yourself and fit with nnmeter_nas.builder.calibrate.calibrate()")
+    backend = backend_from_settings(built)
+    diff = host_mismatch(built, backend.settings)
+    if diff:
+        raise HostMismatchError(
+            f"predictor {predictor.name!r} was built on another host ("
+            + ", ".join(f"{k}: built {a!r}, here {b!r}" for k, (a, b) in diff.items())
+            + "); calibrate it on its own host, or build a predictor for this one with "
+              "`nnmeter-nas predictors build`")
+    return backend
+
+
+def calibrate_on_device(predictor: Any, models: Sequence[bytes], *, space: str,
+                        passes: int = 10, pause_s: float = 1.0, seed: int = 0,
+                        min_share: float = 0.03, prior: float = 0.1,
+                        progress: bool = True) -> tuple[Calibration, list[float]]:
+    """Measure ``models`` (serialized ONNX networks of one search space) on this host with the
+    predictor's own backend (:func:`measurement_backend`) and fit a calibration for ``space``
+    on them. Each network is the median of ``passes`` interleaved visits ``pause_s`` seconds
+    apart (:func:`~nnmeter_nas.builder.network_timing.measure_interleaved`). Returns the
+    calibration and the measured latencies (ms)."""
+    from tqdm.auto import tqdm
+
+    from . import network_timing
+
+    backend = measurement_backend(predictor)
+    bar = tqdm(total=passes, desc=f"measuring {len(models)} networks", unit="pass",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        visits = network_timing.measure_interleaved(
+            backend, list(models), passes, seed=seed, pause_s=pause_s,
+            on_pass=lambda p: bar.update(1))
+    finally:
+        bar.close()
+    truth = [float(np.median(v)) for v in visits]
+    cal = calibrate(predictor, list(models), truth, space=space, min_share=min_share,
+                    prior=prior)
+    info = {**cal.info, "passes": passes, "measured_on": {
+        k: backend.settings.get(k) for k in ("processor", "isa", "version")}}
+    return Calibration(scales=cal.scales, default_scale=cal.default_scale,
+                       per_kernel_ms=cal.per_kernel_ms, info=info), truth
+
+
+def store_calibration(predictor: Any, name: str, calibration: Calibration) -> Path:
+    """Store ``calibration`` as ``name`` in ``predictor``'s package and return the package
+    directory. A built-in package (inside the library) or a zipped one is first installed
+    into the user cache (``nnmeter-nas predictors list`` shows it; it then wins over the
+    built-in one of the same name); an installed or other package directory is updated in
+    place."""
+    from ..packages.registry import builtin_dir, install_predictor
+
+    path = Path(predictor.package.path)
+    if not path.is_dir() or builtin_dir().resolve() in path.resolve().parents:
+        path = install_predictor(path)
+    save_calibration(path, name, calibration)
+    return path

@@ -271,6 +271,33 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
     return _BACKENDS[name](**kwargs)
 
 
+# Backend settings that make a measurement host-specific: a predictor measured under other
+# values is another device (instruction set, CPU, library version, threads).
+HOST_KEYS = ("machine", "processor", "isa", "version", "intra_op_num_threads",
+             "graph_optimization_level")
+
+
+def host_mismatch(built: dict[str, Any], here: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The :data:`HOST_KEYS` whose recorded value (``built``, a package's
+    ``source.backend``) differs from this host's backend settings (``here``), as ``{key:
+    (built, here)}``; keys the package does not record are not compared."""
+    return {k: (built.get(k), here.get(k)) for k in HOST_KEYS
+            if built.get(k) is not None and built.get(k) != here.get(k)}
+
+
+def backend_from_settings(settings: dict[str, Any]) -> Backend:
+    """A backend set up as a package manifest recorded it (``source.backend``, whose
+    ``name`` is a registered backend with a ``from_settings`` constructor)."""
+    from . import onnxruntime_cpu  # noqa: F401
+
+    name = settings.get("name")
+    factory = _BACKENDS.get(name)
+    if factory is None or not hasattr(factory, "from_settings"):
+        raise ValueError(f"cannot set up backend {name!r} from recorded settings; available: "
+                         f"{sorted(k for k, f in _BACKENDS.items() if hasattr(f, 'from_settings'))}")
+    return factory.from_settings(settings)
+
+
 def list_backends() -> list[str]:
     from . import onnxruntime_cpu  # noqa: F401
 

@@ -182,6 +182,21 @@ class OnnxRuntimeCPUBackend(Backend):
                                 attrs=attrs))
         return out
 
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> "OnnxRuntimeCPUBackend":
+        """The backend as a package manifest recorded it (``source.backend``: threads,
+        optimisation level, timing clock)."""
+        level = settings.get("graph_optimization_level", "ORT_ENABLE_ALL")
+        names = {v: k for k, v in _LEVELS.items()}
+        if level not in names:
+            raise ValueError(f"onnxruntime backend: unknown graph_optimization_level {level!r}")
+        backend = cls(threads=int(settings.get("intra_op_num_threads", 1)),
+                      optimization=names[level])
+        clock = (settings.get("timing") or {}).get("clock")
+        if clock:
+            backend.plan = TimingPlan(clock=clock)
+        return backend
+
     @property
     def settings(self) -> dict[str, Any]:
         import onnxruntime as ort
