@@ -62,11 +62,8 @@ def _median_rate(fn, repeats):
 
 
 def section_table(args, preds):
-    import numpy as np
-
     from nnmeter_nas.nni.choice_points import find_choice_points
     from nnmeter_nas.parallel import score
-    from nnmeter_nas.parallel.api import _build_device_table
     from nnmeter_nas.parallel.codes import LabelSpace
     from nnmeter_nas.parallel.costs import build_cost_table
     from nnmeter_nas.parallel.lookup import CodeTable

@@ -5,7 +5,6 @@ Not part of the library API; the examples import it as a sibling module.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 import warnings
@@ -47,10 +46,10 @@ def installed_predictors(names: Sequence[str] | None, out: Path) -> tuple[list[A
         for name in names:
             if name == "dummy":
                 preds.append(make_dummy_predictor(directory=out / "dummy_predictor"))
-            elif Path(name).exists():
-                preds.append(nnmeter_nas.load_predictor(path=name))
-            else:
-                preds.append(nnmeter_nas.load_predictor(name, download=False))
+            else:  # a name or a package path, optionally NAME@CALIBRATION
+                from nnmeter_nas.packages.registry import load_predictor_spec
+
+                preds.append(load_predictor_spec(name))
         return preds, any(p.device == "dummy" for p in preds)
     rows = [r for r in nnmeter_nas.list_predictors() if r.status == "in use"]
     if rows:

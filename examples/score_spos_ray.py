@@ -49,7 +49,6 @@ def main(argv=None) -> dict:
     _common.setup_runtime(1)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    import numpy as np
     import pandas as pd
 
     from nnmeter_nas.parallel import score

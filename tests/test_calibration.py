@@ -189,3 +189,21 @@ def test_cli_calibrate_refuses_what_it_cannot_measure(tmp_path, monkeypatch, cap
     assert main(["predictors", "calibrate", other, "--models", "nope.onnx"]) == 1
     assert "no such model file: nope.onnx" in capsys.readouterr().err
     assert main(["predictors", "calibrate", other, "--space", "imagenet"]) == 2
+
+
+def test_calibrated_specs_reach_the_nni_adapters_and_key_scoring_jobs():
+    from nnmeter_nas.errors import UnknownPredictorError
+    from nnmeter_nas.nni.table_builder import resolve_predictors
+    from nnmeter_nas.packages.registry import load_predictor_spec
+    from nnmeter_nas.parallel.api import _package_fingerprint
+
+    name = "x86avx512cpu_onnxruntime"
+    cal, = resolve_predictors(f"{name}@spos")
+    plain, = resolve_predictors(name)
+    assert cal.calibration == "spos" and plain.calibration is None
+    # a scoring run keyed by the uncalibrated predictor does not resume the calibrated one
+    assert _package_fingerprint(cal) != _package_fingerprint(plain)
+    assert _package_fingerprint(load_predictor_spec(f"{name}@nb201")) != \
+        _package_fingerprint(cal)
+    with pytest.raises(UnknownPredictorError, match="NAME@CALIBRATION"):
+        load_predictor_spec(f"{name}@")

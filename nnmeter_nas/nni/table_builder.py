@@ -80,9 +80,9 @@ def resolve_predictors(predictors: Any) -> list[Any]:
     out = []
     for p in predictors:
         if isinstance(p, str):
-            from .. import load_predictor
+            from ..packages.registry import load_predictor_spec
 
-            p = load_predictor(p)
+            p = load_predictor_spec(p, download=True)
         if not hasattr(p, "predict_kernels") or not hasattr(p, "device"):
             raise TypeError(f"expected a LatencyPredictor or a predictor name, got {type(p).__name__}")
         out.append(p)
@@ -316,7 +316,9 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
             "the choice points depend on the choices (see table.meta['build'])", RuntimeWarning,
             stacklevel=2)
     meta = {
-        "predictors": {p.device: {"name": getattr(p, "name", ""), "version": getattr(p, "version", "")}
+        "predictors": {p.device: {"name": getattr(p, "name", ""),
+                                  "version": getattr(p, "version", ""),
+                                  "calibration": getattr(p, "calibration", None)}
                        for p in preds},
         "build": build,
     }

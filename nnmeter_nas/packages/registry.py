@@ -195,6 +195,23 @@ def load_predictor(name: str | None = None, version: str | None = None, *,
                                 "(see nnmeter_nas.list_predictors())")
 
 
+def load_predictor_spec(spec: str, *, strict: bool = False, download: bool = False
+                        ) -> "LatencyPredictor":
+    """Load a predictor from a device spec as the CLI, ``parallel.score`` and the NNI adapters
+    take them: a predictor name or a package path, optionally followed by ``@CALIBRATION`` (one
+    of the package's per-space calibrations: ``x86avx512cpu_onnxruntime@spos``)."""
+    spec = str(spec).strip()
+    cal = None
+    if "@" in spec and not Path(spec).exists():
+        spec, cal = spec.rsplit("@", 1)
+        if not spec or not cal:
+            raise UnknownPredictorError(f"device spec {spec + '@' + cal!r}: write "
+                                        "NAME@CALIBRATION or PATH@CALIBRATION")
+    if Path(spec).exists():
+        return load_predictor(path=spec, strict=strict, calibration=cal)
+    return load_predictor(spec, strict=strict, download=download, calibration=cal)
+
+
 def _is_url(s: str) -> bool:
     return s.startswith(("http://", "https://", "file://"))
 

@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -66,8 +66,8 @@ def resolve_devices(devices: Any) -> list[Any]:
     a comma-separated string, a package path, a LatencyPredictor, or a list of those. A name
     or path may end in ``@CALIBRATION`` for one of the package's per-space calibrations
     (``x86avx512cpu_onnxruntime@spos``)."""
-    from ..packages.registry import list_predictors, load_predictor
     from ..errors import UnknownPredictorError
+    from ..packages.registry import list_predictors, load_predictor, load_predictor_spec
 
     if devices is None or (isinstance(devices, str) and devices.strip() == "all") or \
             (isinstance(devices, (list, tuple)) and list(devices) == ["all"]):
@@ -83,13 +83,7 @@ def resolve_devices(devices: Any) -> list[Any]:
     for d in devices:
         if isinstance(d, str):
             for part in [p.strip() for p in d.split(",") if p.strip()]:
-                cal = None
-                if "@" in part and not Path(part).exists():
-                    part, cal = part.rsplit("@", 1)
-                if Path(part).exists():
-                    out.append(load_predictor(path=part, calibration=cal))
-                else:
-                    out.append(load_predictor(part, calibration=cal))
+                out.append(load_predictor_spec(part, download=True))
         elif hasattr(d, "predict_kernels") and hasattr(d, "device"):
             out.append(d)
         else:
@@ -357,7 +351,8 @@ def score(space: Any, samples: Sequence[Mapping[str, Any]] | None = None, *,
         "input_shape": list(spec.input_shape),
         "labels": label_space.to_dict(),
         "devices": [[p.device, getattr(p, "name", ""), getattr(p, "version", ""),
-                     _package_fingerprint(p)] for p in predictors],
+                     getattr(p, "calibration", None), _package_fingerprint(p)]
+                    for p in predictors],
         "mode": mode,
         "source": source,
         "n": total,
@@ -410,12 +405,16 @@ def score(space: Any, samples: Sequence[Mapping[str, Any]] | None = None, *,
 
 
 def _package_fingerprint(predictor: Any) -> str:
-    """Short hash of a predictor package's file checksums (changes when it is rebuilt)."""
+    """Short hash of a predictor package's file checksums and of the calibration it applies
+    (changes when the package is rebuilt or the calibration refitted)."""
     import hashlib
     import json
 
-    files = getattr(getattr(predictor, "package", None), "manifest", {}).get("files", {})
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    manifest = getattr(getattr(predictor, "package", None), "manifest", {})
+    cal = getattr(predictor, "calibration", None)
+    what = {"files": manifest.get("files", {}),
+            "calibration": (manifest.get("calibrations") or {}).get(cal) if cal else None}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _stored_seed(store: ResultStore, job: dict) -> int | None:
@@ -579,7 +578,7 @@ class _TableRun(_Run):
         submit()
         while pending:
             ready, _ = session.wait(list(pending), num_returns=1)
-            c = pending.pop(ready[0])
+            pending.pop(ready[0])
             chunk, codes, values, node, pid = session.get(ready[0])
             self.info.count(node, pid)
             self.bar.add(_frame(self.plan, chunk, codes,
