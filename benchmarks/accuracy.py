@@ -105,7 +105,9 @@ def figures(truth, pred) -> dict:
             "within_5pct": float(np.mean(np.abs(rel) <= 0.05)),
             "rmspe": float(np.sqrt(np.mean(rel ** 2))),
             "kendall_tau": kendall_tau(truth, pred),
-            "median_error": float(np.median(rel)), "max_abs_error": float(np.max(np.abs(rel)))}
+            "median_error": float(np.median(rel)), "max_abs_error": float(np.max(np.abs(rel))),
+            # spread of the errors around their bias: what a per-space scale cannot remove
+            "log_error_sd": float(np.std(np.log(pred / truth)))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure N random composed networks "
                          "(nnmeter_nas.builder.compose) and report every group with a "
                          "'generic' calibration fitted on them (default 0: off)")
+    ap.add_argument("--also", type=Path, action="append", default=[], metavar="PACKAGE",
+                    help="also score this package (same host) on the same measurements, "
+                         "uncalibrated; repeatable")
     ap.add_argument("--save-calibrations", action="store_true",
                     help="store the fitted calibrations in the package's manifest")
     ap.add_argument("--other-host", action="store_true",
@@ -258,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         del it["model"]
         rows.append(it)
     print(f"done in {time.time() - t0:.0f} s\n")
+    others = {}
+    for path in args.also:
+        other = LatencyPredictor.from_path(path)
+        label = f"{other.name} ({other.package.feature_set}, {path})"
+        others[label] = {r["name"]: other.predict(args.cache / f"{r['name']}.onnx") for r in rows}
 
     from nnmeter_nas.builder.calibrate import fit_calibration, save_calibration
 
@@ -283,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             bd = breakdowns[r["name"]]
             r["generic_pred_ms"] = generic.latency_ms(bd, bd.overhead_ms)
+        if args.save_calibrations:
+            save_calibration(args.package, "generic", generic)
 
     summary = {}
     hdr = (f"{'group':8s} {'n':>4s} | {'<=10%':>6s} {'<=5%':>6s} {'RMSPE':>7s} {'tau':>6s} "
@@ -319,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{f_gen['within_5pct']:6.1%} {f_gen['rmspe']:7.2%} "
                   f"{f_gen['kendall_tau']:6.3f} {f_gen['median_error']:+7.2%} |   generic "
                   f"calibration ({generic.info['networks']} composed networks)")
+        for label, preds in others.items():
+            f_o = figures(truth, [preds[r["name"]] for r in rs])
+            summary[group].setdefault("also", {})[label] = f_o
+            print(f"{'  =also':8s} {len(rs):4d} | {f_o['within_10pct']:6.1%} "
+                  f"{f_o['within_5pct']:6.1%} {f_o['rmspe']:7.2%} "
+                  f"{f_o['kendall_tau']:6.3f} {f_o['median_error']:+7.2%} |   {label}")
         if group in calibrations:
             f_cal = figures(truth, [r["calibrated_pred_ms"] for r in rs])
             cal = calibrations[group]
@@ -331,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cal.per_kernel_ms * 1e3:+.2f} us, scales "
                   + ", ".join(f"{k} {v:.2f}" for k, v in cal.scales.items())
                   + f", others {cal.default_scale:.2f}")
+    print("\nspread of the errors around their bias (sd of log(predicted / measured)):")
+    for group, sm in summary.items():
+        parts = [f"{predictor.name} {sm['predictor']['log_error_sd']:.3f}"]
+        parts += [f"{label.split(' ')[0]} ({label.split('(')[1].split(',')[0]}) "
+                  f"{f['log_error_sd']:.3f}" for label, f in sm.get("also", {}).items()]
+        print(f"  {group}: " + ", ".join(parts))
     print(f"\nnoise: |truth from the first {half} passes - truth from the last "
           f"{args.passes - half}| / truth (median, 90th percentile over the group); reference "
           f"workload over the passes: min {min(ref_visits):.3f} ms, median "
@@ -386,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
             c = sm["generic"]
             n_gen = sm["generic_calibration"]["info"]["networks"]
             md.append(f"| {g}, generic calibration ({n_gen} composed networks) | {c['n']} | "
+                      f"{c['within_10pct']:.0%} | {c['within_5pct']:.0%} | {c['rmspe']:.1%} | "
+                      f"{c['kendall_tau']:.3f} | {c['median_error']:+.1%} | | | | | |")
+        for label, c in sm.get("also", {}).items():
+            md.append(f"| {g}, {label}, same measurements | {c['n']} | "
                       f"{c['within_10pct']:.0%} | {c['within_5pct']:.0%} | {c['rmspe']:.1%} | "
                       f"{c['kendall_tau']:.3f} | {c['median_error']:+.1%} | | | | | |")
         if "calibrated" in sm:

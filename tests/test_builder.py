@@ -228,7 +228,7 @@ def test_tiny_build_end_to_end_and_resume(tmp_path):
 
     pkg = PredictorPackage.load(res.package)
     man = pkg.manifest
-    assert man["feature_set"] == "nnmeter-nas-2"
+    assert man["feature_set"] == "nnmeter-nas-3"
     assert man["kernels"]["dwconv-bn-relu"]["feature_names"][-3:] == ["groups", "act", "n_add"]
     assert man["source"]["backend"]["intra_op_num_threads"] == 1
     assert man["source"]["machine_state"]["reference_ms"]["median"] > 0
@@ -310,6 +310,31 @@ def test_feature_set_v2_adds_memory_layout_and_fusion_features():
     assert p2[5:] == [8 * 8 * 20 / 1e6, 4 * 4 * 20 / 1e6, 4]
     gap_like = extract_features(kernels[0], "nnmeter-2.0")
     assert len(gap_like) == 7
+
+
+def test_feature_set_v3_tells_relu6_from_relu():
+    import torch
+
+    from nnmeter_nas.features import extract_features, feature_names
+    from nnmeter_nas.graph.onnx_import import onnx_to_graph
+    from nnmeter_nas.graph.torch_export import export_onnx
+    from nnmeter_nas.kernels import detect_kernels
+
+    acts = {}
+    for act in (torch.nn.ReLU, torch.nn.ReLU6):
+        net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, 1, 1), act(),
+                                  torch.nn.Conv2d(16, 16, 3, 1, 1, groups=16), act())
+        kernels = detect_kernels(onnx_to_graph(export_onnx(net, (1, 8, 14, 14))), RULES)
+        assert [k.type for k in kernels] == ["conv-relu", "dwconv-relu"]  # nn-Meter's types
+        acts[act.__name__] = kernels
+    act_i = feature_names("conv-bn-relu", "nnmeter-nas-3").index("act")
+    for relu, relu6 in zip(acts["ReLU"], acts["ReLU6"]):
+        assert "relu6" not in relu.attrs and relu6.attrs["relu6"] is True
+        # nnmeter-nas-2 lumps the two (as nn-Meter does); nnmeter-nas-3 does not
+        assert extract_features(relu, "nnmeter-nas-2") == extract_features(relu6, "nnmeter-nas-2")
+        v_relu, v_relu6 = (extract_features(k, "nnmeter-nas-3") for k in (relu, relu6))
+        assert v_relu[act_i] == 1 and v_relu6[act_i] == 4
+        assert v_relu[:act_i] == v_relu6[:act_i] == extract_features(relu, "nnmeter-nas-2")[:act_i]
 
 
 def test_cli_parser_and_kernel_list(capsys):

@@ -68,7 +68,7 @@ class BuildConfig:
     adaptive_error: float = 0.05
     seed: int = 0
     batch: int = 8
-    feature_set: str = "nnmeter-nas-2"
+    feature_set: str = "nnmeter-nas-3"
     candidates: Sequence[str] = DEFAULT_CANDIDATES
     max_kernel_bytes: int = 1_500_000
     fusion_rules: str | Path | None = None

@@ -199,7 +199,7 @@ class KernelMeasurer:
     """
 
     def __init__(self, backend: Backend, rules: FusionRules, *,
-                 feature_set: str = "nnmeter-nas-2", use_context: bool = True,
+                 feature_set: str = "nnmeter-nas-3", use_context: bool = True,
                  profile_runs: int = 16, reference: bool = True) -> None:
         from .onnx_utils import tiny_relu_model
 

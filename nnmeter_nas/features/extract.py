@@ -16,9 +16,16 @@ Two feature sets:
     measures: input and output elements (/1e6: memory traffic, which a tree cannot form
     from ``hw`` and ``cin`` alone), ``cin % 16`` and ``cout % 16`` (CPU kernels use blocked
     layouts of 8 channels with AVX2 and 16 with AVX-512; other counts take slower paths), and
-    for convolutions the group count, the fused activation (0 none, 1 relu/relu6, 2 hswish, 3 other) and the number of
-    fused adds. Rows: conv ``[...nnmeter-nas-1 (7), in_e6, out_e6, cin_mod16, cout_mod16,
-    groups, act, n_add]``, pooling ``[...nnmeter-nas-1 (5), in_e6, out_e6, cin_mod16]``.
+    for convolutions the group count, the fused activation (0 none, 1 relu or relu6, 2
+    hswish, 3 other) and the number of fused adds. Rows: conv ``[...nnmeter-nas-1 (7), in_e6,
+    out_e6, cin_mod16, cout_mod16, groups, act, n_add]``, pooling ``[...nnmeter-nas-1 (5),
+    in_e6, out_e6, cin_mod16]``.
+``"nnmeter-nas-3"``
+    ``nnmeter-nas-2`` with ReLU6 (an ONNX ``Clip``) told apart from ReLU: ``act`` is 4 for a
+    convolution whose activation is a ReLU6. onnxruntime's CPU convolutions fuse a ReLU but run
+    a ReLU6 as an extra pass over the output (+40-60% on a 112x112 layer), so networks built
+    of ReLU6 layers (MobileNetV2, ProxylessNAS) need it. Same names and row lengths as
+    ``nnmeter-nas-2``.
 
 Conv features: ``[hw, cin, cout, k, s, flops/2e6, params/1e6]`` with
 ``params = cout * (k*k*cin + 1)`` and ``flops = 2 * (H/s) * (W/s) * params``.
@@ -29,7 +36,7 @@ from typing import Sequence
 
 from ..kernels.detector import Kernel
 
-FEATURE_SETS = ("nnmeter-2.0", "nnmeter-nas-1", "nnmeter-nas-2")
+FEATURE_SETS = ("nnmeter-2.0", "nnmeter-nas-1", "nnmeter-nas-2", "nnmeter-nas-3")
 
 FEATURE_NAMES: dict[str, list[str]] = {
     "conv-bn-relu": ["hw", "cin", "cout", "k", "s", "flops_2e6", "params_1e6"],
@@ -76,17 +83,20 @@ def regressor_name(kernel_type: str) -> str:
 def feature_names(regressor: str, feature_set: str = "nnmeter-nas-1") -> list[str]:
     """Names of the features of ``regressor`` in ``feature_set``, in row order."""
     names = list(FEATURE_NAMES.get(regressor, GENERIC_FEATURE_NAMES))
-    if feature_set == "nnmeter-nas-2":
+    if feature_set in ("nnmeter-nas-2", "nnmeter-nas-3"):
         names += EXTRA_FEATURE_NAMES_V2.get(regressor, [])
     return names
 
 
-def _activation_code(kernel_type: str) -> int:
-    """0 no fused activation, 1 relu/relu6, 2 hswish, 3 any other."""
+def _activation_code(kernel_type: str, relu6: bool = False) -> int:
+    """0 no fused activation, 1 relu (and relu6 unless ``relu6``), 2 hswish, 3 any other, 4
+    relu6 when ``relu6`` (nnmeter-nas-3)."""
     last = kernel_type.split("-")[-1]
     if last in ("conv", "dwconv", "add", "bn"):
         return 0
-    if last in ("relu", "relu6"):
+    if last == "relu6" or (last == "relu" and relu6):
+        return 4 if relu6 else 1
+    if last == "relu":
         return 1
     if last == "hswish":
         return 2
@@ -113,9 +123,10 @@ def extract_features(kernel: Kernel, feature_set: str = "nnmeter-nas-1") -> list
     (nn-Meter then has no regressor for it either)."""
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {feature_set!r}; use one of {FEATURE_SETS}")
-    if feature_set == "nnmeter-nas-2":
+    if feature_set in ("nnmeter-nas-2", "nnmeter-nas-3"):
         base = _features_v1(kernel, "nnmeter-nas-1")
-        return None if base is None else base + _extra_v2(kernel, base)
+        return None if base is None else \
+            base + _extra_v2(kernel, base, relu6=feature_set == "nnmeter-nas-3")
     return _features_v1(kernel, feature_set)
 
 
@@ -124,7 +135,7 @@ def _out_hw(kernel: Kernel, default: float) -> float:
     return outs[0][1] if outs and len(outs[0]) == 4 else default
 
 
-def _extra_v2(kernel: Kernel, base: list[float]) -> list[float]:
+def _extra_v2(kernel: Kernel, base: list[float], *, relu6: bool = False) -> list[float]:
     op = kernel.type
     is_conv = "conv" in op
     if not is_conv and not ("pool" in op and "global" not in op):
@@ -133,7 +144,8 @@ def _extra_v2(kernel: Kernel, base: list[float]) -> list[float]:
     out_hw = _out_hw(kernel, hw / s)
     extra = [hw * hw * cin / 1e6, out_hw * out_hw * cout / 1e6, cin % 16]
     if is_conv:
-        extra += [cout % 16, int(kernel.attrs.get("group", 1)), _activation_code(op),
+        act = _activation_code(op, relu6=relu6 and bool(kernel.attrs.get("relu6")))
+        extra += [cout % 16, int(kernel.attrs.get("group", 1)), act,
                   op.split("-").count("add")]
     return extra
 

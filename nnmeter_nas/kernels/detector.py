@@ -151,9 +151,15 @@ def detect_kernels(graph: OpGraph, rules: FusionRules | None = None) -> list[Ker
         in_shapes = [list(s) for s in node.input_shapes]
         if first.type == "hswish":
             in_shapes = in_shapes[:1]
+        attrs = dict(node.attrs)
+        # ReLU6 arrives as Clip and is typed relu (nn-Meter's fusion rules know only relu); a
+        # runtime may fuse the two differently, so the kernel says which it holds.
+        if any(graph[nm].type == "relu" and getattr(graph[nm], "source_op", None) == "Clip"
+               for nm in nodes):
+            attrs["relu6"] = True
         kernels.append(Kernel(name=kname, type=ktype, nodes=nodes, input_shapes=in_shapes,
                               output_shapes=[list(s) for s in node.output_shapes],
-                              attrs=dict(node.attrs)))
+                              attrs=attrs))
         name_of[root] = kname
     by_name = {k.name: k for k in kernels}
     for root, ks in members.items():

@@ -10,7 +10,7 @@ Layout::
 
     {"format": "nnmeter-nas-predictor", "format_version": 1,
      "name": ..., "version": ..., "device": ..., "framework": ..., "description": ...,
-     "feature_set": "nnmeter-2.0" | "nnmeter-nas-1" | "nnmeter-nas-2",
+     "feature_set": "nnmeter-2.0" | "nnmeter-nas-1" | "nnmeter-nas-2" | "nnmeter-nas-3",
      "units": {"latency": "ms", "flops": "FLOPs/2e6 as nn-Meter", "params": "params/1e6"},
      "kernels": {<regressor>: {"file": "kernels/<regressor>.npz",
                                "feature_names": [...],
