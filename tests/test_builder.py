@@ -204,7 +204,8 @@ def test_tiny_build_end_to_end_and_resume(tmp_path):
                       specs=["dwconv-bn-relu", "global-avgpool", "fc"], n_prior=15,
                       min_per_spec=5, adaptive_rounds=1, adaptive_fraction=0.34,
                       fusion_rules=rules_file, plan=TimingPlan.quick("thread"),
-                      candidates=("rf", "et-log"), flush_mb=8.0, progress=False)
+                      candidates=("rf", "et-log"), flush_mb=8.0, variant_fraction=0.5,
+                      progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = build_predictor(cfg)
@@ -216,7 +217,16 @@ def test_tiny_build_end_to_end_and_resume(tmp_path):
     # cold_flush_mb, its default 64 MiB being the larger
     assert {r["flush_mb"] for r in recs if r["spec"] != "fc"} == {8.0}
     assert {r["flush_mb"] for r in recs if r["spec"] == "fc"} == {cfg.cold_flush_mb} == {64.0}
-    assert {r["phase"] for r in recs} == {"prior", "adaptive-1"}
+    assert {r["phase"] for r in recs} == {"prior", "variants", "adaptive-1"}
+    # variants: prior depthwise convolutions measured again with every other activation
+    prior_dw = {json.dumps({**r["config"], "act": None}, sort_keys=True): r["config"]["act"]
+                for r in recs if r["phase"] == "prior" and r["spec"] == "dwconv-bn-relu"}
+    variants = [r for r in recs if r["phase"] == "variants"]
+    assert variants and all(r["spec"] == "dwconv-bn-relu" for r in variants)
+    for r in variants:
+        base = json.dumps({**r["config"], "act": None}, sort_keys=True)
+        assert base in prior_dw and prior_dw[base] != r["config"]["act"]
+    assert {r["config"]["act"] for r in variants} >= {"relu6"}
     assert all(r["latency_ms"] > 0 and r["raw_ms"] >= r["latency_ms"] for r in recs)
     # per-call cost timed in each batch, kernel share from the operator profile, machine state
     assert all(0 < r["overhead_ms"] and 0 < r["share"] <= 1 for r in recs)

@@ -118,7 +118,8 @@ class KernelSpec:
     measurement budget. ``cold_weights`` measures the kernel with the caches flushed before
     every run: in a network a layer whose weights are large and read once per inference (the
     classifier) finds them evicted by the rest of the network, while a kernel timed alone in
-    a loop finds them cached.
+    a loop finds them cached. ``variants(config)`` lists the configuration with each other
+    value of a categorical choice (the activation of a convolution), for paired sampling.
     """
 
     name: str
@@ -133,6 +134,9 @@ class KernelSpec:
     weight: float = 1.0
     doc: str = ""
     cold_weights: bool = False
+    # The same configuration with each other value of a categorical choice (a convolution's
+    # activation): measured in pairs, the regressor sees the choice's own effect.
+    variants: Callable[[Config], list[Config]] | None = None
 
     def __post_init__(self) -> None:
         if not self.regressor and not self.folds:
@@ -203,6 +207,15 @@ def _allowed_acts(rules: Any, op: str) -> tuple[list[str], list[int]]:
     keep = [(a, w) for a, w in zip(acts, weights)
             if fuses[a] is None or rules is None or rules.is_fusible(op, fuses[a])]
     return [a for a, _ in keep], [w for _, w in keep]
+
+
+def _act_variants(rules: Any, op: str) -> Callable[[Config], list[Config]]:
+    acts, _ = _allowed_acts(rules, op)
+
+    def variants(cfg: Config) -> list[Config]:
+        return [{**cfg, "act": a} for a in acts if a != cfg.get("act")]
+
+    return variants
 
 
 def _conv_prior_for(rules: Any) -> Callable[[random.Random], Config]:
@@ -587,11 +600,13 @@ def default_specs(rules: Any = None) -> dict[str, KernelSpec]:
         KernelSpec("conv-bn-relu", _conv_prior_for(rules), _conv_perturb, _conv_module,
                    lambda c: ([True] * (1 + c.get("n_add", 0)), [True]),
                    flops=_conv_flops, max_flops=4.0e9, weight=12.0,
+                   variants=_act_variants(rules, "conv"),
                    doc="Conv2d + BatchNorm + relu/relu6/hswish/none, grouped or dense, "
                        "with 0-2 fused residual adds"),
         KernelSpec("dwconv-bn-relu", _dwconv_prior_for(rules), _dwconv_perturb, _dwconv_module,
                    _all(1, 1), weight=6.0,
                    flops=lambda c: 2.0 * (c["hw"] / c["s"]) ** 2 * c["c"] * c["k"] ** 2,
+                   variants=_act_variants(rules, "dwconv"),
                    doc="depthwise Conv2d + BatchNorm + activation"),
         KernelSpec("fc", _fc_prior, _fc_perturb, _fc_module, _all(1, 1, False, False),
                    flops=lambda c: 2.0 * c["cin"] * c["cout"], max_flops=2.1e8, weight=1.5,
