@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
 
-    from nnmeter_nas.builder.backends import OnnxRuntimeCPUBackend, TimingPlan, host_mismatch
+    from nnmeter_nas.builder.backends import backend_from_settings, host_mismatch
     from nnmeter_nas.builder.fitting import kernel_flops
     from nnmeter_nas.features import extract_features, regressor_name
     from nnmeter_nas.graph.onnx_import import onnx_to_graph
@@ -168,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         args.out = REPO / "benchmarks" / "results" / f"accuracy_{predictor.name}.json"
     bsettings = man["source"]["backend"]
-    backend = OnnxRuntimeCPUBackend(threads=int(bsettings["intra_op_num_threads"]),
-                                    optimization="all")
+    backend = backend_from_settings(bsettings)  # threads, optimisation level and clock
     mismatch = host_mismatch(bsettings, backend.settings)
     if mismatch:
         what = ", ".join(f"{k}: built on {a!r}, here {b!r}" for k, (a, b) in mismatch.items())
@@ -180,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
                   "it transfers.", file=sys.stderr)
             return 2
         print(f"warning: other host than the build's ({what})", flush=True)
-    backend.plan = TimingPlan(clock=bsettings["timing"]["clock"])
     base = man["source"]["flops_baseline"]
     print(f"predictor {predictor.name} {predictor.version}: {len(predictor.kernel_types)} "
           f"kernel regressors; backend {backend.name} threads={backend.threads} "

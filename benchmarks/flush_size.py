@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from accuracy import default_package
     from kernel_vs_network import compare
 
-    from nnmeter_nas.builder.backends import OnnxRuntimeCPUBackend, TimingPlan
+    from nnmeter_nas.builder.backends import backend_from_settings
     from nnmeter_nas.builder.compose import composed_networks
     from nnmeter_nas.builder.kernel_specs import default_specs
     from nnmeter_nas.builder.measure import KernelMeasurer
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     predictor = LatencyPredictor.from_path(default_package())
     flushes = [float(x) for x in args.flush.split(",")]
-    backend = OnnxRuntimeCPUBackend(threads=1, optimization="all")
-    backend.plan = TimingPlan(clock="thread")
+    backend = backend_from_settings(predictor.package.manifest["source"]["backend"])
     backend.calibrate_overhead()
     nets = composed_networks(args.networks, args.seed)
     protos = [export_onnx(c.module, c.input_shape) for c in nets]

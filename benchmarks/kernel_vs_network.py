@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnx
 
-    from nnmeter_nas.builder.backends import OnnxRuntimeCPUBackend
+    from nnmeter_nas.builder.backends import backend_from_settings
     from nnmeter_nas.predictor import LatencyPredictor
 
     if args.package is None:
@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.package = default_package()
     predictor = LatencyPredictor.from_path(args.package)
-    backend = OnnxRuntimeCPUBackend(threads=int(
-        predictor.package.manifest["source"]["backend"]["intra_op_num_threads"]))
+    backend = backend_from_settings(predictor.package.manifest["source"]["backend"])
     print(f"predictor {predictor.name}; times in ms (profiled inside the network / predicted)")
     for name in args.networks.split(","):
         path = args.cache / f"{name}.onnx"

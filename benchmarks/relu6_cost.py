@@ -40,14 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     from accuracy import default_package
 
-    from nnmeter_nas.builder.backends import OnnxRuntimeCPUBackend, TimingPlan
+    from dataclasses import replace
+
+    from nnmeter_nas.builder.backends import backend_from_settings
     from nnmeter_nas.builder.kernel_specs import default_specs
     from nnmeter_nas.builder.measure import KernelMeasurer
     from nnmeter_nas.predictor import LatencyPredictor
 
     pred = LatencyPredictor.from_path(default_package())
-    backend = OnnxRuntimeCPUBackend(threads=1, optimization="all")
-    backend.plan = TimingPlan(clock="thread", rounds=12)
+    backend = backend_from_settings(pred.package.manifest["source"]["backend"])
+    backend.plan = replace(backend.plan, rounds=12)
     backend.calibrate_overhead()
     specs = default_specs(pred.fusion_rules)
     measurer = KernelMeasurer(backend, pred.fusion_rules, feature_set=pred.package.feature_set)

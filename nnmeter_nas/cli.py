@@ -134,15 +134,12 @@ def _cmd_predictors_install(args: argparse.Namespace) -> int:
 def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
     from .builder.calibrate import calibrate_on_device, store_calibration
     from .graph.torch_export import export_onnx
-    from .packages.registry import load_predictor
+    from .packages.registry import load_predictor_spec
 
     if (args.space is None) == (not args.models):
         raise UsageError("give either --space (a built-in search space) or --models (ONNX "
                          "files of your networks)")
-    if os.path.exists(args.predictor):
-        pred = load_predictor(path=args.predictor)
-    else:
-        pred = load_predictor(args.predictor, download=False)
+    pred = load_predictor_spec(args.predictor)
     if args.models:
         missing = [m for m in args.models if not os.path.exists(m)]
         if missing:

@@ -249,14 +249,17 @@ class Builder:
         return replace(plan, flush_mb=flush_mb, runs_per_round=min(plan.runs_per_round, 2),
                        max_runs_per_round=min(plan.max_runs_per_round, 3))
 
+    @property
+    def _cold_flush_mb(self) -> float:
+        return max(self.cfg.flush_mb, self.cfg.cold_flush_mb)
+
     def cold_plan(self) -> TimingPlan:
         """The timing plan of cold-weights specs."""
-        return self._flushed(self.backend.plan, max(self.cfg.flush_mb, self.cfg.cold_flush_mb))
+        return self._flushed(self.backend.plan, self._cold_flush_mb)
 
     def flush_mb_of(self, spec: KernelSpec) -> float:
         """MiB flushed before every run of ``spec``'s kernels."""
-        return max(self.cfg.flush_mb, self.cfg.cold_flush_mb) if spec.cold_weights \
-            else self.cfg.flush_mb
+        return self._cold_flush_mb if spec.cold_weights else self.cfg.flush_mb
 
     # ------------------------------------------------------------------ fitting
     @staticmethod

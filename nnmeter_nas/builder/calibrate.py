@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -181,10 +182,8 @@ def calibrate_on_device(predictor: Any, models: Sequence[bytes], *, space: str,
     truth = [float(np.median(v)) for v in visits]
     cal = calibrate(predictor, list(models), truth, space=space, min_share=min_share,
                     prior=prior)
-    info = {**cal.info, "passes": passes, "measured_on": {
-        k: backend.settings.get(k) for k in ("processor", "isa", "version")}}
-    return Calibration(scales=cal.scales, default_scale=cal.default_scale,
-                       per_kernel_ms=cal.per_kernel_ms, info=info), truth
+    measured_on = {k: backend.settings.get(k) for k in ("processor", "isa", "version")}
+    return replace(cal, info={**cal.info, "passes": passes, "measured_on": measured_on}), truth
 
 
 def store_calibration(predictor: Any, name: str, calibration: Calibration) -> Path:

@@ -19,7 +19,9 @@ STORE_VERSION = 1
 # Settings that must match between a store and the backend resuming it.
 _IDENTITY_KEYS = ("name", "library", "version", "provider", "intra_op_num_threads",
                   "inter_op_num_threads", "graph_optimization_level", "machine", "processor",
-                  "isa", "clock", "feature_set")
+                  "isa", "clock", "feature_set", "flush_mb")
+# What a store from before a key was recorded had (compared as such): timed warm.
+_IDENTITY_DEFAULTS = {"flush_mb": 0.0}
 
 
 class StoreMismatchError(ValueError):
@@ -83,12 +85,13 @@ class MeasurementStore:
                              f"(format {self.header.get('format')!r})")
 
     def _check_header(self, header: Mapping[str, Any]) -> None:
-        diffs = {k: (self.header.get(k), header.get(k)) for k in _IDENTITY_KEYS
-                 if k in header and k in self.header and self.header.get(k) != header.get(k)}
-        # stores from before the cache flush was a setting were all timed warm
-        if "flush_mb" in header and float(self.header.get("flush_mb") or 0.0) != \
-                float(header["flush_mb"] or 0.0):
-            diffs["flush_mb"] = (self.header.get("flush_mb", 0.0), header["flush_mb"])
+        diffs = {}
+        for k in _IDENTITY_KEYS:
+            if k not in header or (k not in self.header and k not in _IDENTITY_DEFAULTS):
+                continue
+            stored = self.header.get(k, _IDENTITY_DEFAULTS.get(k))
+            if stored != header[k]:
+                diffs[k] = (stored, header[k])
         if diffs:
             raise StoreMismatchError(
                 f"{self.path} was measured with other settings: "
