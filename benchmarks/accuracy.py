@@ -21,6 +21,11 @@ Per group: share of networks predicted within +-10% and +-5%, RMSPE, Kendall tau
 ranking, median signed error (bias), and the same for the FLOPs-only baseline (a line
 ``a * FLOPs + b`` fitted to the builder's kernel measurements, stored in the package).
 
+A package with a cache model (:mod:`nnmeter_nas.cache_model`: warm and cold kernel regressors
+mixed by the network's weight size) is also scored without it, on the same measurements. The
+``x<ratio>`` row scales every prediction by the reference network's time in this run over its
+time while the kernels were timed: how much of the error is the shared machine's state.
+
 Calibrated (``--calibrate N``, default 30): N more SPOS candidates and N more NB201 cells, drawn
 with another seed and never one of the test networks, are measured in the same passes; a
 per-space calibration (:mod:`nnmeter_nas.calibration`: a scale per main kernel type and a cost
@@ -183,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"predictor {predictor.name} {predictor.version}: {len(predictor.kernel_types)} "
           f"kernel regressors; backend {backend.name} threads={backend.threads} "
           f"clock={backend.plan.clock}")
+    if predictor.package.cache_model is not None:
+        from nnmeter_nas.builder.cache_fit import cache_model_summary
+
+        print(f"cache model: {cache_model_summary(predictor.package.cache_model)}")
 
     groups = {"spos": list(spos_networks(args.n_spos, args.seed)),
               "nb201": list(nb201_networks(args.n_nb201, args.seed)),
@@ -266,6 +275,19 @@ def main(argv: list[str] | None = None) -> int:
         other = LatencyPredictor.from_path(path)
         label = f"{other.name} ({other.package.feature_set}, {path})"
         others[label] = {r["name"]: other.predict(args.cache / f"{r['name']}.onnx") for r in rows}
+    build_ref = ((man["source"].get("machine_state") or {}).get("reference_ms") or {}) \
+        .get("median")
+    if build_ref and ref_visits:
+        # how much of the error is the machine's state: the predictions scaled by how much
+        # slower (or faster) the reference network runs now than while the kernels were timed
+        ratio = float(np.median(ref_visits)) / build_ref
+        others[f"{predictor.name} (x{ratio:.3f}, the reference network's time now / at "
+               f"build)"] = {r["name"]: r["pred_ms"] * ratio for r in rows}
+    if predictor.package.cache_model is not None:
+        # the same package without its cache model: what mixing in the cold regime changes
+        warm_only = LatencyPredictor(predictor.package, cache_model=False)
+        others[f"{predictor.name} (warm kernels only, without the cache model)"] = {
+            r["name"]: warm_only.predict(args.cache / f"{r['name']}.onnx") for r in rows}
 
     from nnmeter_nas.builder.calibrate import fit_calibration, save_calibration
 
@@ -291,8 +313,6 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             bd = breakdowns[r["name"]]
             r["generic_pred_ms"] = generic.latency_ms(bd, bd.overhead_ms)
-        if args.save_calibrations:
-            save_calibration(args.package, "generic", generic)
 
     summary = {}
     hdr = (f"{'group':8s} {'n':>4s} | {'<=10%':>6s} {'<=5%':>6s} {'RMSPE':>7s} {'tau':>6s} "

@@ -11,6 +11,11 @@ again with the same ``--work-dir`` after an interruption.
 
     python benchmarks/build_cpu_predictor.py                 # writes nnmeter_nas/data/predictors/
     python benchmarks/build_cpu_predictor.py --samples 200   # a quick, rough one
+    python benchmarks/build_cpu_predictor.py --cold-regime-mb 0   # warm kernels only
+
+By default the kernels are built twice, warm and with 16 MiB flushed before every run, and
+the cache model that mixes the two by a network's weight size is fitted on 160 random
+networks measured whole (:mod:`nnmeter_nas.cache_model`).
 
 Prints the cross-validated error of every kernel regressor and the package size.
 """
@@ -20,12 +25,14 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nnmeter_nas.builder import BuildConfig, build_predictor, reuse_measurements  # noqa: E402
+from nnmeter_nas.builder.cache_fit import build_two_regimes, cache_model_summary  # noqa: E402
 from nnmeter_nas.builder.backends import TimingPlan  # noqa: E402
 from nnmeter_nas.builder.backends.onnxruntime_cpu import cpu_name, cpu_isa  # noqa: E402
 
@@ -50,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold-flush-mb", type=float, default=BuildConfig.cold_flush_mb,
                     help="the same for the classifier, whose weights a network reads once "
                          "(default %(default)s)")
+    ap.add_argument("--cold-regime-mb", type=float, default=16.0,
+                    help="MiB flushed before every run of the cold-regime build (default "
+                         "%(default)s); 0: build the warm regime only, without a cache model")
+    ap.add_argument("--networks", type=int, default=160,
+                    help="random networks measured to fit the cache model")
+    ap.add_argument("--reuse-cold", type=Path, default=None, metavar="OLD_WORK_DIR",
+                    help="start the cold regime from an earlier cold build's measurements")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--reuse", type=Path, default=None, metavar="OLD_WORK_DIR",
                     help="start from an earlier build's measurements, features recomputed "
@@ -76,6 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse is not None:
         kept = reuse_measurements(args.reuse, cfg)
         print(f"reused {kept} measurements of {args.reuse}")
+    if args.cold_regime_mb > 0:
+        cold_cfg = replace(cfg, work_dir=cfg.work_dir / "cold", flush_mb=args.cold_regime_mb)
+        if args.reuse_cold is not None:
+            kept = reuse_measurements(args.reuse_cold, cold_cfg)
+            print(f"reused {kept} measurements of {args.reuse_cold} (cold regime)")
+        path, model = build_two_regimes(cfg, cold_flush_mb=args.cold_regime_mb,
+                                        networks=args.networks)
+        print(f"cache model: {cache_model_summary(model)}")
+        size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+        print(f"package: {path} ({size / 1e6:.2f} MB)")
+        return 0
     result = build_predictor(cfg)
     print(f"{'regressor':16s} {'model':8s} {'n':>5s} {'cv RMSPE':>9s} {'cv <=10%':>9s}")
     for reg, f in sorted(result.fits.items()):

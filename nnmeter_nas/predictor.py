@@ -8,9 +8,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .cache_model import weight_mib
 from .calibration import Calibration
 from .errors import MissingRegressorError, PackageError
-from .features.extract import extract_features, regressor_name
+from .features.extract import extract_features, regressor_name, weight_count
 from .graph import OpGraph, load_graph
 from .kernels.detector import Kernel, detect_kernels
 from .packages.format import PredictorPackage
@@ -49,12 +50,18 @@ class KernelBreakdown(list):
     """List of :class:`KernelPrediction` with network-level summaries.
 
     ``overhead_ms`` is the package's constant per-network cost (``network_overhead_ms`` in its
-    manifest, e.g. a runtime's launch cost), added once to the kernels' sum.
+    manifest, e.g. a runtime's launch cost), added once to the kernels' sum. ``weight_mib`` is
+    the network's float32 weight size (MiB) and ``cold_share`` the share of the cold-cache
+    extra its kernels were charged (:mod:`~nnmeter_nas.cache_model`; None for packages
+    without one).
     """
 
-    def __init__(self, kernels: Iterable[KernelPrediction] = (), overhead_ms: float = 0.0):
+    def __init__(self, kernels: Iterable[KernelPrediction] = (), overhead_ms: float = 0.0,
+                 weight_mib: float = 0.0, cold_share: float | None = None):
         super().__init__(kernels)
         self.overhead_ms = float(overhead_ms)
+        self.weight_mib = float(weight_mib)
+        self.cold_share = cold_share
 
     @property
     def latency_ms(self) -> float:
@@ -91,6 +98,9 @@ class KernelBreakdown(list):
         if self.overhead_ms:
             rows.append(f"{'network overhead':28s} {'':16s} {self.overhead_ms:9.4f}")
         rows.append(f"{'total':28s} {'':16s} {self.latency_ms:9.4f}")
+        if self.cold_share is not None:
+            rows.append(f"network weights {self.weight_mib:.1f} MiB: its kernels pay "
+                        f"{self.cold_share:.0%} of their cold-cache extra (cache model)")
         return "\n".join(rows)
 
 
@@ -109,13 +119,19 @@ class LatencyPredictor:
         Name of one of the package's per-space calibrations (``calibrations`` in its
         manifest, see :mod:`nnmeter_nas.calibration`), applied to every predicted kernel;
         None (default) predicts uncalibrated.
+    cache_model:
+        Mix the package's warm- and cold-cache kernel regressors by each network's weight
+        size (:mod:`nnmeter_nas.cache_model`), for packages that hold both (default). False
+        predicts with the warm regressors alone, as a package without them does.
     """
 
     def __init__(self, package: PredictorPackage, *, strict: bool = False,
-                 calibration: str | None = None) -> None:
+                 calibration: str | None = None, cache_model: bool = True) -> None:
         self.package = package
         self.strict = strict
         self.calibration = calibration
+        self.use_cache_model = bool(cache_model)
+        self._cache_model = package.cache_model if cache_model else None
         self._calibration: Calibration | None = None
         if calibration is not None:
             known = package.manifest.get("calibrations") or {}
@@ -222,9 +238,20 @@ class LatencyPredictor:
                     groups.setdefault(reg, []).append((m, i))
         lat = [np.zeros(len(p)) for p in plans]
         dom: list[list[bool | None]] = [[None] * len(p) for p in plans]
+        fs = self.package.feature_set
+        mib = [weight_mib(sum(weight_count(reg, feats, fs)
+                              for _, reg, feats, status in plan if status == "predicted"))
+               for plan in plans]
+        cm = self._cache_model
+        share = None if cm is None else [cm.cold_share(w) for w in mib]
         for reg, idx in groups.items():
             X = np.asarray([plans[m][i][2] for m, i in idx], dtype=float)
             y = self.package.regressors[reg].predict(X)
+            if cm is not None:
+                cold = self.package.cold_regressors.get(reg)
+                a = np.asarray([share[m] for m, _ in idx])
+                y = cm.scale * (y if cold is None else y + a * (cold.predict(X) - y)) \
+                    + cm.per_kernel_ms
             if self._calibration is not None:
                 y = self._calibration.kernel_ms(reg, y)
             inside = self._in_domain(reg, X)
@@ -238,7 +265,9 @@ class LatencyPredictor:
                                   features=feats, latency_ms=float(lat[m][i]), status=status,
                                   in_domain=dom[m][i], nodes=list(k.nodes))
                  for i, (k, reg, feats, status) in enumerate(plan)),
-                overhead_ms=self.network_overhead_ms)
+                overhead_ms=self.network_overhead_ms,
+                weight_mib=mib[m],
+                cold_share=None if share is None else share[m])
             outside = sorted({k.regressor for k in bd if k.in_domain is False})
             new = [r for r in outside if (self.device, "domain:" + r) not in self._warned]
             if new:

@@ -16,8 +16,12 @@ ALLOWED = {
     "kernels": {"graph"},
     "features": {"graph", "kernels"},
     "regressors": set(),
-    "packages": {"graph", "kernels", "features", "regressors", "predictor"},
-    "predictor": {"graph", "kernels", "features", "regressors", "packages"},
+    # per-kernel corrections the predictor applies (plain numbers, no pipeline)
+    "calibration": set(),
+    "cache_model": set(),
+    "packages": {"graph", "kernels", "features", "regressors", "predictor", "cache_model"},
+    "predictor": {"graph", "kernels", "features", "regressors", "packages", "calibration",
+                  "cache_model"},
 }
 UPPER = {"nni", "strategies", "search_spaces", "parallel", "cli", "builder", "examples"}
 

@@ -62,6 +62,17 @@ def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "tables and score columns are keyed by it, so keep it short; describe "
                         "the device with --description")
     p.add_argument("--description", default="")
+    p.add_argument("--cache-regimes", action="store_true",
+                   help="build twice, with warm caches and with --cold-flush-mb MiB flushed "
+                        "before every kernel run, and fit how networks mix the two by their "
+                        "weight size on --networks random networks measured whole "
+                        "(nnmeter_nas.cache_model; about twice the build time). Needed on "
+                        "CPUs, where a kernel inside a large network finds its weights "
+                        "evicted from the caches")
+    p.add_argument("--cold-flush-mb", type=float, default=16.0,
+                   help="MiB flushed for the cold regime (default 16: above L2, within L3)")
+    p.add_argument("--networks", type=int, default=160,
+                   help="random networks measured to fit the cache model (default 160)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_build)
     return p
@@ -95,6 +106,13 @@ def run_build(args: argparse.Namespace) -> int:
         seed=args.seed, fusion_rules=args.fusion_rules, plan=plan, batch=args.batch,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget,
         progress=not args.no_progress)
+    if args.cache_regimes:
+        from .cache_fit import build_two_regimes, cache_model_summary
+
+        path, model = build_two_regimes(cfg, cold_flush_mb=args.cold_flush_mb,
+                                        networks=args.networks)
+        print(f"cache model: {cache_model_summary(model)}; package: {path}", file=sys.stderr)
+        return 0
     result = build_predictor(cfg)
     summary = {reg: {"model": f.model, "n_train": f.n_train,
                      "cv_rmspe": round(f.validation["rmspe"], 4),

@@ -88,6 +88,22 @@ def feature_names(regressor: str, feature_set: str = "nnmeter-nas-1") -> list[st
     return names
 
 
+def weight_count(regressor: str, features: Sequence[float] | None,
+                 feature_set: str = "nnmeter-nas-1") -> float:
+    """Number of weights (parameters, biases included) a kernel reads, from its feature row:
+    ``params/1e6`` of convolutions, ``cin * cout + cout`` of a fully connected layer, 0 for
+    kernels without weights (pooling, elementwise, memory) and unknown rows. Multiply by 4
+    for the bytes of float32 weights."""
+    if features is None:
+        return 0.0
+    names = feature_names(regressor, feature_set)
+    if "params_1e6" in names:
+        return float(features[names.index("params_1e6")]) * 1e6
+    if regressor == "fc" and names[:2] == ["cin", "cout"]:
+        return float(features[0]) * float(features[1]) + float(features[1])
+    return 0.0
+
+
 def _activation_code(kernel_type: str, relu6: bool = False) -> int:
     """0 no fused activation, 1 relu (and relu6 unless ``relu6``), 2 hswish, 3 any other, 4
     relu6 when ``relu6`` (nnmeter-nas-3)."""

@@ -5,6 +5,7 @@ Layout::
     manifest.json          name, version, device, framework, feature set, kernel types...
     fusion_rules.json      nn-Meter's fusion rules format
     kernels/<regressor>.npz  one TreeEnsemble per kernel type (see regressors.forest)
+    kernels-cold/<regressor>.npz  optional (format 2): the same timed with cold caches
 
 ``manifest.json`` holds::
 
@@ -17,10 +18,14 @@ Layout::
                                "feature_range": {"min": [...], "max": [...]} | null,
                                "n_train": int | null, "validation": {...} | null}},
      "free_kernel_types": [...],   # kernel types declared to cost 0 ms (layout-only ops)
+     "cold_kernels": {<regressor>: {...as "kernels", files under kernels-cold/}},  # format 2
+     "cache_model": {"midpoint_mib": ..., "slope": ..., "scale": ...},  # with cold_kernels
      "source": {...},              # how it was made (import, builder, fit), free form
      "files": {<relative path>: <sha256>}}  # every other file of the package
 
 Loading verifies every checksum and refuses zip entries that escape the package folder.
+Format 2 adds the cold-cache regressors and the :class:`~nnmeter_nas.cache_model.CacheModel`
+that mixes them with the warm ones; packages without them are still written as format 1.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -42,8 +47,11 @@ from ..errors import PackageError
 from ..kernels.fusion_rules import FusionRules
 from ..regressors.forest import TreeEnsemble
 
+if TYPE_CHECKING:
+    from ..cache_model import CacheModel
+
 FORMAT = "nnmeter-nas-predictor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 FUSION_RULES = "fusion_rules.json"
 UNITS = {"latency": "ms", "flops": "FLOPs / 2e6 (as nn-Meter)", "params": "parameters / 1e6"}
@@ -116,6 +124,17 @@ class PredictorPackage:
     manifest: dict
     fusion_rules: FusionRules
     regressors: dict[str, TreeEnsemble] = field(default_factory=dict)
+    cold_regressors: dict[str, TreeEnsemble] = field(default_factory=dict)
+
+    @property
+    def cache_model(self) -> "CacheModel | None":
+        """How warm and cold kernel latencies mix in a network (None: warm only)."""
+        from ..cache_model import CacheModel
+
+        raw = self.manifest.get("cache_model")
+        if not raw or not self.cold_regressors:
+            return None
+        return CacheModel.from_dict(raw)
 
     @property
     def name(self) -> str:
@@ -187,24 +206,38 @@ class PredictorPackage:
             except (TypeError, AttributeError) as exc:
                 raise PackageError(f"{path}: {FUSION_RULES} is not a fusion rules mapping "
                                    f"(rule name -> {{\"obey\": ...}}): {exc}") from exc
-            regressors = {}
-            for reg, info in manifest["kernels"].items():
-                rel = info.get("file") if isinstance(info, dict) else None
-                if rel not in blobs:
-                    raise PackageError(f"{path}: kernel {reg!r} refers to {rel!r}, which is "
-                                       "not listed in the manifest's files")
-                try:
-                    regressors[reg] = TreeEnsemble.load(blobs[rel])
-                except ValueError as exc:
-                    raise PackageError(f"{path}: {rel}: {exc}") from exc
-                names = info.get("feature_names")
-                if names and len(names) != regressors[reg].n_features:
-                    raise PackageError(f"{path}: kernel {reg!r} lists {len(names)} feature "
-                                       f"names but its regressor takes "
-                                       f"{regressors[reg].n_features} features")
+            regressors = _load_regressors(path, manifest["kernels"], blobs)
+            cold = manifest.get("cold_kernels") or {}
+            if not isinstance(cold, dict):
+                raise PackageError(f"{path}: {MANIFEST}'s 'cold_kernels' must be a JSON object")
+            cold_regressors = _load_regressors(path, cold, blobs)
+            if cold_regressors and not manifest.get("cache_model"):
+                raise PackageError(f"{path}: {MANIFEST} has cold_kernels but no cache_model "
+                                   "to mix them with; rebuild or re-fit the package")
         finally:
             src.close()
-        return cls(path=path, manifest=manifest, fusion_rules=rules, regressors=regressors)
+        return cls(path=path, manifest=manifest, fusion_rules=rules, regressors=regressors,
+                   cold_regressors=cold_regressors)
+
+
+def _load_regressors(path: Path, kernels: Mapping[str, Any], blobs: Mapping[str, bytes]
+                     ) -> dict[str, TreeEnsemble]:
+    regressors = {}
+    for reg, info in kernels.items():
+        rel = info.get("file") if isinstance(info, dict) else None
+        if rel not in blobs:
+            raise PackageError(f"{path}: kernel {reg!r} refers to {rel!r}, which is "
+                               "not listed in the manifest's files")
+        try:
+            regressors[reg] = TreeEnsemble.load(blobs[rel])
+        except ValueError as exc:
+            raise PackageError(f"{path}: {rel}: {exc}") from exc
+        names = info.get("feature_names")
+        if names and len(names) != regressors[reg].n_features:
+            raise PackageError(f"{path}: kernel {reg!r} lists {len(names)} feature "
+                               f"names but its regressor takes "
+                               f"{regressors[reg].n_features} features")
+    return regressors
 
 
 def feature_range_of(X: np.ndarray) -> dict[str, list[float]]:
@@ -218,43 +251,38 @@ def write_package(dest: str | Path, *, name: str, version: str, device: str, fra
                   kernel_info: Mapping[str, Mapping[str, Any]] | None = None,
                   free_kernel_types: list[str] | tuple[str, ...] = (),
                   source: Mapping[str, Any] | None = None,
-                  extra: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+                  extra: Mapping[str, Any] | None = None, overwrite: bool = False,
+                  cold_regressors: Mapping[str, TreeEnsemble] | None = None,
+                  cold_kernel_info: Mapping[str, Mapping[str, Any]] | None = None,
+                  cache_model: "CacheModel | None" = None) -> Path:
     """Write a package directory atomically (to a temporary sibling, then renamed).
 
     ``kernel_info[regressor]`` may give ``feature_names``, ``feature_range`` (``{"min": [...],
     "max": [...]}``, the range of the training features), ``n_train`` and ``validation``.
+    ``cold_regressors`` (with their ``cold_kernel_info``) are the same kernel types timed
+    with cold caches, mixed with the warm ones by ``cache_model`` (format 2).
     """
-    from ..features.extract import feature_names
-
     dest = Path(dest)
     if dest.exists() and not overwrite:
         raise PackageError(f"{dest} already exists; pass overwrite=True to replace it")
+    if bool(cold_regressors) != (cache_model is not None):
+        raise ValueError("cold_regressors and cache_model go together")
     rules = fusion_rules if isinstance(fusion_rules, FusionRules) else \
         FusionRules.from_dict(fusion_rules)
     blobs: dict[str, bytes] = {FUSION_RULES: json.dumps(rules.to_dict(), indent=1,
                                                         sort_keys=True).encode()}
-    kernels: dict[str, dict] = {}
-    for reg, ens in sorted(regressors.items()):
-        if not reg or "/" in reg or reg.startswith("."):
-            raise PackageError(f"invalid kernel regressor name {reg!r}")
-        rel = f"kernels/{reg}.npz"
-        blobs[rel] = ens.to_npz_bytes()
-        info = dict((kernel_info or {}).get(reg, {}))
-        names = list(info.get("feature_names") or feature_names(reg, feature_set))
-        if len(names) != ens.n_features:
-            names = [f"f{i}" for i in range(ens.n_features)]
-        kernels[reg] = {"file": rel, "feature_names": names,
-                        "feature_range": info.get("feature_range"),
-                        "n_train": info.get("n_train"), "validation": info.get("validation"),
-                        "n_trees": ens.n_trees}
-        for k, v in info.items():
-            kernels[reg].setdefault(k, v)
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": name,
+    kernels = _kernel_entries("kernels", regressors, kernel_info, feature_set, blobs)
+    cold = _kernel_entries("kernels-cold", cold_regressors or {}, cold_kernel_info,
+                           feature_set, blobs)
+    manifest = {"format": FORMAT, "format_version": 2 if cold else 1, "name": name,
                 "version": str(version), "device": device, "framework": framework,
                 "description": description, "feature_set": feature_set, "units": UNITS,
                 "kernels": kernels, "free_kernel_types": sorted(free_kernel_types),
                 "source": dict(source or {}),
                 "files": {rel: sha256_bytes(b) for rel, b in sorted(blobs.items())}}
+    if cold:
+        manifest["cold_kernels"] = cold
+        manifest["cache_model"] = cache_model.to_dict()
     manifest.update(dict(extra or {}))
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
@@ -280,6 +308,31 @@ def write_package(dest: str | Path, *, name: str, version: str, device: str, fra
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _kernel_entries(folder: str, regressors: Mapping[str, TreeEnsemble],
+                    kernel_info: Mapping[str, Mapping[str, Any]] | None, feature_set: str,
+                    blobs: dict[str, bytes]) -> dict[str, dict]:
+    """Manifest entries of ``regressors`` (their files added to ``blobs`` under ``folder``)."""
+    from ..features.extract import feature_names
+
+    kernels: dict[str, dict] = {}
+    for reg, ens in sorted(regressors.items()):
+        if not reg or "/" in reg or reg.startswith("."):
+            raise PackageError(f"invalid kernel regressor name {reg!r}")
+        rel = f"{folder}/{reg}.npz"
+        blobs[rel] = ens.to_npz_bytes()
+        info = dict((kernel_info or {}).get(reg, {}))
+        names = list(info.get("feature_names") or feature_names(reg, feature_set))
+        if len(names) != ens.n_features:
+            names = [f"f{i}" for i in range(ens.n_features)]
+        kernels[reg] = {"file": rel, "feature_names": names,
+                        "feature_range": info.get("feature_range"),
+                        "n_train": info.get("n_train"), "validation": info.get("validation"),
+                        "n_trees": ens.n_trees}
+        for k, v in info.items():
+            kernels[reg].setdefault(k, v)
+    return kernels
 
 
 def zip_package(src_dir: str | Path, dest_zip: str | Path) -> Path:
