@@ -23,6 +23,11 @@ and ``per_kernel_ms`` are fitted when the package is built, on random
 networks measured whole (:func:`nnmeter_nas.builder.cache_fit.fit_cache_model`); they are
 stored in the manifest under ``"cache_model"``. A per-space :mod:`~nnmeter_nas.calibration`
 then applies on top of the mixed kernel latencies.
+
+A kernel's latency now depends on the network around it, through ``W`` alone. Lookup tables
+over a search space (:mod:`nnmeter_nas.nni`) take each choice's kernels from the sampled
+architectures, at their weight sizes; within a space ``W`` moves little (SPOS candidates hold
+12-14 MiB), and the table's recorded spread shows what it moves.
 """
 from __future__ import annotations
 

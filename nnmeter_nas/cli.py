@@ -254,6 +254,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             {"device": p.device, "predictor": p.name, "version": p.version,
              "latency_ms": bd.latency_ms, "in_domain": bd.in_domain,
              "missing_kernel_types": bd.missing_kernel_types,
+             **({"weight_mib": bd.weight_mib, "cold_share": bd.cold_share}
+                if bd.cold_share is not None else {}),
              **({"kernels": [{"name": k.name, "type": k.kernel_type, "regressor": k.regressor,
                               "latency_ms": k.latency_ms, "status": k.status,
                               "in_domain": k.in_domain, "features": k.features}

@@ -176,3 +176,18 @@ def test_two_regime_build_end_to_end(tmp_path):
         join_regimes(warm, warm, tmp_path / "x", networks=8, passes=1)
     with pytest.raises(PackageError, match="already holds two regimes"):
         join_regimes(path, warm, tmp_path / "x", networks=8, passes=1)
+
+
+def test_cli_reports_the_weight_size_and_cold_share(tmp_path, capsys):
+    from nnmeter_nas.cli import main
+    from nnmeter_nas.graph.torch_export import export_onnx
+
+    path = tmp_path / "net.onnx"
+    path.write_bytes(export_onnx(_net(), (1, 3, 32, 32)).SerializeToString())
+    assert main(["predict", str(path), "-d", "x86avx512cpu_onnxruntime", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert out["weight_mib"] == pytest.approx(4 * (3 * 256 * 9 + 256 + 256 * 512 * 9 + 512
+                                                   + 512 * 1000 + 1000) / 2 ** 20, rel=1e-6)
+    assert 0.0 < out["cold_share"] < 1.0
+    assert main(["predict", str(path), "-d", "x86avx512cpu_onnxruntime", "--kernels"]) == 0
+    assert "of their cold-cache extra (cache model)" in capsys.readouterr().out

@@ -2,9 +2,10 @@
 networks.
 
 A kernel timed alone costs less than the same kernel inside a network (caches, layout
-conversions, dispatch; see :mod:`nnmeter_nas.calibration`). To learn how much without
+conversions, dispatch; see :mod:`nnmeter_nas.cache_model`). To learn how much without
 measuring any network a user will ask about, the builder measures networks it composes at
-random from a vocabulary of block families and fits a *generic* calibration to them:
+random from a vocabulary of block families and fits its cache model to them
+(:mod:`nnmeter_nas.builder.cache_fit`):
 
 =====================  ==========================================================================
 family                 block
