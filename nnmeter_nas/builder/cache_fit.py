@@ -25,6 +25,9 @@ import numpy as np
 
 from ..cache_model import CacheModel
 
+__all__ = ["build_two_regimes", "cache_model_summary", "fit_cache_model", "join_regimes",
+           "regime_totals"]
+
 log = logging.getLogger("nnmeter_nas.builder")
 
 
@@ -143,7 +146,10 @@ def join_regimes(warm_package: str | Path, cold_package: str | Path, output: str
     ``warm_package``'s and ``cold_package``'s regressors, and write the two-regime package
     to ``output`` (replaced atomically). Both packages must come from the builder, with the
     same backend, feature set and fusion rules, built on this host (measured networks of
-    another host would fit another device). Returns the package path and the model."""
+    another host would fit another device). The networks' latencies are scaled by the
+    reference network's time during the warm build over its time now (timed in the same
+    passes), so the model describes the machine in the state its kernels were timed in.
+    Returns the package path and the model."""
     from tqdm.auto import tqdm
 
     from ..errors import PackageError
@@ -235,10 +241,6 @@ def cache_model_summary(model: CacheModel) -> str:
             f"{model.scale:.3f}, +{1e3 * model.per_kernel_ms:.2f} us per kernel; on {i.get('networks', '?')} networks RMSPE "
             f"{100 * i.get('fit_rmspe', float('nan')):.1f}% (warm kernels only "
             f"{100 * i.get('warm_only_rmspe', float('nan')):.1f}%)")
-
-
-__all__ = ["build_two_regimes", "cache_model_summary", "fit_cache_model", "join_regimes",
-           "regime_totals"]
 
 
 def build_two_regimes(config: Any, *, cold_flush_mb: float = 16.0, networks: int = 160,
