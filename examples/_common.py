@@ -63,6 +63,16 @@ def installed_predictors(names: Sequence[str] | None, out: Path) -> tuple[list[A
     return [make_dummy_predictor(directory=out / "dummy_predictor")], True
 
 
+def default_device(devices: Sequence[str]) -> str:
+    """The device to budget when none is named: the built-in predictor measured on this host's
+    kind of CPU (``x86<isa>cpu_onnxruntime``, whose kernels cover the SPOS space) when it is
+    among ``devices``, else the first."""
+    from nnmeter_nas.builder.backends.onnxruntime_cpu import cpu_isa
+
+    here = f"x86{cpu_isa()}cpu_onnxruntime"
+    return here if here in devices else devices[0]
+
+
 def latency_profiler(space: Any, predictors: list[Any], input_shape: Sequence[int], out: Path,
                      reuse: bool = True) -> Any:
     """A :class:`~nnmeter_nas.nni.LatencyProfiler` over ``predictors``, saved as

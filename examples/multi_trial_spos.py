@@ -39,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-samples", type=int, default=360,
                    help="held-out digits to measure accuracy on (at most 360)")
     p.add_argument("--device", default=None,
-                   help="predictor whose latency is budgeted (default: the first installed)")
+                   help="predictor whose latency is budgeted (default: the built-in one for this "
+                        "host's CPU, x86<isa>cpu_onnxruntime, else the first installed)")
     p.add_argument("--predictors", nargs="*", default=None,
                    help="predictor names/paths to report (default: every installed one; "
                         "'dummy' = the synthetic test predictor)")
@@ -83,7 +84,7 @@ def main(argv=None) -> dict:
     # ---- predictors, space, latency table
     predictors, synthetic = _common.installed_predictors(args.predictors, out)
     devices = [p.device for p in predictors]
-    device = args.device or devices[0]
+    device = args.device or _common.default_device(devices)
     if device not in devices:
         sys.exit(f"--device {device!r} is not among the predictors {devices}")
     space = SPOSSpace(small_input=not args.full_size, num_labels=10)

@@ -38,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.05, help="weight learning rate (SGD)")
     p.add_argument("--arch-lr", type=float, default=0.05, help="architecture learning rate (Adam)")
-    p.add_argument("--device", default=None, help="predictor whose latency is penalised")
+    p.add_argument("--device", default=None,
+                   help="predictor whose latency is penalised (default: the built-in one for "
+                        "this host's CPU, x86<isa>cpu_onnxruntime, else the first installed)")
     p.add_argument("--predictors", nargs="*", default=None,
                    help="predictor names/paths (default: every installed one; 'dummy' = synthetic)")
     p.add_argument("--target-ms", type=float, default=None,
@@ -122,7 +124,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     predictors, synthetic = _common.installed_predictors(args.predictors, out)
     devices = [p.device for p in predictors]
-    device = args.device or devices[0]
+    device = args.device or _common.default_device(devices)
     if device not in devices:
         sys.exit(f"--device {device!r} is not among the predictors {devices}")
     space = SPOSSpace(small_input=True, num_labels=10)
