@@ -361,6 +361,29 @@ def test_cli_parser_and_kernel_list(capsys):
     assert "conv-bn-relu" in out and "spos-shuffle" in out
 
 
+def test_cli_cache_regimes_runs_both_builds_and_the_join(tmp_path, monkeypatch, capsys):
+    from nnmeter_nas.builder import cache_fit
+    from nnmeter_nas.builder.cli import add_build_parser, run_build
+    from nnmeter_nas.cache_model import CacheModel
+
+    seen = {}
+
+    def fake(cfg, **kw):
+        seen.update(cfg=cfg, **kw)
+        return cfg.output, CacheModel(midpoint_mib=10.0, slope=1.0, info={"networks": 3})
+
+    monkeypatch.setattr(cache_fit, "build_two_regimes", fake)
+    parser = argparse.ArgumentParser()
+    add_build_parser(parser.add_subparsers())
+    args = parser.parse_args(["build", "mycpu", "-o", str(tmp_path / "pkg"), "--work-dir",
+                              str(tmp_path / "w"), "--cache-regimes", "--cold-flush-mb", "8",
+                              "--networks", "40", "--no-progress"])
+    assert run_build(args) == 0
+    assert seen["cold_flush_mb"] == 8.0 and seen["networks"] == 40
+    assert seen["cfg"].output == tmp_path / "pkg" and seen["cfg"].flush_mb == 0.0
+    assert "cache model: midpoint 10.0 MiB" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- hosts
 def test_backend_records_the_instruction_set_and_store_refuses_another(tmp_path):
     from nnmeter_nas.builder.backends import OnnxRuntimeCPUBackend
