@@ -150,19 +150,53 @@ def join_regimes(warm_package: str | Path, cold_package: str | Path, output: str
     reference network's time during the warm build over its time now (timed in the same
     passes), so the model describes the machine in the state its kernels were timed in.
     Returns the package path and the model."""
-    from tqdm.auto import tqdm
-
-    from ..errors import PackageError
     from ..graph.torch_export import export_onnx
-    from ..packages.format import PredictorPackage, write_package
+    from ..packages.format import PredictorPackage
     from ..predictor import LatencyPredictor
-    from . import network_timing
-    from .backends import host_mismatch
     from .calibrate import measurement_backend
     from .compose import composed_networks
-    from .measure import reference_model
 
     wp, cp = PredictorPackage.load(warm_package), PredictorPackage.load(cold_package)
+    cold_flush_mb = _check_joinable(wp, cp)
+    warm = LatencyPredictor(wp, cache_model=False)
+    cold = LatencyPredictor(cp, cache_model=False)
+    backend = measurement_backend(warm)
+
+    t0 = time.time()
+    models = [export_onnx(n.module, n.input_shape).SerializeToString()
+              for n in _bar(composed_networks(networks, seed), "exporting networks", progress)]
+    measured, ref_now = _measure(backend, models, passes, seed, pause_s, progress)
+    # The kernels were timed with the machine in one state (the reference network's median
+    # during the build, in the manifest); a shared machine is a few percent faster or slower
+    # an hour later. The networks' latencies are brought to the build's state, so that the
+    # model's scale describes the device, not the hour it was fitted in.
+    ref_build = (((wp.manifest.get("source") or {}).get("machine_state") or {})
+                 .get("reference_ms") or {}).get("median")
+    factor = float(ref_build) / ref_now if ref_build else 1.0
+    tot = regime_totals(warm, cold, models)
+    model = fit_cache_model(tot["warm_ms"], tot["cold_ms"], tot["weight_mib"],
+                            [ms * factor for ms in measured], n_kernels=tot["n_kernels"],
+                            fixed_ms=tot["fixed_ms"], info={
+        "composed_seed": seed, "passes": passes, "cold_flush_mb": cold_flush_mb,
+        "reference_ms": {"build": ref_build, "fit": ref_now, "latencies_scaled_by": factor},
+        "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.time() - t0, 1)})
+    log.info("cache model: %s", cache_model_summary(model))
+    return _write_joined(wp, cp, model, output), model
+
+
+def _bar(items: Sequence[Any], desc: str, progress: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, disable=not progress, dynamic_ncols=True)
+
+
+def _check_joinable(wp: Any, cp: Any) -> float:
+    """Refuse two packages that are not the warm and cold builds of one device; returns the
+    cold one's flush (MiB)."""
+    from ..errors import PackageError
+    from .backends import host_mismatch
+
     for p in (wp, cp):
         if p.cold_regressors:
             raise PackageError(f"{p.path} already holds two regimes; join single-regime builds")
@@ -181,14 +215,18 @@ def join_regimes(warm_package: str | Path, cold_package: str | Path, output: str
     if not flush[1] > flush[0]:
         raise PackageError(f"{cp.path} is not colder than {wp.path} (flush_mb {flush[1]} vs "
                            f"{flush[0]}): build it with --flush-mb 16")
-    warm = LatencyPredictor(wp, cache_model=False)
-    cold = LatencyPredictor(cp, cache_model=False)
-    backend = measurement_backend(warm)
+    return flush[1]
 
-    t0 = time.time()
-    nets = composed_networks(networks, seed)
-    models = [export_onnx(n.module, n.input_shape).SerializeToString()
-              for n in tqdm(nets, desc="exporting networks", disable=not progress)]
+
+def _measure(backend: Any, models: list[bytes], passes: int, seed: int, pause_s: float,
+             progress: bool) -> tuple[list[float], float]:
+    """Each model's median latency (ms) over ``passes`` interleaved visits, and the
+    reference network's, timed in the same passes."""
+    from tqdm.auto import tqdm
+
+    from . import network_timing
+    from .measure import reference_model
+
     bar = tqdm(total=passes, desc=f"measuring {len(models)} networks", unit="pass",
                disable=not progress, dynamic_ncols=True)
     try:
@@ -197,48 +235,39 @@ def join_regimes(warm_package: str | Path, cold_package: str | Path, output: str
                                                     on_pass=lambda p: bar.update(1))
     finally:
         bar.close()
-    # The kernels were timed with the machine in one state (the reference network's median
-    # during the build, in the manifest); a shared machine is a few percent faster or slower
-    # an hour later. The networks' latencies are brought to the build's state, so that the
-    # model's scale describes the device, not the hour it was fitted in.
-    ref_now = float(np.median(visits.pop()))
-    ref_build = (((wp.manifest.get("source") or {}).get("machine_state") or {})
-                 .get("reference_ms") or {}).get("median")
-    factor = float(ref_build) / ref_now if ref_build else 1.0
-    truth = [float(np.median(v)) * factor for v in visits]
-    tot = regime_totals(warm, cold, models)
-    model = fit_cache_model(tot["warm_ms"], tot["cold_ms"], tot["weight_mib"], truth,
-                            n_kernels=tot["n_kernels"], fixed_ms=tot["fixed_ms"], info={
-        "composed_seed": seed, "passes": passes, "cold_flush_mb": flush[1],
-        "reference_ms": {"build": ref_build, "fit": ref_now, "latencies_scaled_by": factor},
-        "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seconds": round(time.time() - t0, 1)})
-    log.info("cache model: %s", cache_model_summary(model))
+    ref = float(np.median(visits.pop()))
+    return [float(np.median(v)) for v in visits], ref
+
+
+def _write_joined(wp: Any, cp: Any, model: CacheModel, output: str | Path) -> Path:
+    """The warm package with the cold one's regressors and ``model``, written to ``output``.
+    The warm package's calibrations are dropped: they were fitted to warm predictions."""
+    from ..packages.format import write_package
 
     m = wp.manifest
-    kernel_info = {r: {k: v for k, v in i.items() if k != "file"} for r, i in m["kernels"].items()}
+    info = {r: {k: v for k, v in i.items() if k != "file"} for r, i in m["kernels"].items()}
     cold_info = {r: {k: v for k, v in i.items() if k != "file"}
                  for r, i in cp.manifest["kernels"].items()}
     source = {**(m.get("source") or {}), "cold_regime": cp.manifest.get("source") or {}}
-    skip = {"format", "format_version", "name", "version", "device", "framework",
-            "description", "feature_set", "units", "kernels", "free_kernel_types", "source",
-            "files", "calibrations", "cold_kernels", "cache_model"}
-    extra = {k: v for k, v in m.items() if k not in skip}
-    out = write_package(output, name=wp.name, version=wp.version, device=wp.device,
-                        framework=m.get("framework", ""), regressors=wp.regressors,
-                        fusion_rules=wp.fusion_rules, feature_set=wp.feature_set,
-                        description=m.get("description", ""), kernel_info=kernel_info,
-                        free_kernel_types=sorted(wp.free_kernel_types), source=source,
-                        extra=extra, overwrite=True, cold_regressors=cp.regressors,
-                        cold_kernel_info=cold_info, cache_model=model)
-    return out, model
+    own = {"format", "format_version", "name", "version", "device", "framework",
+           "description", "feature_set", "units", "kernels", "free_kernel_types", "source",
+           "files", "calibrations", "cold_kernels", "cache_model"}
+    return write_package(output, name=wp.name, version=wp.version, device=wp.device,
+                         framework=m.get("framework", ""), regressors=wp.regressors,
+                         fusion_rules=wp.fusion_rules, feature_set=wp.feature_set,
+                         description=m.get("description", ""), kernel_info=info,
+                         free_kernel_types=sorted(wp.free_kernel_types), source=source,
+                         extra={k: v for k, v in m.items() if k not in own}, overwrite=True,
+                         cold_regressors=cp.regressors, cold_kernel_info=cold_info,
+                         cache_model=model)
 
 
 def cache_model_summary(model: CacheModel) -> str:
     """One line: the fitted parameters and the fit's error."""
     i = model.info
     return (f"midpoint {model.midpoint_mib:.1f} MiB, slope {model.slope:.2f}, scale "
-            f"{model.scale:.3f}, +{1e3 * model.per_kernel_ms:.2f} us per kernel; on {i.get('networks', '?')} networks RMSPE "
+            f"{model.scale:.3f}, +{1e3 * model.per_kernel_ms:.2f} us per kernel; on "
+            f"{i.get('networks', '?')} networks RMSPE "
             f"{100 * i.get('fit_rmspe', float('nan')):.1f}% (warm kernels only "
             f"{100 * i.get('warm_only_rmspe', float('nan')):.1f}%)")
 
