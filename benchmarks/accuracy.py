@@ -275,12 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         other = LatencyPredictor.from_path(path)
         label = f"{other.name} ({other.package.feature_set}, {path})"
         others[label] = {r["name"]: other.predict(args.cache / f"{r['name']}.onnx") for r in rows}
-    build_ref = ((man["source"].get("machine_state") or {}).get("reference_ms") or {}) \
-        .get("median")
-    if build_ref and ref_visits:
+    state = man["source"].get("machine_state") or {}
+    build_ref = (state.get("reference_ms") or {}).get("median")
+    bench_ref = float(np.median(ref_visits)) if ref_visits else None
+    if build_ref and bench_ref:
         # how much of the error is the machine's state: the predictions scaled by how much
         # slower (or faster) the reference network runs now than while the kernels were timed
-        ratio = float(np.median(ref_visits)) / build_ref
+        ratio = bench_ref / build_ref
         others[f"{predictor.name} (x{ratio:.3f}, the reference network's time now / at "
                f"build)"] = {r["name"]: r["pred_ms"] * ratio for r in rows}
     if predictor.package.cache_model is not None:
@@ -387,10 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             top = sorted(share.items(), key=lambda kv: -kv[1])[:6]
             print(f"  {group}: predicted time by regressor: "
                   + ", ".join(f"{k} {v:.0%}" for k, v in top))
-    state = man["source"].get("machine_state") or {}
-    build_ref = (state.get("reference_ms") or {}).get("median")
     build_load = (state.get("loadavg_1min") or {}).get("median")
-    bench_ref = float(np.median(ref_visits)) if ref_visits else None
     bench_load = float(np.median(loads)) if loads else None
     machine = {"build_reference_ms": build_ref, "benchmark_reference_ms": bench_ref,
                "build_loadavg": build_load, "benchmark_loadavg": bench_load}

@@ -71,9 +71,14 @@ class CacheModel:
     def mix(self, warm_ms: Any, cold_ms: Any, weight_mib: float) -> np.ndarray:
         """Kernel latencies (ms) inside a network of ``weight_mib`` MiB of weights, from their
         warm and cold predictions (arrays of the same shape)."""
-        a = self.cold_share(weight_mib)
+        return self.apply(warm_ms, cold_ms, self.cold_share(weight_mib))
+
+    def apply(self, warm_ms: Any, cold_ms: Any, share: Any) -> np.ndarray:
+        """Kernel latencies (ms) from their warm and cold predictions and the cold share of
+        the network each belongs to (a scalar, or one per kernel)."""
         warm = np.asarray(warm_ms, dtype=float)
-        return (self.scale * (warm + a * (np.asarray(cold_ms, dtype=float) - warm))
+        return (self.scale * (warm + np.asarray(share, dtype=float)
+                              * (np.asarray(cold_ms, dtype=float) - warm))
                 + self.per_kernel_ms)
 
     def to_dict(self) -> dict[str, Any]:

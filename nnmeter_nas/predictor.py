@@ -130,7 +130,6 @@ class LatencyPredictor:
         self.package = package
         self.strict = strict
         self.calibration = calibration
-        self.use_cache_model = bool(cache_model)
         self._cache_model = package.cache_model if cache_model else None
         self._calibration: Calibration | None = None
         if calibration is not None:
@@ -249,9 +248,8 @@ class LatencyPredictor:
             y = self.package.regressors[reg].predict(X)
             if cm is not None:
                 cold = self.package.cold_regressors.get(reg)
-                a = np.asarray([share[m] for m, _ in idx])
-                y = cm.scale * (y if cold is None else y + a * (cold.predict(X) - y)) \
-                    + cm.per_kernel_ms
+                y = cm.apply(y, y if cold is None else cold.predict(X),
+                             [share[m] for m, _ in idx])
             if self._calibration is not None:
                 y = self._calibration.kernel_ms(reg, y)
             inside = self._in_domain(reg, X)

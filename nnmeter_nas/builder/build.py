@@ -81,10 +81,10 @@ class BuildConfig:
     # MiB of memory written before every timed and profiled run of every kernel, so that it
     # finds its weights evicted from the caches, as the rest of a large network leaves them
     # (its input is written by the harness's stand-in after the flush, as by the operator
-    # before it in a network). 0 (default): kernels are timed with warm caches. Measured on
-    # the AVX-512 host (README, "Kernels alone and inside networks"): 16 MiB raises the
-    # predictions of every kernel type, small ones most, and over-predicts whole networks
-    # (SPOS +16%, NAS-Bench-201 cells +54%).
+    # before it in a network). 0 (default): kernels are timed with warm caches. A package
+    # built this way alone over-predicts whole networks (AVX-512 host, 16 MiB: SPOS +16%,
+    # NAS-Bench-201 cells +54%); it is meant as the cold regime of a two-regime package
+    # (builder.cache_fit.build_two_regimes), mixed with the warm one by a network's weights.
     flush_mb: float = 0.0
     # The same for cold-weights specs (the classifier, whose megabytes of weights a network
     # reads once per inference), when larger than ``flush_mb``; above the last-level cache.

@@ -19,7 +19,7 @@ Layout::
                                "n_train": int | null, "validation": {...} | null}},
      "free_kernel_types": [...],   # kernel types declared to cost 0 ms (layout-only ops)
      "cold_kernels": {<regressor>: {...as "kernels", files under kernels-cold/}},  # format 2
-     "cache_model": {"midpoint_mib": ..., "slope": ..., "scale": ...},  # with cold_kernels
+     "cache_model": {"midpoint_mib": ..., "slope": ..., "scale": ..., "per_kernel_ms": ...},
      "source": {...},              # how it was made (import, builder, fit), free form
      "files": {<relative path>: <sha256>}}  # every other file of the package
 
