@@ -39,3 +39,28 @@ class MissingRegressorError(NnMeterNasError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+# Bad inputs that used to get an answer (issue 16): each is refused naming the input at fault.
+class GraphValidationError(ModelFormatError):
+    """A shaped graph is inconsistent: a dim that is not a positive int, a tensor whose rank
+    its operator cannot take, a reference to a node that does not exist, a malformed
+    attribute, or an input that disagrees with the operator's weights."""
+
+
+class InputTooLargeError(NnMeterNasError, ValueError):
+    """An input shape is too large to allocate for tracing a torch model."""
+
+
+class LatencyBudgetError(NnMeterNasError, ValueError):
+    """A latency budget is not a finite positive number of ms, or names a device (or leaves
+    out one) that the latencies are not given for."""
+
+
+class RegressorFileError(NnMeterNasError, ValueError):
+    """A kernel regressor file (``.npz``) is not a tree-ensemble file that nnmeter_nas wrote,
+    or lacks one of its entries."""
+
+
+class PackageTooLargeError(PackageError):
+    """A package archive member would inflate past the size its manifest or the cap allows."""

@@ -22,9 +22,22 @@ def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None) -
     ``model`` may be a ``torch.nn.Module`` (``input_shape`` required, NCHW), an ONNX file path,
     ``onnx.ModelProto`` or bytes (``input_shape`` overrides dynamic input dims), an nn-Meter IR
     dict or ``.json`` file, or an :class:`OpGraph` (returned as is).
+
+    Every front end's graph passes :func:`~nnmeter_nas.graph.validate.validate_graph`, and a
+    torch model's ``input_shape`` is capped (:data:`~nnmeter_nas.graph.validate.
+    MAX_INPUT_ELEMENTS`) before any tensor is allocated.
     """
     if isinstance(model, OpGraph):
         return model
+    from .validate import check_input_size, validate_graph
+
+    if is_torch_module(model):
+        check_input_size(input_shape, type(model).__name__)
+    return validate_graph(_front_end(model, input_shape=input_shape))
+
+
+def _front_end(model: Any, *, input_shape: Sequence[int] | dict | None) -> OpGraph:
+    """The graph of ``model`` from the front end its kind needs (see :func:`load_graph`)."""
     if is_torch_module(model):
         from .onnx_import import onnx_to_graph
         from .torch_export import export_onnx

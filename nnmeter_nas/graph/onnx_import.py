@@ -78,11 +78,13 @@ def _to_nhwc(shape: list[int]) -> list[int]:
 
 
 def _set_input_shapes(proto: Any, input_shape: InputShape, label: str,
-                      weights: set[str]) -> None:
+                      weights: set[str]) -> list[str]:
+    """Fix the inputs' shapes; returns a note for each static shape ``input_shape`` replaced."""
     import onnx
 
     init_names = {t.name for t in proto.graph.initializer} | weights
     inputs = [i for i in proto.graph.input if i.name not in init_names]
+    replaced: list[str] = []
     if input_shape is not None:
         if isinstance(input_shape, dict):
             wanted = {k: list(v) for k, v in input_shape.items()}
@@ -107,6 +109,11 @@ def _set_input_shapes(proto: Any, input_shape: InputShape, label: str,
             if len(old) and len(old) != len(shape):
                 raise ModelFormatError(f"{label}: input {inp.name!r} has rank {len(old)}, "
                                        f"input_shape {shape} has rank {len(shape)}")
+            static = _dims(inp.type)
+            if static is not None and static != [int(d) for d in shape]:
+                replaced.append(f"input_shape {tuple(int(d) for d in shape)} replaced the "
+                                f"static shape {tuple(static)} of the model's input "
+                                f"{inp.name!r}")
             elem = inp.type.tensor_type.elem_type or onnx.TensorProto.FLOAT
             inp.type.CopyFrom(onnx.helper.make_tensor_type_proto(elem, [int(d) for d in shape]))
     for inp in inputs:
@@ -115,6 +122,7 @@ def _set_input_shapes(proto: Any, input_shape: InputShape, label: str,
                     for d in inp.type.tensor_type.shape.dim]
             raise DynamicShapeError(f"{label}: input {inp.name!r} has dynamic or unknown shape "
                                     f"{dims}; pass input_shape=(N, C, H, W) to fix it")
+    return replaced
 
 
 def _skeleton(proto: Any) -> tuple[Any, set[str]]:
@@ -158,7 +166,7 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
 
     proto, label = read_onnx(model)
     proto, weights = _skeleton(proto)
-    _set_input_shapes(proto, input_shape, label, weights)
+    replaced = _set_input_shapes(proto, input_shape, label, weights)
     from .constant_folding import LazyConstants, fold_constants
 
     try:
@@ -257,9 +265,17 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
             group = int(attrs.get("group", 1))
             if group > 1 and group == in_shapes[0][1]:
                 ctype = "dwconv"
+            weight = shapes.get(ins[1]) if len(ins) > 1 else None
+            if weight and len(weight) >= 2:  # (C_out, C_in / group, kH, kW)
+                attrs["in_channels"] = int(weight[1]) * group
+        elif op == "Gemm" and not attrs.get("transA") and len(ins) > 1 and \
+                len(shapes.get(ins[1]) or []) == 2:
+            weight = shapes[ins[1]]
+            attrs["in_features"] = int(weight[1] if attrs.get("transB") else weight[0])
         elif op == "MatMul" and len(ins) == 2 and ins[1] in const_names and \
                 len(shapes.get(ins[1]) or []) == 2:
             ctype = "fc"
+            attrs["in_features"] = int(shapes[ins[1]][0])
         elif op == "ReduceMean":
             axes = attrs.get("axes")
             if axes is None and len(ins) > 1:
@@ -308,6 +324,17 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
     graph = OpGraph(list(nodes.values()), name=label)
     if fold_bn:
         fold_batchnorm(graph)
+    if replaced:
+        # The graph layer checks every front end's graph (load_graph); here the error can
+        # also say which requested shape made the graph disagree with its weights.
+        from ..errors import GraphValidationError
+        from .validate import validate_graph
+
+        try:
+            validate_graph(graph)
+        except GraphValidationError as exc:
+            raise GraphValidationError(f"{exc}: {'; '.join(replaced)}. Leave input_shape out "
+                                       "or give one the model's weights accept") from None
     return graph
 
 
