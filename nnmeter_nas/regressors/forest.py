@@ -267,20 +267,79 @@ class TreeEnsemble:
 
     @classmethod
     def load(cls, path_or_bytes: str | Path | bytes) -> "TreeEnsemble":
-        """Load from a ``.npz`` path or its bytes. Never unpickles."""
-        src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+        """Load from a ``.npz`` path or its bytes. Never unpickles.
+
+        Raises :class:`~nnmeter_nas.errors.RegressorFileError` (a ``ValueError``) naming the
+        file for anything that is not a tree-ensemble file :meth:`save` wrote.
+        """
+        from ..errors import RegressorFileError
+
+        is_bytes = isinstance(path_or_bytes, (bytes, bytearray))
+        # Bytes come from a package, whose loader prefixes the package and member names.
+        label = "" if is_bytes else f"{path_or_bytes}: "
+        src = io.BytesIO(bytes(path_or_bytes)) if is_bytes else path_or_bytes
+        redo = ("; it must be a kernel regressor nnmeter_nas wrote (TreeEnsemble.save or a "
+                "predictor package): rebuild or reinstall the package it came from")
+        keys = ("left", "right", "feature", "threshold", "value", "roots")
         try:
-            with np.load(src, allow_pickle=False) as z:
+            z = np.load(src, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise RegressorFileError(f"{label}not a tree-ensemble file (a single "
+                                         f"array, not an .npz archive){redo}")
+            with z:
+                missing = [k for k in ("header",) + keys if k not in z.files]
+                if missing:
+                    raise RegressorFileError(f"{label}not a tree-ensemble file (no "
+                                             f"{', '.join(missing)} array){redo}")
+                declared = sum(i.file_size for i in z.zip.infolist())
+                packed = sum(i.compress_size for i in z.zip.infolist())
+                if declared > _MAX_INFLATED_BYTES or \
+                        (declared > _RATIO_FLOOR_BYTES and declared > _MAX_RATIO * packed):
+                    raise RegressorFileError(f"{label}its arrays would inflate to {declared} "
+                                             f"bytes from {packed}; refusing it{redo}")
                 header = json.loads(bytes(z["header"]).decode())
-                arrays = {k: z[k] for k in ("left", "right", "feature", "threshold", "value",
-                                            "roots")}
-        except (OSError, KeyError, ValueError) as exc:
-            raise ValueError(f"not a tree-ensemble file: {path_or_bytes if not isinstance(path_or_bytes, bytes) else '<bytes>'} ({exc})") from exc
-        if header.get("format") != FORMAT:
-            raise ValueError(f"not a tree-ensemble file (format {header.get('format')!r})")
-        return cls(**arrays, n_features=header["n_features"], aggregate=header["aggregate"],
-                   base=header["base"], target_transform=header["target_transform"],
-                   meta=header.get("meta", {}))
+                arrays = {k: z[k] for k in keys}
+        except RegressorFileError:
+            raise
+        except FileNotFoundError:
+            raise RegressorFileError(f"{label}no such kernel regressor file; check the "
+                                     "path") from None
+        except (OSError, ValueError, UnicodeDecodeError, EOFError) as exc:
+            # numpy's own text suggests allow_pickle=True, which a package must never need.
+            what = ("not an .npz archive: numpy could read it only by unpickling, which "
+                    "nnmeter_nas never does") if "pickle" in str(exc) else \
+                f"cannot be read: {type(exc).__name__}: {exc}"
+            raise RegressorFileError(f"{label}not a tree-ensemble file ({what}){redo}") \
+                from None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            got = header.get("format") if isinstance(header, dict) else type(header).__name__
+            raise RegressorFileError(f"{label}not a tree-ensemble file (header format "
+                                     f"{got!r}, expected {FORMAT!r}){redo}")
+        version = header.get("format_version", 1)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise RegressorFileError(f"{label}tree-ensemble format version {version} is newer "
+                                     f"than this nnmeter_nas reads ({FORMAT_VERSION}); upgrade "
+                                     "nnmeter-nas")
+        missing = [k for k in ("n_features", "aggregate", "base", "target_transform")
+                   if k not in header]
+        if missing:
+            raise RegressorFileError(f"{label}the tree-ensemble header lacks "
+                                     f"{', '.join(repr(k) for k in missing)}{redo}")
+        try:
+            return cls(**arrays, n_features=header["n_features"],
+                       aggregate=header["aggregate"], base=header["base"],
+                       target_transform=header["target_transform"],
+                       meta=header.get("meta", {}))
+        except (TypeError, ValueError) as exc:
+            raise RegressorFileError(f"{label}inconsistent tree ensemble ({exc}){redo}") \
+                from None
+
+
+# A regressor file whose arrays inflate past these is refused before they are read: real
+# forests compress 2-10x, all-zero bombs about 1000x.
+_MAX_INFLATED_BYTES = 4 << 30
+_MAX_RATIO = 100
+_RATIO_FLOOR_BYTES = 64 << 20
 
 
 def _tree_arrays(tree: Any) -> dict:
