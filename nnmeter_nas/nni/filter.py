@@ -15,16 +15,43 @@ in a row (NNI's ``Filter`` patience) instead of letting the strategy spin foreve
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 from nni.nas.strategy.middleware import Filter
 
+from ..errors import LatencyBudgetError
+from ..packages.registry import did_you_mean
 from .profiler import LatencyProfiler, space_input_shape, unwrap_model_space
 from .table import LatencyTable
 
 __all__ = ["LatencyFilter"]
 
 _logger = logging.getLogger(__name__)
+
+
+def _check_bound(bound: Any, what: str) -> Any:
+    """``bound`` if it is None, a finite number of ms (> 0 for ``max_ms``, >= 0 for
+    ``min_ms``) or a ``{device: such a number}`` mapping; else :class:`LatencyBudgetError`."""
+    if bound is None:
+        return None
+    items = bound.items() if isinstance(bound, Mapping) else [(None, bound)]
+    if isinstance(bound, Mapping) and not bound:
+        raise LatencyBudgetError(f"LatencyFilter: {what}={{}} names no device; give "
+                                 f"{{device: ms}} or one number for every device")
+    for dev, v in items:
+        where = f"{what}[{dev!r}]" if dev is not None else what
+        if dev is not None and not isinstance(dev, str):
+            raise LatencyBudgetError(f"LatencyFilter: {what} has the key {dev!r}; its keys "
+                                     "are device names")
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and (v > 0 if what == "max_ms" else v >= 0)
+        if not ok:
+            need = "a finite number of ms above 0" if what == "max_ms" else \
+                "a finite number of ms, 0 or more"
+            raise LatencyBudgetError(f"LatencyFilter: {where} is {v!r}; it must be {need} "
+                                     "(None for no bound)")
+    return bound
 
 
 def _is_predictor_like(obj: Any) -> bool:
@@ -73,6 +100,39 @@ class LatencyFilter(Filter):
                          patience=patience, retain_history=retain_history)
         if max_ms is None and min_ms is None:
             raise ValueError("LatencyFilter needs max_ms, min_ms or both")
+        _check_bound(max_ms, "max_ms")
+        _check_bound(min_ms, "min_ms")
+        if devices is not None:
+            devices = [devices] if isinstance(devices, str) else list(devices)
+            if not devices or not all(isinstance(d, str) for d in devices):
+                raise LatencyBudgetError(f"LatencyFilter: devices={devices!r}; give a list of "
+                                         "device names (or leave it out)")
+            for what, bound in (("max_ms", max_ms), ("min_ms", min_ms)):
+                if isinstance(bound, Mapping):
+                    for dev in bound:
+                        if dev not in devices:
+                            raise LatencyBudgetError(
+                                f"LatencyFilter: {what} budgets device {dev!r}, which is not "
+                                f"in devices={devices}; the filter would never check it. Add "
+                                f"it to devices= or drop its budget.{did_you_mean(dev, devices)}")
+            for dev in devices:
+                if all(isinstance(b, Mapping) and dev not in b or b is None
+                       for b in (max_ms, min_ms)):
+                    raise LatencyBudgetError(f"LatencyFilter: device {dev!r} of devices= has no "
+                                             "budget in max_ms or min_ms; every sample would "
+                                             "pass on it. Give it a budget or leave it out")
+        for dev in (max_ms if isinstance(max_ms, Mapping) else {}):
+            lo, hi = self._bound(min_ms, dev), max_ms[dev]
+            if lo is not None and lo > hi:
+                raise LatencyBudgetError(f"LatencyFilter: min_ms {lo} is above max_ms {hi} on "
+                                         f"{dev!r}; no sample can pass")
+        if not isinstance(max_ms, Mapping) and max_ms is not None:
+            for dev, lo in (min_ms.items() if isinstance(min_ms, Mapping) else
+                            [(None, min_ms)]):
+                if lo is not None and lo > max_ms:
+                    where = f" on {dev!r}" if dev else ""
+                    raise LatencyBudgetError(f"LatencyFilter: min_ms {lo} is above max_ms "
+                                             f"{max_ms}{where}; no sample can pass")
         if predictor is None:
             raise ValueError("LatencyFilter needs predictor=: a LatencyProfiler, a LatencyTable, "
                              "a callable sample -> ms, or a LatencyPredictor / predictor name")
@@ -108,8 +168,11 @@ class LatencyFilter(Filter):
         self._labels = frozenset(profiler.table.labels)
         for dev in self._checked_devices(profiler.devices):
             if dev not in profiler.devices:
-                raise ValueError(f"LatencyFilter budget names device {dev!r} but the latency table "
-                                 f"has {profiler.devices}")
+                raise LatencyBudgetError(
+                    f"LatencyFilter: the budget names device {dev!r}, which the latency table "
+                    f"does not profile;{did_you_mean(dev, profiler.devices)} profiled devices: "
+                    f"{list(profiler.devices)}. Budget one of them, or add {dev!r}'s predictor "
+                    "to the profiler")
             lo, hi = profiler.table.bounds(dev)
             cap = self._bound(self.max_ms, dev)
             floor = self._bound(self.min_ms, dev)
@@ -174,8 +237,8 @@ class LatencyFilter(Filter):
             elif list(lat) == ["default"]:  # a callable returning one number
                 value = lat["default"]
             else:
-                raise KeyError(f"LatencyFilter: no latency for device {dev!r}; the predictor "
-                               f"gives {list(lat)}")
+                raise KeyError(f"LatencyFilter: no latency for device {dev!r};"
+                               f"{did_you_mean(dev, lat)} the predictor gives {list(lat)}")
             cap, floor = self._bound(self.max_ms, dev), self._bound(self.min_ms, dev)
             if (cap is not None and value > cap) or (floor is not None and value < floor):
                 ok = False

@@ -21,9 +21,13 @@ Layout::
      "cold_kernels": {<regressor>: {...as "kernels", files under kernels-cold/}},  # format 2
      "cache_model": {"midpoint_mib": ..., "slope": ..., "scale": ..., "per_kernel_ms": ...},
      "source": {...},              # how it was made (import, builder, fit), free form
-     "files": {<relative path>: <sha256>}}  # every other file of the package
+     "files": {<relative path>: <sha256>},  # every other file of the package
+     "sizes": {<relative path>: <bytes>}}   # their sizes (optional; written since issue 16)
 
-Loading verifies every checksum and refuses zip entries that escape the package folder.
+Loading verifies every checksum and refuses zip entries that escape the package folder. Before
+any zip member is decompressed, its declared size is checked against the manifest's ``sizes``
+and against caps (:data:`MAX_MEMBER_BYTES`, :data:`MAX_PACKAGE_BYTES`, and a compression ratio
+no real package reaches), so a small archive cannot inflate into gigabytes of memory.
 Format 2 adds the cold-cache regressors and the :class:`~nnmeter_nas.cache_model.CacheModel`
 that mixes them with the warm ones; packages without them are still written as format 1.
 """
@@ -43,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from ..errors import PackageError
+from ..errors import PackageError, PackageTooLargeError
 from ..kernels.fusion_rules import FusionRules
 from ..regressors.forest import TreeEnsemble
 
@@ -55,6 +59,15 @@ FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 FUSION_RULES = "fusion_rules.json"
 UNITS = {"latency": "ms", "flops": "FLOPs / 2e6 (as nn-Meter)", "params": "parameters / 1e6"}
+
+# Size caps checked before a member is read. The largest real member (an imported nn-Meter
+# forest) is tens of MiB; kernel .npz files are already compressed, so a package zip barely
+# compresses them, and a member that inflates over 100x past 16 MiB is a zip bomb.
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_MEMBER_BYTES = 1 << 30
+MAX_PACKAGE_BYTES = 4 << 30
+_MAX_RATIO = 100
+_RATIO_FLOOR_BYTES = 16 << 20
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -97,9 +110,35 @@ class _Source:
                                "`nnmeter-nas predictors import`)")
         self._prefix = manifests[0][: -len(MANIFEST)]
 
-    def read(self, rel: str) -> bytes:
+    def size(self, rel: str) -> int | None:
+        """Size ``rel`` will have once read (a zip member's declared uncompressed size),
+        checked against the caps and the compression ratio; None if there is no such file."""
         if _safe_member(rel) is None:
             raise PackageError(f"{self.path}: file name {rel!r} escapes the package folder")
+        if self._zip is None:
+            try:
+                return (self.path / rel).stat().st_size
+            except OSError:
+                return None
+        try:
+            info = self._zip.getinfo(self._prefix + rel)
+        except KeyError:
+            return None
+        if info.file_size > _RATIO_FLOOR_BYTES and \
+                info.file_size > _MAX_RATIO * max(info.compress_size, 1):
+            raise PackageTooLargeError(
+                f"{self.path}: the archive entry {rel!r} would inflate from "
+                f"{info.compress_size} to {info.file_size} bytes, a ratio no predictor "
+                "package has (a zip bomb?); refusing to read it. Get the package from its "
+                "source again")
+        return info.file_size
+
+    def read(self, rel: str, max_bytes: int = MAX_MEMBER_BYTES) -> bytes:
+        n = self.size(rel)  # checked before anything is decompressed
+        if n is not None and n > max_bytes:
+            raise PackageTooLargeError(f"{self.path}: {rel!r} is {n} bytes, over the "
+                                       f"{max_bytes} bytes a package file may have; refusing "
+                                       "to read it. Get the package from its source again")
         try:
             if self._zip is not None:
                 return self._zip.read(self._prefix + rel)
@@ -169,7 +208,7 @@ class PredictorPackage:
         path = Path(path)
         src = _Source(path)
         try:
-            raw = src.read(MANIFEST)
+            raw = src.read(MANIFEST, MAX_MANIFEST_BYTES)
             try:
                 manifest = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -190,6 +229,7 @@ class PredictorPackage:
             if not isinstance(files, dict) or not isinstance(manifest["kernels"], dict):
                 raise PackageError(f"{path}: {MANIFEST}'s 'files' and 'kernels' entries must "
                                    "be JSON objects")
+            _check_sizes(src, path, files, manifest.get("sizes"))
             blobs: dict[str, bytes] = {}
             for rel, digest in files.items():
                 data = src.read(rel)
@@ -218,6 +258,29 @@ class PredictorPackage:
             src.close()
         return cls(path=path, manifest=manifest, fusion_rules=rules, regressors=regressors,
                    cold_regressors=cold_regressors)
+
+
+def _check_sizes(src: _Source, path: Path, files: Mapping[str, Any], sizes: Any) -> None:
+    """Refuse, before any member is decompressed, a file whose declared size disagrees with
+    the manifest's ``sizes`` or whose files together exceed :data:`MAX_PACKAGE_BYTES`."""
+    if sizes is not None and not isinstance(sizes, dict):
+        raise PackageError(f"{path}: {MANIFEST}'s 'sizes' must be a JSON object "
+                           "{file: bytes}")
+    total = 0
+    for rel in files:
+        n = src.size(rel)
+        if n is None:
+            continue  # reported as a missing file when read
+        want = (sizes or {}).get(rel)
+        if want is not None and n != want:
+            raise PackageTooLargeError(f"{path}: {rel!r} holds {n} bytes but {MANIFEST} says "
+                                       f"{want}; the package is corrupt or was tampered with: "
+                                       "get it from its source again")
+        total += n
+        if total > MAX_PACKAGE_BYTES:
+            raise PackageTooLargeError(f"{path}: the files {MANIFEST} lists add up to more "
+                                       f"than {MAX_PACKAGE_BYTES} bytes; refusing to read "
+                                       "them. Get the package from its source again")
 
 
 def _load_regressors(path: Path, kernels: Mapping[str, Any], blobs: Mapping[str, bytes]
@@ -279,7 +342,8 @@ def write_package(dest: str | Path, *, name: str, version: str, device: str, fra
                 "description": description, "feature_set": feature_set, "units": UNITS,
                 "kernels": kernels, "free_kernel_types": sorted(free_kernel_types),
                 "source": dict(source or {}),
-                "files": {rel: sha256_bytes(b) for rel, b in sorted(blobs.items())}}
+                "files": {rel: sha256_bytes(b) for rel, b in sorted(blobs.items())},
+                "sizes": {rel: len(b) for rel, b in sorted(blobs.items())}}
     if cold:
         manifest["cold_kernels"] = cold
         manifest["cache_model"] = cache_model.to_dict()

@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..errors import PackageError, UnknownPredictorError
 from .format import MANIFEST, PredictorPackage
@@ -191,8 +191,9 @@ def load_predictor(name: str | None = None, version: str | None = None, *,
                                                    NNMETER_PREDICTORS else set()))
         raise UnknownPredictorError(f"predictor {name!r} has no version {version!r}; "
                                     f"available versions: {have}")
-    raise UnknownPredictorError(f"unknown predictor {name!r}; known predictors: {known} "
-                                "(see nnmeter_nas.list_predictors())")
+    raise UnknownPredictorError(f"unknown predictor {name!r};{did_you_mean(name, known)} "
+                                f"known predictors: {known} (see `nnmeter-nas predictors list` "
+                                "or nnmeter_nas.list_predictors())")
 
 
 def load_predictor_spec(spec: str, *, strict: bool = False, download: bool = False
@@ -209,7 +210,49 @@ def load_predictor_spec(spec: str, *, strict: bool = False, download: bool = Fal
                                         "NAME@CALIBRATION or PATH@CALIBRATION")
     if Path(spec).exists():
         return load_predictor(path=spec, strict=strict, calibration=cal)
+    if "/" in spec or os.sep in spec or spec.lower().endswith(".zip"):
+        raise UnknownPredictorError(f"no such predictor package: {spec} (a device is a "
+                                    "predictor name or the path of a package directory or "
+                                    "zip)")
     return load_predictor(spec, strict=strict, download=download, calibration=cal)
+
+
+def closest_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """The ``known`` names a mistyped ``name`` most likely meant, best first: those that
+    contain it (case-insensitive, so ``a76`` finds ``cortexA76cpu_tflite21``), then the
+    closest spellings (:func:`difflib.get_close_matches`).
+
+    Parameters
+    ----------
+    name : str
+        The name as given.
+    known : iterable of str
+        The valid names (predictors, devices, labels...).
+    n : int, default=3
+        At most this many suggestions.
+    """
+    import difflib
+
+    by_lower: dict[str, str] = {}
+    for k in sorted(set(known)):
+        by_lower.setdefault(k.lower(), k)
+    low = str(name).strip().lower()
+    if not low:
+        return []
+    out = [k for lk, k in by_lower.items() if low in lk]
+    out.sort(key=lambda k: (len(k), k))
+    for m in difflib.get_close_matches(low, list(by_lower), n=n, cutoff=0.75):
+        if by_lower[m] not in out:
+            out.append(by_lower[m])
+    return out[:n]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``" did you mean 'x' or 'y'?"`` for :func:`closest_names`, or ``""`` without any."""
+    close = closest_names(name, known)
+    if not close:
+        return ""
+    return " did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
 def _is_url(s: str) -> bool:
@@ -320,6 +363,9 @@ def _as_package_dir(local: Path, tmp: Path, *, name: str | None, version: str | 
         return local
     from .format import _Source
 
+    # Verify the zip itself, so that errors name it rather than the temporary folder it is
+    # unpacked into (the unpacked copy is verified again before it enters the cache).
+    PredictorPackage.load(local)
     src = _Source(local)  # validates the zip (no escaping entries, has a manifest)
     try:
         out = tmp / "unpacked"
