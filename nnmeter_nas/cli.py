@@ -513,8 +513,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                     "graph (.json) on one or more devices.",
         epilog="examples:\n"
                "  nnmeter-nas predict resnet18.onnx --device cortexA76cpu_tflite21\n"
-               "  nnmeter-nas predict model.onnx --device a76,adreno640gpu_tflite21 "
-               "--input-shape 1,3,224,224\n"
+               "  nnmeter-nas predict model.onnx --device cortexA76cpu_tflite21,"
+               "adreno640gpu_tflite21 --input-shape 1,3,224,224\n"
                "  nnmeter-nas predict model.json --device all --kernels --json\n"
                "  nnmeter-nas predict spos.onnx --device x86avx512cpu_onnxruntime@spos\n")
     p.add_argument("model", metavar="MODEL", help="MODEL.onnx or nn-Meter IR MODEL.json")
@@ -542,7 +542,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                "  nnmeter-nas lut --space spos --device cortexA76cpu_tflite21 --out spos.json\n"
                "  nnmeter-nas lut --space nb201 --device all --out nb201_all.json\n"
                "  nnmeter-nas lut --space mypkg.spaces:MySpace --input-shape 1,3,64,64 "
-               "--device d --out t.json\n")
+               "--device cortexA76cpu_tflite21 --out t.json\n")
     p.add_argument("--space", required=True, help="spos, spos-small, nb201, toy or MODULE:CLASS")
     p.add_argument("--device", "-d", action="append", metavar="D",
                    help="predictor name or path; repeat or comma-separate; 'all'")
@@ -565,12 +565,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                     "(exact; about a second per candidate per core).",
         epilog="examples:\n"
                "  nnmeter-nas score --space spos --devices all --n 100000 --out scores.parquet\n"
-               "  nnmeter-nas score --space nb201 --devices a76,adreno640gpu_tflite21 --n all "
-               "--out nb201.csv\n"
+               "  nnmeter-nas score --space nb201 --devices cortexA76cpu_tflite21,"
+               "adreno640gpu_tflite21 --n all --out nb201.csv\n"
                "  nnmeter-nas score --space spos --devices all --n 2000 --mode full "
                "--address auto --out full.parquet\n"
-               "  nnmeter-nas score --space spos --devices d --samples archs.json "
-               "--mode full --kernels --out k.parquet\n\n"
+               "  nnmeter-nas score --space spos --devices cortexA76cpu_tflite21 --samples "
+               "archs.json --mode full --kernels --out k.parquet\n\n"
                "Small jobs run in this process; bigger ones start a local Ray with all cores\n"
                "(--workers N), or join a cluster with --address auto | ray://HOST:10001.\n")
     p.add_argument("--space", required=True, help="spos, spos-small, nb201, toy or MODULE:CLASS")
