@@ -171,8 +171,7 @@ class LatencyFilter(Filter):
                 raise LatencyBudgetError(
                     f"LatencyFilter: the budget names device {dev!r}, which the latency table "
                     f"does not profile;{did_you_mean(dev, profiler.devices)} profiled devices: "
-                    f"{list(profiler.devices)}. Budget one of them, or add {dev!r}'s predictor "
-                    "to the profiler")
+                    f"{list(profiler.devices)}. Budget one of them, or profile that device too")
             lo, hi = profiler.table.bounds(dev)
             cap = self._bound(self.max_ms, dev)
             floor = self._bound(self.min_ms, dev)
