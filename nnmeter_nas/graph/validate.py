@@ -65,6 +65,8 @@ def _where(node: OpNode) -> str:
 
 
 def _check_shape(shape: Any, label: str, node: OpNode, what: str) -> None:
+    if type(shape) is list and all(type(d) is int and d > 0 for d in shape):
+        return  # the common case, without the per-dim checks below
     if not isinstance(shape, (list, tuple)):
         raise GraphValidationError(f"{label}: {_where(node)} has {what} {shape!r}, which is "
                                    "not a list of dims; write shapes as lists of ints")
