@@ -172,6 +172,7 @@ def test_filter_budget_on_an_unprofiled_device(profiler):
         LatencyFilter(1.0, profiler, devices=["nodev"])
     f = LatencyFilter({"dummy": 2.0}, profiler, devices=["dummy"])
     assert f({"a": "x"}) and not f({"a": "y"})
+    assert LatencyFilter(np.float32(2.0), profiler)({"a": "x"})  # numpy budgets are numbers
 
 
 @pytest.mark.parametrize("kw, needle", [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from typing import Any, Callable, Mapping, Sequence
 
 from nni.nas.strategy.middleware import Filter
@@ -44,7 +45,7 @@ def _check_bound(bound: Any, what: str) -> Any:
         if dev is not None and not isinstance(dev, str):
             raise LatencyBudgetError(f"LatencyFilter: {what} has the key {dev!r}; its keys "
                                      "are device names")
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) \
             and (v > 0 if what == "max_ms" else v >= 0)
         if not ok:
             need = "a finite number of ms above 0" if what == "max_ms" else \
@@ -52,6 +53,47 @@ def _check_bound(bound: Any, what: str) -> Any:
             raise LatencyBudgetError(f"LatencyFilter: {where} is {v!r}; it must be {need} "
                                      "(None for no bound)")
     return bound
+
+
+def _check_budgets(max_ms: Any, min_ms: Any, devices: Any) -> list[str] | None:
+    """Refuse budgets that would let every sample pass or none (not finite, not positive,
+    min above max) and dict budgets on devices left out of ``devices``; returns ``devices``
+    as a list (or None). Devices unknown to the profiler are refused once it is known."""
+    _check_bound(max_ms, "max_ms")
+    _check_bound(min_ms, "min_ms")
+    if devices is not None:
+        devices = [devices] if isinstance(devices, str) else list(devices)
+        if not devices or not all(isinstance(d, str) for d in devices):
+            raise LatencyBudgetError(f"LatencyFilter: devices={devices!r}; give a list of "
+                                     "device names (or leave it out)")
+        for what, bound in (("max_ms", max_ms), ("min_ms", min_ms)):
+            if isinstance(bound, Mapping):
+                for dev in bound:
+                    if dev not in devices:
+                        raise LatencyBudgetError(
+                            f"LatencyFilter: {what} budgets device {dev!r}, which is not "
+                            f"in devices={devices}; the filter would never check it. Add "
+                            f"it to devices= or drop its budget.{did_you_mean(dev, devices)}")
+        for dev in devices:
+            if all(isinstance(b, Mapping) and dev not in b or b is None
+                   for b in (max_ms, min_ms)):
+                raise LatencyBudgetError(f"LatencyFilter: device {dev!r} of devices= has no "
+                                         "budget in max_ms or min_ms; every sample would "
+                                         "pass on it. Give it a budget or leave it out")
+    for dev in (max_ms if isinstance(max_ms, Mapping) else {}):
+        lo = min_ms.get(dev) if isinstance(min_ms, Mapping) else min_ms
+        hi = max_ms[dev]
+        if lo is not None and lo > hi:
+            raise LatencyBudgetError(f"LatencyFilter: min_ms {lo} is above max_ms {hi} on "
+                                     f"{dev!r}; no sample can pass")
+    if not isinstance(max_ms, Mapping) and max_ms is not None:
+        for dev, lo in (min_ms.items() if isinstance(min_ms, Mapping) else
+                        [(None, min_ms)]):
+            if lo is not None and lo > max_ms:
+                where = f" on {dev!r}" if dev else ""
+                raise LatencyBudgetError(f"LatencyFilter: min_ms {lo} is above max_ms "
+                                         f"{max_ms}{where}; no sample can pass")
+    return devices
 
 
 def _is_predictor_like(obj: Any) -> bool:
@@ -100,39 +142,7 @@ class LatencyFilter(Filter):
                          patience=patience, retain_history=retain_history)
         if max_ms is None and min_ms is None:
             raise ValueError("LatencyFilter needs max_ms, min_ms or both")
-        _check_bound(max_ms, "max_ms")
-        _check_bound(min_ms, "min_ms")
-        if devices is not None:
-            devices = [devices] if isinstance(devices, str) else list(devices)
-            if not devices or not all(isinstance(d, str) for d in devices):
-                raise LatencyBudgetError(f"LatencyFilter: devices={devices!r}; give a list of "
-                                         "device names (or leave it out)")
-            for what, bound in (("max_ms", max_ms), ("min_ms", min_ms)):
-                if isinstance(bound, Mapping):
-                    for dev in bound:
-                        if dev not in devices:
-                            raise LatencyBudgetError(
-                                f"LatencyFilter: {what} budgets device {dev!r}, which is not "
-                                f"in devices={devices}; the filter would never check it. Add "
-                                f"it to devices= or drop its budget.{did_you_mean(dev, devices)}")
-            for dev in devices:
-                if all(isinstance(b, Mapping) and dev not in b or b is None
-                       for b in (max_ms, min_ms)):
-                    raise LatencyBudgetError(f"LatencyFilter: device {dev!r} of devices= has no "
-                                             "budget in max_ms or min_ms; every sample would "
-                                             "pass on it. Give it a budget or leave it out")
-        for dev in (max_ms if isinstance(max_ms, Mapping) else {}):
-            lo, hi = self._bound(min_ms, dev), max_ms[dev]
-            if lo is not None and lo > hi:
-                raise LatencyBudgetError(f"LatencyFilter: min_ms {lo} is above max_ms {hi} on "
-                                         f"{dev!r}; no sample can pass")
-        if not isinstance(max_ms, Mapping) and max_ms is not None:
-            for dev, lo in (min_ms.items() if isinstance(min_ms, Mapping) else
-                            [(None, min_ms)]):
-                if lo is not None and lo > max_ms:
-                    where = f" on {dev!r}" if dev else ""
-                    raise LatencyBudgetError(f"LatencyFilter: min_ms {lo} is above max_ms "
-                                             f"{max_ms}{where}; no sample can pass")
+        devices = _check_budgets(max_ms, min_ms, devices)
         if predictor is None:
             raise ValueError("LatencyFilter needs predictor=: a LatencyProfiler, a LatencyTable, "
                              "a callable sample -> ms, or a LatencyPredictor / predictor name")
