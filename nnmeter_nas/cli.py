@@ -21,13 +21,11 @@ import time
 import warnings
 from typing import Any, Callable, NoReturn, Sequence
 
+from .errors import UsageError
+
 PROG = "nnmeter-nas"
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Arguments that parse but do not make sense together (exit status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -620,12 +618,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _is_usage_error(exc: BaseException) -> bool:
-    """Bad arguments found after parsing: our UsageError, or a search-space name that does not
-    resolve (a typo in --space is a usage error, not a runtime failure)."""
-    if isinstance(exc, UsageError):
-        return True
-    spaces = sys.modules.get("nnmeter_nas.parallel.spaces")
-    return spaces is not None and isinstance(exc, spaces.SpaceSpecError)
+    """Bad arguments found after parsing: a :class:`~nnmeter_nas.errors.UsageError`, such as a
+    search-space name that does not resolve (``SpaceSpecError``: a typo in --space is a usage
+    error, not a runtime failure)."""
+    return isinstance(exc, UsageError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

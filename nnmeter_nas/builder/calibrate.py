@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..calibration import Calibration
+from ..errors import HostMismatchError
 
 def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[float], *,
                     min_share: float = 0.03, prior: float = 0.1,
@@ -124,11 +125,6 @@ def save_calibration(package_dir: str | Path, name: str, calibration: Calibratio
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-class HostMismatchError(ValueError):
-    """This host is not the device a predictor was built on (other CPU, instruction set,
-    library version or threads): what it measures would calibrate another device."""
 
 
 def measurement_backend(predictor: Any) -> Any:

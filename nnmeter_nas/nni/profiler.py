@@ -173,8 +173,8 @@ class DirectLatencyProfiler(Profiler):
         return [p.device for p in self.predictors]
 
     def _key(self, sample: Mapping[str, Any]) -> tuple:
-        from .choice_points import hashable_value
-        from .errors import SampleError
+        from ..errors import SampleError
+        from .sample_values import hashable_value
 
         missing = sorted(self._labels - set(sample))
         if missing:

@@ -52,7 +52,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import PackageError
+from ..errors import PackageError, UnsafePickleError
 from ..kernels.fusion_rules import FusionRules
 from ..regressors.forest import TreeEnsemble
 
@@ -60,10 +60,6 @@ FUSION_RULES = "fusion_rules.json"
 FEATURE_SET = "nnmeter-2.0"
 FREE_KERNEL_TYPES = ("reshape",)
 _MAX_MEMBER_BYTES = 4 << 30  # refuse absurd (zip-bomb sized) members up front
-
-
-class UnsafePickleError(PackageError):
-    """A pickle asked for a class or function outside the allow-list; nothing was executed."""
 
 
 # ---------------------------------------------------------------------------- stand-ins

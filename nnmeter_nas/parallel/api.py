@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import NnMeterNasError
+from ..errors import NnMeterNasError, ScoringError
 from .codes import LabelSpace
 from .spaces import SpaceSpec, resolve_space
 from .store import ResultStore
@@ -54,10 +54,6 @@ def latency_column(device: str) -> str:
 
 def kernels_column(device: str) -> str:
     return f"{device}_kernels"
-
-
-class ScoringError(NnMeterNasError, RuntimeError):
-    """Scoring could not finish (a chunk failed on every attempt, Ray is missing...)."""
 
 
 # ---------------------------------------------------------------------------- devices
