@@ -193,10 +193,10 @@ class DirectLatencyProfiler(Profiler):
             return dict(hit)
         from ..graph.onnx_import import onnx_to_graph
         from ..graph.torch_export import export_onnx
-        from .table_builder import _torch_threads
+        from .torch_threads import torch_threads
 
         net = self.space.freeze(dict(sample))
-        with _torch_threads(1):
+        with torch_threads(1):
             graph = onnx_to_graph(export_onnx(net, self.input_shape))
         out = {p.device: float(p.predict(graph)) for p in self.predictors}
         if len(self._cache) >= self.cache_size:

@@ -13,7 +13,6 @@ samples and records what it saw in ``table.meta["build"]``.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import statistics
 import time
@@ -25,8 +24,10 @@ import torch.nn as nn
 
 from .choice_points import (DEFAULT_MAX_COMBINATIONS, SpaceFreezer, SpaceLayout, covering_samples,
                             find_choice_points)
-from .errors import UnsupportedSpaceError
+from ..errors import UnsupportedSpaceError
+from ..packages.devices import resolve_predictors
 from .table import LatencyTable, TablePoint
+from .torch_threads import torch_threads
 
 __all__ = ["build_latency_table", "ScopeResolver", "resolve_predictors", "point_owner_finder"]
 
@@ -71,27 +72,6 @@ class ScopeResolver:
         return current
 
 
-def resolve_predictors(predictors: Any) -> list[Any]:
-    """A predictor, a device/predictor name, or a list of those -> list of LatencyPredictor."""
-    from ..predictor import LatencyPredictor
-
-    if isinstance(predictors, (str, LatencyPredictor)) or not isinstance(predictors, (list, tuple)):
-        predictors = [predictors]
-    out = []
-    for p in predictors:
-        if isinstance(p, str):
-            from ..packages.registry import load_predictor_spec
-
-            p = load_predictor_spec(p, download=True)
-        if not hasattr(p, "predict_kernels") or not hasattr(p, "device"):
-            raise TypeError(f"expected a LatencyPredictor or a predictor name, got {type(p).__name__}")
-        out.append(p)
-    devices = [p.device for p in out]
-    if len(set(devices)) != len(devices):
-        raise ValueError(f"two predictors for the same device in {devices}")
-    return out
-
-
 def point_owner_finder(layout: SpaceLayout) -> Callable[[str], int]:
     """``owner(module_path)``: index of the choice point holding that module path of a frozen
     network, or -1 for the fixed part."""
@@ -117,20 +97,6 @@ def _shape_of(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [_shape_of(v) for v in x]
     return None
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run torch ops on ``n`` threads. Tracing runs the network once at batch 1, where intra-op
-    threads gain little and, on a busy machine, oversubscription makes convolutions 10x slower."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _shape_recorder(seen: dict[int, Any], index: int) -> Callable:
@@ -201,7 +167,7 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
                     ) from None
                 hooks.append(mod.register_forward_pre_hook(_shape_recorder(seen, i)))
             try:
-                with _torch_threads(1):
+                with torch_threads(1):
                     proto = export_onnx(net, input_shape)
             except Exception as exc:
                 raise UnsupportedSpaceError(

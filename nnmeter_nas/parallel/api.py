@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import NnMeterNasError, ScoringError
+from ..packages.devices import resolve_predictors
 from .codes import LabelSpace
 from .spaces import SpaceSpec, resolve_space
 from .store import ResultStore
@@ -57,41 +58,8 @@ def kernels_column(device: str) -> str:
 
 
 # ---------------------------------------------------------------------------- devices
-def resolve_devices(devices: Any) -> list[Any]:
-    """Predictors for ``devices``: ``"all"`` (every installed or built-in predictor), a name,
-    a comma-separated string, a package path, a LatencyPredictor, or a list of those. A name
-    or path may end in ``@CALIBRATION`` for one of the package's per-space calibrations
-    (``x86avx512cpu_onnxruntime@spos``)."""
-    from ..errors import UnknownPredictorError
-    from ..packages.registry import list_predictors, load_predictor, load_predictor_spec
-
-    if devices is None or (isinstance(devices, str) and devices.strip() == "all") or \
-            (isinstance(devices, (list, tuple)) and list(devices) == ["all"]):
-        names = sorted({r.name for r in list_predictors() if r.status == "in use"})
-        if not names:
-            raise UnknownPredictorError(
-                "devices='all' found no installed or built-in predictor; install one with "
-                "`nnmeter-nas predictors install NAME_OR_FILE` or name the devices")
-        return [load_predictor(n, download=False) for n in names]
-    if isinstance(devices, str) or not isinstance(devices, (list, tuple)):
-        devices = [devices]
-    out = []
-    for d in devices:
-        if isinstance(d, str):
-            for part in [p.strip() for p in d.split(",") if p.strip()]:
-                out.append(load_predictor_spec(part, download=True))
-        elif hasattr(d, "predict_kernels") and hasattr(d, "device"):
-            out.append(d)
-        else:
-            raise TypeError(f"a device is a predictor name, a package path or a "
-                            f"LatencyPredictor, not {type(d).__name__}")
-    names = [p.device for p in out]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise NnMeterNasError(f"devices {dup} are given twice; each device is scored once")
-    if not out:
-        raise NnMeterNasError("no device to score on: pass devices='all' or device names")
-    return out
+#: how ``score`` reads ``devices`` (:func:`nnmeter_nas.packages.devices.resolve_predictors`)
+resolve_devices = resolve_predictors
 
 
 # ---------------------------------------------------------------------------- plan
@@ -678,7 +646,7 @@ def _build_device_table(spec: SpaceSpec, model_space: Any, predictor: Any,
                         label_space: LabelSpace) -> Any:
     """One device's latency lookup table as a :class:`~.lookup.CodeTable` (column = device)."""
     from ..nni.profiler import LatencyProfiler
-    from .costs import torch_threads
+    from ..nni.torch_threads import torch_threads
     from .lookup import CodeTable
 
     with warnings.catch_warnings(), torch_threads(1):
