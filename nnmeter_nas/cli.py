@@ -130,7 +130,7 @@ def _cmd_predictors_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
-    from .builder.calibrate import calibrate_on_device, store_calibration
+    from .builder.calibrate import calibrate_on_device, measurement_backend, store_calibration
     from .graph.torch_export import export_onnx
     from .packages.registry import load_predictor_spec
 
@@ -138,10 +138,11 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
         raise UsageError("give either --space (a built-in search space) or --models (ONNX "
                          "files of your networks)")
     pred = load_predictor_spec(args.predictor)
+    missing = [m for m in args.models or () if not os.path.exists(m)]
+    if missing:
+        raise FileNotFoundError(f"no such model file: {missing[0]}")
+    backend = measurement_backend(pred)  # refuses another host before any network is exported
     if args.models:
-        missing = [m for m in args.models if not os.path.exists(m)]
-        if missing:
-            raise FileNotFoundError(f"no such model file: {missing[0]}")
         from pathlib import Path
 
         models = [Path(m).read_bytes() for m in args.models]
@@ -158,7 +159,7 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
                 models.append(export_onnx(make(), shape).SerializeToString())
     cal, truth = calibrate_on_device(pred, models, space=space, passes=args.passes,
                                      pause_s=args.pause, seed=args.seed,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, backend=backend)
     dest = store_calibration(pred, space, cal)
     info = cal.info
     print(f"calibration {space!r} of {pred.name} fitted on {len(models)} networks measured "

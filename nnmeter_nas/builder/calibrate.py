@@ -156,17 +156,20 @@ def measurement_backend(predictor: Any) -> Any:
 def calibrate_on_device(predictor: Any, models: Sequence[bytes], *, space: str,
                         passes: int = 10, pause_s: float = 1.0, seed: int = 0,
                         min_share: float = 0.03, prior: float = 0.1,
-                        progress: bool = True) -> tuple[Calibration, list[float]]:
+                        progress: bool = True,
+                        backend: Any = None) -> tuple[Calibration, list[float]]:
     """Measure ``models`` (serialized ONNX networks of one search space) on this host with the
     predictor's own backend (:func:`measurement_backend`) and fit a calibration for ``space``
     on them. Each network is the median of ``passes`` interleaved visits ``pause_s`` seconds
-    apart (:func:`~nnmeter_nas.builder.network_timing.measure_interleaved`). Returns the
-    calibration and the measured latencies (ms)."""
+    apart (:func:`~nnmeter_nas.builder.network_timing.measure_interleaved`). ``backend``: the
+    one :func:`measurement_backend` returned, when the caller checked the host first. Returns
+    the calibration and the measured latencies (ms)."""
     from tqdm.auto import tqdm
 
     from . import network_timing
 
-    backend = measurement_backend(predictor)
+    if backend is None:
+        backend = measurement_backend(predictor)
     bar = tqdm(total=passes, desc=f"measuring {len(models)} networks", unit="pass",
                disable=not progress, dynamic_ncols=True)
     try:
