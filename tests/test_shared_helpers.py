@@ -104,3 +104,17 @@ def test_one_space_registry_serves_scoring_and_sampling(monkeypatch):
         registry.register_space("mine", object, (1, 3, 8, 8))
     with pytest.raises(ValueError, match="unknown search space 'toy'"):
         sampling.random_networks("toy", 1)  # registered, but draws no random networks
+
+
+def test_non_strategies_left_strategies_but_old_paths_work():
+    import nnmeter_nas.strategies as strategies
+    from nnmeter_nas.nni import experiment, tabular
+    from nnmeter_nas.strategies import tabular as old
+
+    assert old.TabularEvaluator is tabular.TabularEvaluator is strategies.TabularEvaluator
+    assert old.NB201Lookup is tabular.NB201Lookup
+    assert old.run_sequential_experiment is experiment.run_sequential_experiment
+    assert old.nni_home is experiment.nni_home and old.evaluated_models is experiment.evaluated_models
+    strategy_modules = {p.stem for p in (PKG / "strategies").glob("*.py")}
+    assert strategy_modules == {"__init__", "_base", "evolution", "nsga2", "random_search",
+                                "rewards", "pareto", "tabular"}
