@@ -66,6 +66,10 @@ def nb201():
     cells, lat = table.latency_matrix()
     space = NasBench201Space(C=4, N=1, allowed_arch_strs=[c.arch_str for c in cells])
     lookup = NB201Lookup(table)
+    from nnmeter_nas.errors import LatencySourceError
+
+    with pytest.raises(LatencySourceError, match="'pixel4' has no measured latency"):
+        NB201Lookup(table, devices=["pixel4"])
     p25 = {d: float(np.percentile(lat[:, i], 25)) for i, d in enumerate(table.devices)}
     return {"table": table, "space": space, "lookup": lookup, "p25": p25, "cells": cells, "lat": lat}
 

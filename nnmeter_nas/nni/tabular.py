@@ -16,6 +16,7 @@ import nni
 from nni.nas.evaluator import Evaluator
 
 from ..datasets.nb201 import NB201Table, format_arch_str, parse_arch_str
+from ..errors import LatencySourceError
 from ..search_spaces.nasbench201 import sample_to_ops
 
 __all__ = ["TabularEvaluator", "NB201Lookup"]
@@ -76,7 +77,8 @@ class NB201Lookup:
         self.devices = tuple(table.devices if devices is None else devices)
         for d in self.devices:
             if d not in table.devices:
-                raise KeyError(f"device {d!r} has no measured latency; the table has {list(table.devices)}")
+                raise LatencySourceError(f"device {d!r} has no measured latency; the table has "
+                                         f"{list(table.devices)}")
         # ops tuple -> (accuracy, {device: ms}); lookups run for every sample a strategy looks at
         self._rows = {}
         for arch in table.archs:
