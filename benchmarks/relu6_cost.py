@@ -37,6 +37,9 @@ CONFIGS = [
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     warnings.filterwarnings("ignore")
     from accuracy import default_package
 

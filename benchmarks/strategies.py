@@ -125,7 +125,7 @@ def _context():
         import nni.runtime.log
         from nnmeter_nas.datasets import NB201Table
         from nnmeter_nas.search_spaces import NasBench201Space
-        from nnmeter_nas.strategies.tabular import NB201Lookup
+        from nnmeter_nas.nni.tabular import NB201Lookup
 
         nni.runtime.log.silence_stdout()
         logging.getLogger("nni").setLevel(logging.WARNING)
@@ -213,7 +213,8 @@ def run_one(job: tuple) -> dict:
     """Run one (task, strategy, seed); returns the per-budget scores."""
     task, name, seed, budgets_n = job
     from nnmeter_nas.strategies.pareto import hypervolume_2d
-    from nnmeter_nas.strategies.tabular import TabularEvaluator, evaluated_models, run_sequential_experiment
+    from nnmeter_nas.nni.experiment import evaluated_models, run_sequential_experiment
+    from nnmeter_nas.nni.tabular import TabularEvaluator
 
     ctx = _context()
     lookup = ctx["lookup"]

@@ -10,25 +10,18 @@ The top-level import is light: torch, NNI and Ray are imported only by the parts
 """
 from __future__ import annotations
 
+from ._lazy import lazy_exports
+
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "LatencyPredictor",
-    "KernelPrediction",
-    "load_predictor",
-    "list_predictors",
-]
+# Lazy exports keep `import nnmeter_nas` fast (no onnx/torch import until needed).
+_LAZY = {
+    "LatencyPredictor": "predictor",
+    "KernelPrediction": "predictor",
+    "load_predictor": "packages.registry",
+    "list_predictors": "packages.registry",
+}
 
+__all__ = ["__version__", *_LAZY]
 
-def __getattr__(name: str):
-    # Lazy exports keep `import nnmeter_nas` fast (no onnx/torch import until needed).
-    if name in ("LatencyPredictor", "KernelPrediction"):
-        from . import predictor
-
-        return getattr(predictor, name)
-    if name in ("load_predictor", "list_predictors"):
-        from .packages import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module 'nnmeter_nas' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -21,13 +21,11 @@ import time
 import warnings
 from typing import Any, Callable, NoReturn, Sequence
 
+from .errors import UsageError
+
 PROG = "nnmeter-nas"
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Arguments that parse but do not make sense together (exit status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,7 +130,7 @@ def _cmd_predictors_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
-    from .builder.calibrate import calibrate_on_device, store_calibration
+    from .builder.calibrate import calibrate_on_device, measurement_backend, store_calibration
     from .graph.torch_export import export_onnx
     from .packages.registry import load_predictor_spec
 
@@ -140,10 +138,11 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
         raise UsageError("give either --space (a built-in search space) or --models (ONNX "
                          "files of your networks)")
     pred = load_predictor_spec(args.predictor)
+    missing = [m for m in args.models or () if not os.path.exists(m)]
+    if missing:
+        raise FileNotFoundError(f"no such model file: {missing[0]}")
+    backend = measurement_backend(pred)  # refuses another host before any network is exported
     if args.models:
-        missing = [m for m in args.models if not os.path.exists(m)]
-        if missing:
-            raise FileNotFoundError(f"no such model file: {missing[0]}")
         from pathlib import Path
 
         models = [Path(m).read_bytes() for m in args.models]
@@ -160,7 +159,7 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
                 models.append(export_onnx(make(), shape).SerializeToString())
     cal, truth = calibrate_on_device(pred, models, space=space, passes=args.passes,
                                      pause_s=args.pause, seed=args.seed,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, backend=backend)
     dest = store_calibration(pred, space, cal)
     info = cal.info
     print(f"calibration {space!r} of {pred.name} fitted on {len(models)} networks measured "
@@ -620,12 +619,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _is_usage_error(exc: BaseException) -> bool:
-    """Bad arguments found after parsing: our UsageError, or a search-space name that does not
-    resolve (a typo in --space is a usage error, not a runtime failure)."""
-    if isinstance(exc, UsageError):
-        return True
-    spaces = sys.modules.get("nnmeter_nas.parallel.spaces")
-    return spaces is not None and isinstance(exc, spaces.SpaceSpecError)
+    """Bad arguments found after parsing: a :class:`~nnmeter_nas.errors.UsageError`, such as a
+    search-space name that does not resolve (``SpaceSpecError``: a typo in --space is a usage
+    error, not a runtime failure)."""
+    return isinstance(exc, UsageError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

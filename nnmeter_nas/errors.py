@@ -1,4 +1,10 @@
-"""Exceptions raised by nnmeter_nas. Every message names the thing at fault and what to do."""
+"""Exceptions raised by nnmeter_nas. Every message names the thing at fault and what to do.
+
+This is the one home of the package's exceptions: every public error derives from
+:class:`NnMeterNasError` (and from the built-in exception a caller would naturally catch, such as
+``ValueError``). Modules that used to define an error re-export it from here, so
+``from nnmeter_nas.parallel.store import ResumeError`` keeps working.
+"""
 from __future__ import annotations
 
 
@@ -32,6 +38,74 @@ class PackageError(NnMeterNasError, ValueError):
 
 class DownloadError(NnMeterNasError, OSError):
     """A predictor package could not be downloaded."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors of the builder and NNI-facing layers (each was defined in its own module; those
+# modules re-export them from here).
+
+class UsageError(NnMeterNasError):
+    """Arguments that parse but do not make sense together (the CLI exits with status 2)."""
+
+
+class UnsafePickleError(PackageError):
+    """A pickle asked for a class or function outside the allow-list; nothing was executed."""
+
+
+class HostMismatchError(NnMeterNasError, ValueError):
+    """This host is not the device a predictor was built on (other CPU, instruction set,
+    library version or threads): what it measures would calibrate another device."""
+
+
+class StoreMismatchError(NnMeterNasError, ValueError):
+    """The store was measured with other backend settings than the ones resuming it."""
+
+
+class KernelMismatchError(NnMeterNasError, ValueError):
+    """The engine did not find the kernel a spec's module was built to contain."""
+
+
+class UnsupportedSpaceError(NnMeterNasError, ValueError):
+    """The model space holds a mutable the latency table cannot enumerate, or the space does not
+    run on the given input shape."""
+
+
+class SampleError(NnMeterNasError, ValueError):
+    """A sample misses a label of the space, has an unknown label, or an unknown value (also
+    raised for integer codes of samples: ``parallel.codes``, formerly ``SampleCodeError``)."""
+
+
+class TableMismatchError(NnMeterNasError, ValueError):
+    """A latency table was built for another space, input shape or device."""
+
+
+class DeviceListError(NnMeterNasError, ValueError):
+    """A list of devices to predict on is empty or names a device twice."""
+
+
+class SpaceSpecError(UsageError, ValueError):
+    """A search-space name that cannot be resolved, or a space without a known input shape."""
+
+
+class InfeasibleBudgetError(NnMeterNasError, ValueError):
+    """No architecture the strategy could find meets the latency budgets."""
+
+
+class LatencySourceError(NnMeterNasError, KeyError):
+    """The latency source returned no (or no usable) latency for a device that is needed."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ScoringError(NnMeterNasError, RuntimeError):
+    """Scoring could not finish (a chunk failed on every attempt, Ray is missing...)."""
+
+
+class ResumeError(NnMeterNasError, ValueError):
+    """``out`` holds results of a different job (or a file we did not write)."""
+
+# ---------------------------------------------------------------------------------------------
 
 
 class MissingRegressorError(NnMeterNasError, KeyError):

@@ -8,7 +8,8 @@ import pytest
 
 # Set before any test module imports nnmeter_nas or nni.
 _SESSION_HOME = tempfile.mkdtemp(prefix="nnmeter-nas-test-home-")
-os.environ.setdefault("NNMETER_NAS_HOME", os.path.join(_SESSION_HOME, "cache"))
+# Assigned, not setdefault: a user's exported NNMETER_NAS_HOME must not leak into the tests.
+os.environ["NNMETER_NAS_HOME"] = os.path.join(_SESSION_HOME, "cache")
 # NNI writes to ~/nni-experiments (through Path.home() in places that take no option), so the
 # whole test session runs with HOME in a temporary directory.
 os.environ["HOME"] = os.path.join(_SESSION_HOME, "home")

@@ -15,6 +15,7 @@ from nnmeter_nas.builder.fitting import error_summary, fit_flops_baseline, fit_k
 from nnmeter_nas.builder.kernel_specs import channel_range, default_specs
 from nnmeter_nas.builder.measure import KernelMeasurer, config_key, is_harness_node
 from nnmeter_nas.builder.store import MeasurementStore, StoreMismatchError
+from nnmeter_nas.features import regressor_name
 from nnmeter_nas.kernels import FusionRules
 
 RULES = FusionRules.from_dict({
@@ -131,7 +132,7 @@ def test_engine_finds_the_kernel_each_spec_builds(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = m.prepare(spec, cfg)
-    assert p.regressor == (spec.regressor or p.regressor)
+    assert p.regressor == (spec.regressor or regressor_name(p.kernel_type))
     if name == "conv-bn-relu":
         assert p.kernel_type == "conv-add-relu"
         assert p.features[:5] == [14, 32, 32, 3, 1]
@@ -429,3 +430,25 @@ def test_both_builtin_x86_predictors_load_and_predict():
         assert 0.001 < preds[isa] < 10.0
     # the AVX-512 host is the faster one for the same kernels
     assert preds["avx512"] < preds["avx2"]
+
+
+def test_kernel_specs_are_registered_with_keywords(monkeypatch):
+    from nnmeter_nas.builder import kernel_specs as ks
+
+    monkeypatch.setattr(ks, "_REGISTRY", dict(ks._REGISTRY))
+    before = list(ks.kernel_specs())
+    assert before[:3] == ["conv-bn-relu", "dwconv-bn-relu", "fc"] and len(before) == 21
+    ks.register_kernel_spec("gelu", prior=ks._hwc_prior(), perturb=ks._hwc_perturb,
+                            build=ks._relu_module, neighbours=lambda c: ([True], [True]),
+                            flops=ks._hwc_flops, weight=0.5, doc="test spec")
+    spec = ks.kernel_specs(RULES)["gelu"]
+    assert spec.regressor == "gelu" and spec.weight == 0.5 and spec.sample(random.Random(0))
+    with pytest.raises(ValueError, match="already registered"):
+        ks.register_kernel_spec("gelu", prior=ks._hwc_prior(), perturb=ks._hwc_perturb,
+                                build=ks._relu_module, neighbours=lambda c: ([True], [True]))
+    with pytest.raises(TypeError, match="unknown fields"):
+        ks.register_kernel_spec("x", prior=ks._hwc_prior(), perturb=ks._hwc_perturb,
+                                build=ks._relu_module, neighbours=lambda c: ([True], [True]),
+                                wieght=1.0)
+    with pytest.raises(TypeError):  # fields are keywords, not five positional callables
+        ks.KernelSpec("y", ks._hwc_prior(), ks._hwc_perturb, ks._relu_module, None)

@@ -175,8 +175,14 @@ def test_cli_calibrates_a_builtin_predictor_on_its_host_into_the_user_cache(tmp_
 def test_cli_calibrate_refuses_what_it_cannot_measure(tmp_path, monkeypatch, capsys):
     from nnmeter_nas.builder.backends.onnxruntime_cpu import cpu_isa
     from nnmeter_nas.cli import main
+    from nnmeter_nas.search_spaces import sampling
 
     monkeypatch.setenv("NNMETER_NAS_HOME", str(tmp_path / "home"))
+
+    def no_networks(*args, **kwargs):
+        raise AssertionError("networks were drawn before the host was checked")
+
+    monkeypatch.setattr(sampling, "random_networks", no_networks)  # the refusal is cheap
     # an nn-Meter device records no backend: it can only be measured on the device itself
     assert main(["predictors", "calibrate", "cortexA76cpu_tflite21", "--space", "nb201"]) == 1
     assert "records no measurement backend" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """The package's layering: data flows one way and heavy frameworks are imported only where used."""
 import ast
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +24,16 @@ ALLOWED = {
     "packages": {"graph", "kernels", "features", "regressors", "predictor", "cache_model"},
     "predictor": {"graph", "kernels", "features", "regressors", "packages", "calibration",
                   "cache_model"},
+    # beside the pipeline: read-only benchmark data and plain torch models (import nothing)
+    "datasets": set(),
+    "zoo": set(),
 }
-UPPER = {"nni", "strategies", "search_spaces", "parallel", "cli", "builder", "examples"}
+# Tools and the NNI-facing layer: they may import any layer above, never each other's private
+# parts (``fitting`` fits the NAS-Bench-201 packages, as ``builder`` builds measured ones).
+UPPER = {"nni", "strategies", "search_spaces", "parallel", "cli", "builder", "fitting",
+         "testing", "examples"}
+# Shared by every layer (exceptions, the lazy-export helper) or not code (package data).
+SHARED = {"errors", "_lazy", "data", "__init__"}
 
 
 def _internal_imports(path: Path) -> set[str]:
@@ -63,6 +73,19 @@ def test_lower_layers_do_not_import_upper_ones(layer):
         assert not (bad & (set(ALLOWED) | UPPER)), f"{f.relative_to(PKG)} imports {sorted(bad)}"
 
 
+def test_every_package_has_a_layer():
+    """A new package or top-level module must be placed in the layering (and in
+    docs/ARCHITECTURE.md) before it can be imported from."""
+    names = {p.stem for p in PKG.iterdir()
+             if (p.is_dir() and not p.name.startswith("__")) or p.suffix == ".py"}
+    assert names - set(ALLOWED) - UPPER - SHARED == set()
+    doc = (PKG.parent / "docs" / "ARCHITECTURE.md").read_text()
+    diagram = doc.split("```")[1]  # the layer diagram
+    undocumented = sorted(n for n in names - {"__init__", "data"}
+                          if not re.search(rf"(^|[\s(,]){n}\b", diagram, re.M))
+    assert not undocumented, f"docs/ARCHITECTURE.md does not place {undocumented}"
+
+
 def test_import_is_light():
     code = ("import sys, nnmeter_nas; "
             "heavy = [m for m in ('torch', 'onnx', 'nni', 'ray', 'sklearn', 'onnxruntime') "
@@ -78,3 +101,14 @@ def test_import_is_light():
 def test_scripts_compile(script):
     """Benchmark and example scripts run only by hand; at least they must parse."""
     compile((PKG.parent / script).read_text(), script, "exec")
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (PKG.parent / "benchmarks").glob("*.py")))
+def test_benchmark_scripts_import_and_answer_help(script):
+    """The scripts behind the README's figures import (their top level runs) and parse
+    arguments: ``--help`` prints a usage line and exits 0 without measuring anything."""
+    env = {**os.environ, "PYTHONPATH": str(PKG.parent), "MPLBACKEND": "Agg"}
+    run = subprocess.run([sys.executable, str(PKG.parent / "benchmarks" / script), "--help"],
+                         capture_output=True, text=True, env=env, cwd=PKG.parent, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("usage:"), run.stdout[:500]

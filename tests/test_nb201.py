@@ -266,6 +266,11 @@ def test_random_networks_of_a_space_are_deterministic_distinct_and_skip_excluded
     b = [arch for arch, _, _ in random_networks("nb201", 20, seed=3, exclude=a[:5])]
     assert not set(a[:5]) & set(b) and b[:15] == a[5:]
     arch, make, shape = next(random_networks("nb201", 1, seed=0))
-    assert shape == (1, 3, 32, 32) and make().training in (True, False)
+    import torch
+
+    net = make()
+    assert shape == (1, 3, 32, 32) and isinstance(net, torch.nn.Module)
+    with torch.no_grad():
+        assert tuple(net.eval()(torch.zeros(shape)).shape) == (1, 10)
     with pytest.raises(ValueError, match="unknown search space 'imagenet'.*spos, spos-small"):
         next(random_networks("imagenet", 1))

@@ -321,11 +321,22 @@ def _closed_port() -> int:
 
 
 def test_offline_fails_at_once_with_install_hint(nnmeter_home, monkeypatch):
+    """One connection attempt, no waiting and no retry, then an error saying what to do."""
+    import urllib.request
+
     monkeypatch.setenv("NNMETER_NAS_MIRROR", f"http://127.0.0.1:{_closed_port()}/")
-    t0 = time.perf_counter()
+    attempts, sleeps = [], []
+    real_urlopen = urllib.request.urlopen
+
+    def counting_urlopen(url, *args, **kwargs):
+        attempts.append(url)
+        return real_urlopen(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", counting_urlopen)
+    monkeypatch.setattr(time, "sleep", lambda s: sleeps.append(s))
     with pytest.raises(DownloadError) as err:
         load_predictor(DEVICE)
-    assert time.perf_counter() - t0 < 5
+    assert len(attempts) == 1 and sleeps == []
     msg = str(err.value)
     assert f"{DEVICE}.zip" in msg and "nnmeter-nas predictors install PATH.zip" in msg
     assert _leftovers(installed_dir()) == [] and _installed_packages(installed_dir()) == []

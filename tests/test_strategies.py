@@ -60,18 +60,23 @@ def nb201():
     if not (default_data_dir() / "architectures.csv").is_file():
         pytest.skip(f"NAS-Bench-201 data not found (set {DATA_ENV_VAR})")
     from nnmeter_nas.search_spaces import NasBench201Space
-    from nnmeter_nas.strategies.tabular import NB201Lookup
+    from nnmeter_nas.nni.tabular import NB201Lookup
 
     table = NB201Table.load()
     cells, lat = table.latency_matrix()
     space = NasBench201Space(C=4, N=1, allowed_arch_strs=[c.arch_str for c in cells])
     lookup = NB201Lookup(table)
+    from nnmeter_nas.errors import LatencySourceError
+
+    with pytest.raises(LatencySourceError, match="'pixel4' has no measured latency"):
+        NB201Lookup(table, devices=["pixel4"])
     p25 = {d: float(np.percentile(lat[:, i], 25)) for i, d in enumerate(table.devices)}
     return {"table": table, "space": space, "lookup": lookup, "p25": p25, "cells": cells, "lat": lat}
 
 
 def _run(nb201, strategy, tmp_path, max_models=30, metric_fn=None):
-    from nnmeter_nas.strategies.tabular import TabularEvaluator, evaluated_models, run_sequential_experiment
+    from nnmeter_nas.nni.experiment import evaluated_models, run_sequential_experiment
+    from nnmeter_nas.nni.tabular import TabularEvaluator
 
     evaluator = TabularEvaluator(metric_fn or nb201["lookup"].accuracy)
     exp = run_sequential_experiment(nb201["space"], evaluator, strategy, max_models=max_models, workdir=tmp_path)
@@ -259,7 +264,7 @@ def test_non_finite_accuracy_is_reported_and_results_kept(nb201, tmp_path, caplo
 def test_tabular_evaluator_can_build_the_networks(nb201, tmp_path):
     from nnmeter_nas.search_spaces.nasbench201 import sample_to_arch_str
     from nnmeter_nas.strategies import ConstrainedRandom, TabularEvaluator
-    from nnmeter_nas.strategies.tabular import evaluated_models, run_sequential_experiment
+    from nnmeter_nas.nni.experiment import evaluated_models, run_sequential_experiment
 
     built = []
 

@@ -16,17 +16,17 @@ Importing this package is light; torch and onnxruntime are imported when used.
 """
 from __future__ import annotations
 
-__all__ = ["BuildConfig", "BuildResult", "Builder", "build_predictor", "build_two_regimes",
-           "reuse_measurements"]
+from .._lazy import lazy_exports
 
+_LAZY = {
+    "BuildConfig": "build",
+    "BuildResult": "build",
+    "Builder": "build",
+    "build_predictor": "build",
+    "reuse_measurements": "build",
+    "build_two_regimes": "cache_fit",
+}
 
-def __getattr__(name: str):
-    if name == "build_two_regimes":
-        from . import cache_fit
+__all__ = sorted(_LAZY)
 
-        return cache_fit.build_two_regimes
-    if name in __all__:
-        from . import build
-
-        return getattr(build, name)
-    raise AttributeError(f"module 'nnmeter_nas.builder' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

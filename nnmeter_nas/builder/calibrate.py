@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..calibration import Calibration
+from ..errors import HostMismatchError
 
 def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[float], *,
                     min_share: float = 0.03, prior: float = 0.1,
@@ -126,11 +127,6 @@ def save_calibration(package_dir: str | Path, name: str, calibration: Calibratio
     return path
 
 
-class HostMismatchError(ValueError):
-    """This host is not the device a predictor was built on (other CPU, instruction set,
-    library version or threads): what it measures would calibrate another device."""
-
-
 def measurement_backend(predictor: Any) -> Any:
     """The backend ``predictor``'s package was built with, set up as recorded in its manifest,
     on this host. Raises :class:`~nnmeter_nas.errors.PackageError` for a package that records
@@ -160,17 +156,20 @@ def measurement_backend(predictor: Any) -> Any:
 def calibrate_on_device(predictor: Any, models: Sequence[bytes], *, space: str,
                         passes: int = 10, pause_s: float = 1.0, seed: int = 0,
                         min_share: float = 0.03, prior: float = 0.1,
-                        progress: bool = True) -> tuple[Calibration, list[float]]:
+                        progress: bool = True,
+                        backend: Any = None) -> tuple[Calibration, list[float]]:
     """Measure ``models`` (serialized ONNX networks of one search space) on this host with the
     predictor's own backend (:func:`measurement_backend`) and fit a calibration for ``space``
     on them. Each network is the median of ``passes`` interleaved visits ``pause_s`` seconds
-    apart (:func:`~nnmeter_nas.builder.network_timing.measure_interleaved`). Returns the
-    calibration and the measured latencies (ms)."""
+    apart (:func:`~nnmeter_nas.builder.network_timing.measure_interleaved`). ``backend``: the
+    one :func:`measurement_backend` returned, when the caller checked the host first. Returns
+    the calibration and the measured latencies (ms)."""
     from tqdm.auto import tqdm
 
     from . import network_timing
 
-    backend = measurement_backend(predictor)
+    if backend is None:
+        backend = measurement_backend(predictor)
     bar = tqdm(total=passes, desc=f"measuring {len(models)} networks", unit="pass",
                disable=not progress, dynamic_ncols=True)
     try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 Config = dict  # JSON-serialisable dict of ints and strings
@@ -103,7 +103,7 @@ def _near_channels(rng: random.Random, v: int, rel: float = 0.3, lo: int = 4,
     return int(min(max(c, lo), hi))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class KernelSpec:
     """How to sample, perturb and build one kernel.
 
@@ -585,81 +585,247 @@ def _hwc_flops(cfg: Config) -> float:
     return float(cfg.get("hw", 1)) ** 2 * cfg.get("c", 1)
 
 
-def default_specs(rules: Any = None) -> dict[str, KernelSpec]:
-    """The kernel specs of the built-in predictor, by spec name.
+# --------------------------------------------------------------------------- the registry
+#: name -> (the spec's keyword fields, ``rules -> fields`` that depend on the fusion rules)
+_REGISTRY: dict[str, tuple[dict[str, Any], Callable[[Any], dict[str, Any]] | None]] = {}
 
-    With the device's fusion ``rules`` (a :class:`~nnmeter_nas.kernels.FusionRules`), the
-    convolution specs only end with activations (and residual adds) that fuse into them, so
-    every module holds exactly one kernel.
+
+def register_kernel_spec(name: str, *, prior: Callable[[random.Random], Config] | None = None,
+                         perturb: Callable[[Config, random.Random], Config],
+                         build: Callable[[Config], tuple[Any, list[list[int]]]],
+                         neighbours: Callable[[Config], tuple[list[bool], list[bool]]],
+                         for_rules: Callable[[Any], dict[str, Any]] | None = None,
+                         replace: bool = False, **options: Any) -> None:
+    """Add a kernel spec to those the builder measures (as NNI's ``register_flops_formula``).
+
+    Parameters
+    ----------
+    name : str
+        Spec name (by default also the regressor it trains).
+    prior, perturb, build, neighbours : callable
+        The :class:`KernelSpec` fields of the same names. ``prior`` may instead come from
+        ``for_rules``.
+    for_rules : callable, default=None
+        ``rules -> {field: value}``: fields that depend on the device's fusion rules (a
+        :class:`~nnmeter_nas.kernels.FusionRules` or None), e.g. a convolution's prior that
+        only draws activations the device fuses.
+    replace : bool, default=False
+        Replace a spec of that name instead of refusing.
+    **options
+        Other :class:`KernelSpec` fields: ``regressor``, ``flops``, ``max_flops``, ``folds``,
+        ``weight``, ``doc``, ``cold_weights``, ``variants``.
+
+    Examples
+    --------
+    >>> register_kernel_spec(  # doctest: +SKIP
+    ...     "gelu", prior=_hwc_prior(), perturb=_hwc_perturb, build=my_gelu_module,
+    ...     neighbours=lambda cfg: ([True], [True]), flops=_hwc_flops, weight=0.5)
+    """
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"kernel spec {name!r} is already registered; pass replace=True")
+    unknown = set(options) - {f.name for f in fields(KernelSpec)}
+    if unknown:
+        raise TypeError(f"kernel spec {name!r}: unknown fields {sorted(unknown)}")
+    spec_fields = dict(options, perturb=perturb, build=build, neighbours=neighbours)
+    if prior is not None:
+        spec_fields["prior"] = prior
+    elif for_rules is None:
+        raise TypeError(f"kernel spec {name!r} needs prior= (or for_rules= giving one)")
+    _REGISTRY[name] = (spec_fields, for_rules)
+
+
+def kernel_specs(rules: Any = None) -> dict[str, KernelSpec]:
+    """The registered kernel specs, by name, set up for the device's fusion ``rules``.
+
+    With ``rules`` (a :class:`~nnmeter_nas.kernels.FusionRules`), the convolution specs only
+    end with activations (and residual adds) that fuse into them, so every module holds exactly
+    one kernel.
 
     Several specs may train the same regressor (``channelshuffle`` is fed by the 5-D shuffle
     of ShuffleNetV2 only; NNI's SPOS shuffle is its own spec whose cost lands on the first
     kernel the engine reports for it).
     """
-    specs = [
-        KernelSpec("conv-bn-relu", _conv_prior_for(rules), _conv_perturb, _conv_module,
-                   lambda c: ([True] * (1 + c.get("n_add", 0)), [True]),
-                   flops=_conv_flops, max_flops=4.0e9, weight=12.0,
-                   variants=_act_variants(rules, "conv"),
-                   doc="Conv2d + BatchNorm + relu/relu6/hswish/none, grouped or dense, "
-                       "with 0-2 fused residual adds"),
-        KernelSpec("dwconv-bn-relu", _dwconv_prior_for(rules), _dwconv_perturb, _dwconv_module,
-                   _all(1, 1), weight=6.0,
-                   flops=lambda c: 2.0 * (c["hw"] / c["s"]) ** 2 * c["c"] * c["k"] ** 2,
-                   variants=_act_variants(rules, "dwconv"),
-                   doc="depthwise Conv2d + BatchNorm + activation"),
-        KernelSpec("fc", _fc_prior, _fc_perturb, _fc_module, _all(1, 1, False, False),
-                   flops=lambda c: 2.0 * c["cin"] * c["cout"], max_flops=2.1e8, weight=1.5,
-                   cold_weights=True, doc="Linear (+ReLU) on a (1, cin) input"),
-        KernelSpec("maxpool", _pool_prior("maxpool"), _pool_perturb, _pool_module("maxpool"),
-                   _all(1, 1), flops=_hwc_flops, weight=1.5),
-        KernelSpec("avgpool", _pool_prior("avgpool"), _pool_perturb, _pool_module("avgpool"),
-                   _all(1, 1), flops=_hwc_flops, weight=1.5),
-        KernelSpec("global-avgpool", _hwc_prior(1, 112), _hwc_perturb, _gap_module,
-                   _all(1, 1, True, False), flops=_hwc_flops, weight=1.0,
-                   doc="global average pooling + flatten (feeds a classifier)"),
-        KernelSpec("relu", _hwc_prior(), _hwc_perturb, _relu_module, _all(1, 1),
-                   flops=_hwc_flops, weight=1.0),
-        KernelSpec("bn", _hwc_prior(), _hwc_perturb, _bn_module, _all(1, 1),
-                   flops=_hwc_flops, weight=0.6),
-        KernelSpec("bnrelu", _hwc_prior(), _hwc_perturb, _bnrelu_module, _all(1, 1),
-                   flops=_hwc_flops, weight=1.0),
-        KernelSpec("hswish", _hswish_prior, _hwc_perturb, _hswish_module,
-                   lambda c: ([c.get("rank", 4) == 4], [c.get("rank", 4) == 4]),
-                   flops=_hwc_flops, weight=0.6),
-        KernelSpec("add", _hwc_prior(), _hwc_perturb, _add_module(False), _all(2, 1),
-                   flops=_hwc_flops, weight=0.6),
-        KernelSpec("addrelu", _hwc_prior(), _hwc_perturb, _add_module(True), _all(2, 1),
-                   flops=_hwc_flops, weight=0.6),
-        KernelSpec("concat", _concat_prior, _concat_perturb, _concat_module,
-                   lambda c: ([not c.get("plain_first")] + [True] * (len(c["cs"]) - 1),
-                              [not c.get("plain_first")]),
-                   flops=lambda c: float(c["hw"] ** 2 * sum(c["cs"])), weight=1.5,
-                   doc="channel concat; ShuffleNet-style ones read one input from a split"),
-        KernelSpec("split", _even_prior, _hwc_perturb, _split_module,
-                   lambda c: ([False], [False, True]), flops=_hwc_flops, weight=0.8,
-                   doc="chunk(2, dim=1): one half goes to a concat, the other to a conv"),
-        KernelSpec("channelshuffle", _even_prior, _hwc_perturb, _shuffle5d_module,
-                   _all(1, 1, False, False), flops=_hwc_flops, weight=0.8,
-                   doc="ShuffleNetV2 shuffle: reshape (5-D) -> transpose -> reshape"),
-        KernelSpec("spos-shuffle", _even_prior, _hwc_perturb, _nni_shuffle_module,
-                   lambda c: ([False], [False, True]), flops=_hwc_flops, weight=1.0,
-                   folds=("reshape", "transpose", "gather", "channelshuffle"),
-                   doc="NNI ShuffleNetSpace shuffle: reshape (3-D) -> permute -> reshape (5-D)"
-                       " -> two gathers; one half to a concat, the other to a conv"),
-        KernelSpec("se", _se_prior, _se_perturb, _se_module, _all(1, 1),
-                   flops=_hwc_flops, weight=1.0,
-                   doc="squeeze-excite: gap -> 1x1 conv -> relu -> 1x1 conv -> (h)sigmoid -> mul"),
-        KernelSpec("reshape", _flatten_prior, _hwc_perturb, _flatten_module,
-                   _all(1, 1, True, False), flops=_hwc_flops, weight=0.4,
-                   doc="flatten before a classifier"),
-        KernelSpec("mul", lambda r: {**_hwc_prior(7, 64)(r), "scalar": 1}, _hwc_perturb,
-                   _mul_module, _all(1, 1), flops=_hwc_flops, weight=0.3,
-                   doc="multiplication by a constant (NAS-Bench-201 cells cut off from "
-                       "their input output zeros this way)"),
-        KernelSpec("sigmoid", _hwc_prior(), _hwc_perturb, _sigmoid_module, _all(1, 1),
-                   flops=_hwc_flops, weight=0.3),
-        KernelSpec("pad", _hwc_prior(), _hwc_perturb, _pad_module, _all(1, 1),
-                   flops=_hwc_flops, weight=0.3),
-    ]
-    return {s.name: s for s in specs}
+    out = {}
+    for name, (spec_fields, for_rules) in _REGISTRY.items():
+        kw = dict(spec_fields)
+        if for_rules is not None:
+            kw.update(for_rules(rules))
+        out[name] = KernelSpec(name=name, **kw)
+    return out
+
+
+#: The built-in predictors' specs (the name the builder has always used).
+default_specs = kernel_specs
+
+
+# --------------------------------------------------------------------------- built-in specs
+register_kernel_spec("conv-bn-relu",
+                     perturb=_conv_perturb,
+                     build=_conv_module,
+                     neighbours=lambda c: ([True] * (1 + c.get("n_add", 0)), [True]),
+                     flops=_conv_flops,
+                     max_flops=4.0e9,
+                     weight=12.0,
+                     doc="Conv2d + BatchNorm + relu/relu6/hswish/none, grouped or dense, "
+                         "with 0-2 fused residual adds",
+                     for_rules=lambda rules: {"prior": _conv_prior_for(rules),
+                                              "variants": _act_variants(rules, "conv")})
+register_kernel_spec("dwconv-bn-relu",
+                     perturb=_dwconv_perturb,
+                     build=_dwconv_module,
+                     neighbours=_all(1, 1),
+                     weight=6.0,
+                     flops=lambda c: 2.0 * (c["hw"] / c["s"]) ** 2 * c["c"] * c["k"] ** 2,
+                     doc="depthwise Conv2d + BatchNorm + activation",
+                     for_rules=lambda rules: {"prior": _dwconv_prior_for(rules),
+                                              "variants": _act_variants(rules, "dwconv")})
+register_kernel_spec("fc",
+                     prior=_fc_prior,
+                     perturb=_fc_perturb,
+                     build=_fc_module,
+                     neighbours=_all(1, 1, False, False),
+                     flops=lambda c: 2.0 * c["cin"] * c["cout"],
+                     max_flops=2.1e8,
+                     weight=1.5,
+                     cold_weights=True,
+                     doc="Linear (+ReLU) on a (1, cin) input")
+register_kernel_spec("maxpool",
+                     prior=_pool_prior("maxpool"),
+                     perturb=_pool_perturb,
+                     build=_pool_module("maxpool"),
+                     neighbours=_all(1, 1),
+                     flops=_hwc_flops,
+                     weight=1.5)
+register_kernel_spec("avgpool",
+                     prior=_pool_prior("avgpool"),
+                     perturb=_pool_perturb,
+                     build=_pool_module("avgpool"),
+                     neighbours=_all(1, 1),
+                     flops=_hwc_flops,
+                     weight=1.5)
+register_kernel_spec("global-avgpool",
+                     prior=_hwc_prior(1, 112),
+                     perturb=_hwc_perturb,
+                     build=_gap_module,
+                     neighbours=_all(1, 1, True, False),
+                     flops=_hwc_flops,
+                     weight=1.0,
+                     doc="global average pooling + flatten (feeds a classifier)")
+register_kernel_spec("relu",
+                     prior=_hwc_prior(),
+                     perturb=_hwc_perturb,
+                     build=_relu_module,
+                     neighbours=_all(1, 1),
+                     flops=_hwc_flops,
+                     weight=1.0)
+register_kernel_spec("bn",
+                     prior=_hwc_prior(),
+                     perturb=_hwc_perturb,
+                     build=_bn_module,
+                     neighbours=_all(1, 1),
+                     flops=_hwc_flops,
+                     weight=0.6)
+register_kernel_spec("bnrelu",
+                     prior=_hwc_prior(),
+                     perturb=_hwc_perturb,
+                     build=_bnrelu_module,
+                     neighbours=_all(1, 1),
+                     flops=_hwc_flops,
+                     weight=1.0)
+register_kernel_spec("hswish",
+                     prior=_hswish_prior,
+                     perturb=_hwc_perturb,
+                     build=_hswish_module,
+                     neighbours=lambda c: ([c.get("rank", 4) == 4], [c.get("rank", 4) == 4]),
+                     flops=_hwc_flops,
+                     weight=0.6)
+register_kernel_spec("add",
+                     prior=_hwc_prior(),
+                     perturb=_hwc_perturb,
+                     build=_add_module(False),
+                     neighbours=_all(2, 1),
+                     flops=_hwc_flops,
+                     weight=0.6)
+register_kernel_spec("addrelu",
+                     prior=_hwc_prior(),
+                     perturb=_hwc_perturb,
+                     build=_add_module(True),
+                     neighbours=_all(2, 1),
+                     flops=_hwc_flops,
+                     weight=0.6)
+register_kernel_spec("concat",
+                     prior=_concat_prior,
+                     perturb=_concat_perturb,
+                     build=_concat_module,
+                     neighbours=lambda c: ([not c.get("plain_first")]
+                                           + [True] * (len(c["cs"]) - 1),
+                                           [not c.get("plain_first")]),
+                     flops=lambda c: float(c["hw"] ** 2 * sum(c["cs"])),
+                     weight=1.5,
+                     doc="channel concat; ShuffleNet-style ones read one input from a split")
+register_kernel_spec("split",
+                     prior=_even_prior,
+                     perturb=_hwc_perturb,
+                     build=_split_module,
+                     neighbours=lambda c: ([False], [False, True]),
+                     flops=_hwc_flops,
+                     weight=0.8,
+                     doc="chunk(2, dim=1): one half goes to a concat, the other to a conv")
+register_kernel_spec("channelshuffle",
+                     prior=_even_prior,
+                     perturb=_hwc_perturb,
+                     build=_shuffle5d_module,
+                     neighbours=_all(1, 1, False, False),
+                     flops=_hwc_flops,
+                     weight=0.8,
+                     doc="ShuffleNetV2 shuffle: reshape (5-D) -> transpose -> reshape")
+register_kernel_spec("spos-shuffle",
+                     prior=_even_prior,
+                     perturb=_hwc_perturb,
+                     build=_nni_shuffle_module,
+                     neighbours=lambda c: ([False], [False, True]),
+                     flops=_hwc_flops,
+                     weight=1.0,
+                     folds=("reshape", "transpose", "gather", "channelshuffle"),
+                     doc="NNI ShuffleNetSpace shuffle: reshape (3-D) -> permute -> reshape (5-D)"
+                         " -> two gathers; one half to a concat, the other to a conv")
+register_kernel_spec("se",
+                     prior=_se_prior,
+                     perturb=_se_perturb,
+                     build=_se_module,
+                     neighbours=_all(1, 1),
+                     flops=_hwc_flops,
+                     weight=1.0,
+                     doc="squeeze-excite: gap -> 1x1 conv -> relu -> 1x1 conv -> (h)sigmoid "
+                         "-> mul")
+register_kernel_spec("reshape",
+                     prior=_flatten_prior,
+                     perturb=_hwc_perturb,
+                     build=_flatten_module,
+                     neighbours=_all(1, 1, True, False),
+                     flops=_hwc_flops,
+                     weight=0.4,
+                     doc="flatten before a classifier")
+register_kernel_spec("mul",
+                     prior=lambda r: {**_hwc_prior(7, 64)(r), "scalar": 1},
+                     perturb=_hwc_perturb,
+                     build=_mul_module,
+                     neighbours=_all(1, 1),
+                     flops=_hwc_flops,
+                     weight=0.3,
+                     doc="multiplication by a constant (NAS-Bench-201 cells cut off from "
+                         "their input output zeros this way)")
+register_kernel_spec("sigmoid",
+                     prior=_hwc_prior(),
+                     perturb=_hwc_perturb,
+                     build=_sigmoid_module,
+                     neighbours=_all(1, 1),
+                     flops=_hwc_flops,
+                     weight=0.3)
+register_kernel_spec("pad",
+                     prior=_hwc_prior(),
+                     perturb=_hwc_perturb,
+                     build=_pad_module,
+                     neighbours=_all(1, 1),
+                     flops=_hwc_flops,
+                     weight=0.3)

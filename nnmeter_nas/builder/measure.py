@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ..errors import KernelMismatchError
 from ..features import extract_features, regressor_name
 from ..kernels import FusionRules, detect_kernels
 from .backends.base import Backend, NodeTime, TimingPlan
@@ -37,10 +38,6 @@ from .kernel_specs import Config, KernelSpec
 # operator): kernels below the resolution of the measurement get it, and fitting works on
 # log-latency.
 MIN_LATENCY_MS = 2e-4
-
-
-class KernelMismatchError(ValueError):
-    """The engine did not find the kernel a spec's module was built to contain."""
 
 
 @dataclass

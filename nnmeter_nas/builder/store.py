@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from ..errors import StoreMismatchError
+
 STORE_FORMAT = "nnmeter-nas-measurements"
 STORE_VERSION = 1
 
@@ -22,10 +24,6 @@ _IDENTITY_KEYS = ("name", "library", "version", "provider", "intra_op_num_thread
                   "isa", "clock", "feature_set", "flush_mb")
 # What a store from before a key was recorded had (compared as such): timed warm.
 _IDENTITY_DEFAULTS = {"flush_mb": 0.0}
-
-
-class StoreMismatchError(ValueError):
-    """The store was measured with other backend settings than the ones resuming it."""
 
 
 class MeasurementStore:

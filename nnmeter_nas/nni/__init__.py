@@ -5,6 +5,8 @@
 - :class:`LatencyFilter` (NNI middleware, ``RandomOneShot(filter=...)``, plain callable)
 - :class:`ExpectedLatency` and :class:`LatencyPenalty` (``penalty=`` of DARTS/Proxyless/GumbelDARTS)
 - :func:`find_choice_points`, :func:`build_latency_table`
+- :class:`TabularEvaluator`, :class:`NB201Lookup` (metrics looked up instead of trained) and
+  :func:`run_sequential_experiment` (NNI's sequential engine with a budget of architectures)
 
 Names are imported lazily; using any of them imports torch and NNI.
 """
@@ -27,6 +29,11 @@ _LAZY = {
     "SpaceFreezer": "choice_points",
     "ChoicePoint": "choice_points",
     "build_latency_table": "table_builder",
+    "TabularEvaluator": "tabular",
+    "NB201Lookup": "tabular",
+    "run_sequential_experiment": "experiment",
+    "evaluated_models": "experiment",
+    "nni_home": "experiment",
     "UnsupportedSpaceError": "errors",
     "SampleError": "errors",
     "TableMismatchError": "errors",

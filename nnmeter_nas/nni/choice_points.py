@@ -16,14 +16,15 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch.nn as nn
 from nni.mutable import Categorical, CategoricalMultiple, Mutable
 from nni.mutable.annotation import MutableAnnotation
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace, MutableModule, Repeat
 
-from .errors import UnsupportedSpaceError
+from ..errors import UnsupportedSpaceError
+from .sample_values import hashable_value, jsonable_value
 
 __all__ = [
     "ChoicePoint",
@@ -35,13 +36,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_COMBINATIONS = 256
-
-
-def hashable_value(value: Any) -> Hashable:
-    """Values as table keys: lists (``CategoricalMultiple``, ``InputChoice``) become tuples."""
-    if isinstance(value, list):
-        return tuple(hashable_value(v) for v in value)
-    return value
 
 
 def _join(prefix: str, name: str) -> str:
@@ -97,15 +91,9 @@ class SpaceLayout:
         """JSON-able description used to check that a table belongs to a space."""
         return {
             "class": self.space_class,
-            "labels": {k: [_jsonable(v) for v in vs] for k, vs in self.label_values.items()},
+            "labels": {k: [jsonable_value(v) for v in vs] for k, vs in self.label_values.items()},
             "points": [[p.name, list(p.labels)] for p in self.points],
         }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _label_values(label: str, mutable: Any, where: str) -> list[Any] | None:

@@ -15,21 +15,16 @@ probabilities may be given as
 """
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from .errors import SampleError
+from ..errors import SampleError
+from .sample_values import hashable_value
 from .table import LatencyTable
 
 __all__ = ["ExpectedLatency", "architecture_probabilities"]
-
-
-def _hashable(value: Any) -> Hashable:
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
-    return value
 
 
 def architecture_probabilities(module: nn.Module) -> dict[str, tuple[list[Any], torch.Tensor]]:
@@ -84,7 +79,7 @@ class ExpectedLatency(nn.Module):
         self.table = table
         self.device_name = device or table.default_device
         self.labels = table.labels
-        self._values = {label: [_hashable(v) for v in table.values_of(label)]
+        self._values = {label: [hashable_value(v) for v in table.values_of(label)]
                         for label in self.labels}
         self._value_index = {label: {v: i for i, v in enumerate(vs)}
                              for label, vs in self._values.items()}
@@ -112,7 +107,7 @@ class ExpectedLatency(nn.Module):
             order = []
             for v in values:
                 try:
-                    order.append([_hashable(x) for x in names].index(v))
+                    order.append([hashable_value(x) for x in names].index(v))
                 except ValueError:
                     raise SampleError(f"the probabilities of {label!r} have no entry for value "
                                       f"{v!r} (they cover {names})") from None
@@ -123,16 +118,16 @@ class ExpectedLatency(nn.Module):
                                   f"the label has {n} values {self.table.values_of(label)}")
             return given
         if isinstance(given, Mapping):
-            unknown = [v for v in given if _hashable(v) not in self._value_index[label]]
+            unknown = [v for v in given if hashable_value(v) not in self._value_index[label]]
             if unknown:
                 raise SampleError(f"probabilities of {label!r} name unknown values {unknown}; the "
                                   f"values are {self.table.values_of(label)}")
             parts = []
             for v in values:
-                p = next((given[k] for k in given if _hashable(k) == v), 0.0)
+                p = next((given[k] for k in given if hashable_value(k) == v), 0.0)
                 parts.append(p if isinstance(p, torch.Tensor) else torch.tensor(float(p)))
             return torch.stack([p.to(dtype=dtype, device=dev).reshape(()) for p in parts])
-        key = _hashable(given)
+        key = hashable_value(given)
         if key in self._value_index[label]:
             one_hot = torch.zeros(n, dtype=dtype, device=dev)
             one_hot[self._value_index[label][key]] = 1.0

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from nni.nas.strategy.middleware import Filter
 
-from ..errors import LatencyBudgetError
+from ..errors import LatencyBudgetError, LatencySourceError
 from ..packages.registry import did_you_mean
 from .profiler import LatencyProfiler, space_input_shape, unwrap_model_space
 from .table import LatencyTable
@@ -246,8 +246,9 @@ class LatencyFilter(Filter):
             elif list(lat) == ["default"]:  # a callable returning one number
                 value = lat["default"]
             else:
-                raise KeyError(f"LatencyFilter: no latency for device {dev!r};"
-                               f"{did_you_mean(dev, lat)} the predictor gives {list(lat)}")
+                raise LatencySourceError(f"LatencyFilter: no latency for device {dev!r};"
+                                         f"{did_you_mean(dev, lat)} the predictor gives "
+                                         f"{list(lat)}")
             cap, floor = self._bound(self.max_ms, dev), self._bound(self.min_ms, dev)
             if (cap is not None and value > cap) or (floor is not None and value < floor):
                 ok = False
@@ -279,8 +280,12 @@ class LatencyFilter(Filter):
                 f"latency outside [{self.min_ms}, {self.max_ms}] ms")
 
     # ------------------------------------------------------------------ NNI middleware
+    def _rejected_in_a_row(self) -> int:
+        # NNI's Filter counts consecutive rejections; its public state_dict() reports the count
+        return int(Filter.state_dict(self)["filter_count_patience"])
+
     def budget_available(self) -> bool:
-        if self._filter_count_patience >= self.patience:
+        if self._rejected_in_a_row() >= self.patience:
             if not self._warned_patience:
                 self._warned_patience = True
                 hint = ""
@@ -291,7 +296,7 @@ class LatencyFilter(Filter):
                 _logger.warning(
                     "LatencyFilter: %d architectures in a row missed the latency budget "
                     "[%s, %s] ms; stopping the search (%s).%s Relax the budget or raise patience=.",
-                    self._filter_count_patience, self.min_ms, self.max_ms, self.summary(), hint)
+                    self._rejected_in_a_row(), self.min_ms, self.max_ms, self.summary(), hint)
             return False
         return self.engine.budget_available()
 

@@ -173,8 +173,8 @@ class DirectLatencyProfiler(Profiler):
         return [p.device for p in self.predictors]
 
     def _key(self, sample: Mapping[str, Any]) -> tuple:
-        from .choice_points import hashable_value
-        from .errors import SampleError
+        from ..errors import SampleError
+        from .sample_values import hashable_value
 
         missing = sorted(self._labels - set(sample))
         if missing:
@@ -193,10 +193,10 @@ class DirectLatencyProfiler(Profiler):
             return dict(hit)
         from ..graph.onnx_import import onnx_to_graph
         from ..graph.torch_export import export_onnx
-        from .table_builder import _torch_threads
+        from .torch_threads import torch_threads
 
         net = self.space.freeze(dict(sample))
-        with _torch_threads(1):
+        with torch_threads(1):
             graph = onnx_to_graph(export_onnx(net, self.input_shape))
         out = {p.device: float(p.predict(graph)) for p in self.predictors}
         if len(self._cache) >= self.cache_size:

@@ -13,25 +13,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from .errors import SampleError, TableMismatchError
+from ..errors import SampleError, TableMismatchError
+from .sample_values import hashable_value, jsonable_value
 
 __all__ = ["LatencyTable", "TablePoint", "TABLE_FORMAT"]
 
 TABLE_FORMAT = "nnmeter-nas-latency-table/1"
-
-
-def _hashable(value: Any) -> Hashable:
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 @dataclass
@@ -71,7 +60,7 @@ class LatencyTable:
         self.meta = dict(meta or {})
         self._labels = list(self.space.get("labels", {}))
         self._label_set = frozenset(self._labels)
-        self._values = {label: {_hashable(v) for v in vs}
+        self._values = {label: {hashable_value(v) for v in vs}
                         for label, vs in self.space.get("labels", {}).items()}
         self._lookup: dict[str, tuple] = {}
 
@@ -147,7 +136,7 @@ class LatencyTable:
 
     def _slow_latency(self, sample: Mapping[str, Any], device: str) -> float:
         self.check_sample(sample)
-        norm = {k: _hashable(v) for k, v in sample.items()}
+        norm = {k: hashable_value(v) for k, v in sample.items()}
         constant, single, multi, _ = self._lookup[device]
         total = constant
         for label, entries in single:
@@ -168,7 +157,7 @@ class LatencyTable:
         d = self._device_index(device)
         out = {"fixed": self.fixed_ms[self.devices[d]]}
         for p in self.points:
-            combo = tuple(_hashable(sample[label]) for label in p.labels)
+            combo = tuple(hashable_value(sample[label]) for label in p.labels)
             out[p.name] = p.ms[p.combos.index(combo)][d]
         return out
 
@@ -183,7 +172,7 @@ class LatencyTable:
             raise SampleError(f"sample has labels {unknown} that {self.space_class} does not "
                               f"have; its labels are {self._labels}")
         for label in self._labels:
-            if _hashable(sample[label]) not in self._values[label]:
+            if hashable_value(sample[label]) not in self._values[label]:
                 raise SampleError(
                     f"sample has {label}={sample[label]!r}, which is not a value of that label in "
                     f"{self.space_class}; the values are {self.space['labels'][label]}")
@@ -230,7 +219,7 @@ class LatencyTable:
         for p in self.points:
             entries = []
             for combo, row, act in zip(p.combos, p.ms, p.active):
-                entry = {"values": {label: _jsonable(v) for label, v in zip(p.labels, combo)},
+                entry = {"values": {label: jsonable_value(v) for label, v in zip(p.labels, combo)},
                          "ms": {dev: row[i] for i, dev in enumerate(self.devices)}}
                 if not act:
                     entry["active"] = False
@@ -262,7 +251,7 @@ class LatencyTable:
             labels = tuple(p["labels"])
             combos, ms, active = [], [], []
             for e in p["entries"]:
-                combos.append(tuple(_hashable(e["values"][label]) for label in labels))
+                combos.append(tuple(hashable_value(e["values"][label]) for label in labels))
                 try:
                     ms.append([float(e["ms"][dev]) for dev in devices])
                 except KeyError as exc:

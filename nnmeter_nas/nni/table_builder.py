@@ -13,20 +13,22 @@ samples and records what it saw in ``table.meta["build"]``.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import statistics
 import time
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch.nn as nn
 
 from .choice_points import (DEFAULT_MAX_COMBINATIONS, SpaceFreezer, SpaceLayout, covering_samples,
                             find_choice_points)
-from .errors import UnsupportedSpaceError
+from ..errors import UnsupportedSpaceError
+from ..packages.devices import resolve_predictors
 from .table import LatencyTable, TablePoint
+from .torch_threads import torch_threads
 
 __all__ = ["build_latency_table", "ScopeResolver", "resolve_predictors", "point_owner_finder"]
 
@@ -71,27 +73,6 @@ class ScopeResolver:
         return current
 
 
-def resolve_predictors(predictors: Any) -> list[Any]:
-    """A predictor, a device/predictor name, or a list of those -> list of LatencyPredictor."""
-    from ..predictor import LatencyPredictor
-
-    if isinstance(predictors, (str, LatencyPredictor)) or not isinstance(predictors, (list, tuple)):
-        predictors = [predictors]
-    out = []
-    for p in predictors:
-        if isinstance(p, str):
-            from ..packages.registry import load_predictor_spec
-
-            p = load_predictor_spec(p, download=True)
-        if not hasattr(p, "predict_kernels") or not hasattr(p, "device"):
-            raise TypeError(f"expected a LatencyPredictor or a predictor name, got {type(p).__name__}")
-        out.append(p)
-    devices = [p.device for p in out]
-    if len(set(devices)) != len(devices):
-        raise ValueError(f"two predictors for the same device in {devices}")
-    return out
-
-
 def point_owner_finder(layout: SpaceLayout) -> Callable[[str], int]:
     """``owner(module_path)``: index of the choice point holding that module path of a frozen
     network, or -1 for the fixed part."""
@@ -119,20 +100,6 @@ def _shape_of(x: Any) -> Any:
     return None
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run torch ops on ``n`` threads. Tracing runs the network once at batch 1, where intra-op
-    threads gain little and, on a busy machine, oversubscription makes convolutions 10x slower."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _shape_recorder(seen: dict[int, Any], index: int) -> Callable:
     def hook(_module: nn.Module, args: tuple) -> None:  # must return None: keeps the inputs
         if index not in seen:
@@ -140,45 +107,46 @@ def _shape_recorder(seen: dict[int, Any], index: int) -> Callable:
     return hook
 
 
-def build_latency_table(model_space: nn.Module, predictors: Any,
-                        input_shape: Sequence[int], *,
-                        max_combinations: int = DEFAULT_MAX_COMBINATIONS,
-                        progress: bool = False, fast_freeze: bool = True) -> LatencyTable:
-    """Latency table of ``model_space`` for each predictor's device, at ``input_shape`` (NCHW).
+@dataclass
+class _Trace:
+    """One covering architecture, traced: its shaped graph, the choice point owning each graph
+    node (-1: fixed part), its combination index per choice point and the input shape each
+    active choice point saw."""
 
-    ``predictors``: a :class:`~nnmeter_nas.LatencyPredictor`, a predictor name, or a list.
-    ``fast_freeze=False`` uses NNI's ``model_space.freeze`` (re-runs ``__init__``; slower).
-    Raises :class:`UnsupportedSpaceError` for spaces it cannot tabulate or an input shape the
-    space does not run on.
-    """
+    graph: Any
+    node_owner: dict[str, int]
+    combo_idx: list[int]
+    seen_shapes: dict[int, Any]
+
+
+@dataclass
+class _Attribution:
+    """Predicted kernels of every traced architecture, charged to choice points or the fixed part.
+
+    ``runs[r] = (combo_idx, points_ms, fixed_ms)`` with ``points_ms[i][d]`` the latency of choice
+    point ``i`` on device ``d`` in architecture ``r`` and ``fixed_ms[d]`` its fixed part."""
+
+    runs: list[tuple[list[int], list[list[float]], list[float]]]
+    boundary: dict[tuple, int]
+    reattributed: int
+
+
+def _trace(model_space: nn.Module, layout: SpaceLayout, samples: list[dict[str, Any]],
+           input_shape: list[int], *, fast_freeze: bool, progress: bool) -> list[_Trace]:
+    """Freeze, export and shape each covering sample once (shared by every device)."""
     from ..graph.onnx_import import onnx_to_graph
     from ..graph.torch_export import export_onnx
 
-    t0 = time.perf_counter()
-    preds = resolve_predictors(predictors)
-    devices = [p.device for p in preds]
-    input_shape = [int(d) for d in input_shape]
-    layout = find_choice_points(model_space, max_combinations=max_combinations)
-    samples = covering_samples(layout)
     freezer = SpaceFreezer(model_space) if fast_freeze else None
     owner = point_owner_finder(layout)
-    n_pts, n_dev = len(layout.points), len(devices)
     space_name = type(model_space).__name__
-
-    ms: list[dict[int, list[float]]] = [dict() for _ in range(n_pts)]
-    spread = [defaultdict(float) for _ in range(n_pts)]
-    shapes: list[dict[int, Any]] = [dict() for _ in range(n_pts)]
-    fixed_runs: list[list[float]] = []
-    boundary: dict[tuple, int] = defaultdict(int)
-    absorbed: dict[str, set[int]] = defaultdict(set)
-    runs: list[tuple[list[int], list]] = []
     training = {id(m): m.training for m in model_space.modules()}
-
     iterator = samples
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(samples, desc=f"latency table {space_name}", unit="arch")
+    traces = []
     try:
         for sample in iterator:
             _logger.debug("latency table of %s: covering architecture %s", space_name, sample)
@@ -201,7 +169,7 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
                     ) from None
                 hooks.append(mod.register_forward_pre_hook(_shape_recorder(seen, i)))
             try:
-                with _torch_threads(1):
+                with torch_threads(1):
                     proto = export_onnx(net, input_shape)
             except Exception as exc:
                 raise UnsupportedSpaceError(
@@ -214,40 +182,36 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
             graph = onnx_to_graph(proto)
             resolver = ScopeResolver(net)
             node_owner = {name: owner(resolver.module_path(name)) for name in graph.nodes}
-
-            combo_idx = []
-            for i, p in enumerate(layout.points):
-                k = p.combos.index(p.combo_of(sample))
-                combo_idx.append(k)
-                if k in p.inactive:
-                    continue
-                shape = seen.get(i)
-                if k in shapes[i] and shapes[i][k] != shape:
-                    raise UnsupportedSpaceError(
-                        f"the input of {p.kind} {p.name!r} has shape {shapes[i][k]} in one "
-                        f"architecture and {shape} in another with the same {list(p.labels)}: it "
-                        "depends on choices outside it, so a per-choice latency table would be "
-                        "wrong for this space")
-                shapes[i].setdefault(k, shape)
-
-            records = []  # per device: (owner of the first node, nodes, ms)
-            for pred in preds:
-                dev_records = []
-                for kp in pred.predict_kernels(graph):
-                    owners = [node_owner.get(n, -1) for n in kp.nodes]
-                    first = owners[0] if owners else -1
-                    if len(set(owners)) > 1:
-                        boundary[(kp.kernel_type, tuple(sorted(set(owners))))] += 1
-                        if first >= 0:  # fixed nodes fused into a choice point's kernel
-                            for n, o in zip(kp.nodes, owners):
-                                if o < 0:
-                                    absorbed[n].add(first)
-                    dev_records.append((first, tuple(kp.nodes), kp.latency_ms))
-                records.append(dev_records)
-            runs.append((combo_idx, records))
+            combo_idx = [p.combos.index(p.combo_of(sample)) for p in layout.points]
+            traces.append(_Trace(graph, node_owner, combo_idx, seen))
     finally:
         for m in model_space.modules():
             m.training = training.get(id(m), m.training)
+    return traces
+
+
+def _attribute(traces: list[_Trace], preds: list[Any], n_points: int) -> _Attribution:
+    """Predict each trace's kernels on each device and charge each kernel to the choice point
+    that owns its first node (or to the fixed part)."""
+    boundary: dict[tuple, int] = defaultdict(int)
+    absorbed: dict[str, set[int]] = defaultdict(set)
+    predicted = []  # per trace, per device: (owner of the first node, nodes, ms)
+    for tr in traces:
+        records = []
+        for pred in preds:
+            dev_records = []
+            for kp in pred.predict_kernels(tr.graph):
+                owners = [tr.node_owner.get(n, -1) for n in kp.nodes]
+                first = owners[0] if owners else -1
+                if len(set(owners)) > 1:
+                    boundary[(kp.kernel_type, tuple(sorted(set(owners))))] += 1
+                    if first >= 0:  # fixed nodes fused into a choice point's kernel
+                        for n, o in zip(kp.nodes, owners):
+                            if o < 0:
+                                absorbed[n].add(first)
+                dev_records.append((first, tuple(kp.nodes), kp.latency_ms))
+            records.append(dev_records)
+        predicted.append(records)
 
     # A fixed node that some architectures fuse into a choice point's kernel (e.g. a ReLU after a
     # LayerChoice ending in a conv) runs as a kernel of its own in the others (the choice is a
@@ -255,8 +219,9 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
     # Only kernels made entirely of such nodes move; anything else stays fixed and shows up in
     # the fixed-part spread.
     reattributed = 0
-    for combo_idx, records in runs:
-        run_pts = [[0.0] * n_dev for _ in range(n_pts)]
+    runs = []
+    for tr, records in zip(traces, predicted):
+        run_pts = [[0.0] * len(preds) for _ in range(n_points)]
         # A package's constant per-network cost belongs to the fixed part.
         run_fixed = [float(getattr(p, "network_overhead_ms", 0.0)) for p in preds]
         for d, dev_records in enumerate(records):
@@ -270,6 +235,35 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
                     run_fixed[d] += latency
                 else:
                     run_pts[first][d] += latency
+        runs.append((tr.combo_idx, run_pts, run_fixed))
+    return _Attribution(runs, dict(boundary), reattributed)
+
+
+def _assemble(layout: SpaceLayout, traces: list[_Trace], attribution: _Attribution,
+              preds: list[Any], input_shape: list[int]) -> LatencyTable:
+    """The table: one entry per combination (from the first architecture that shows it), the
+    fixed part as the median over architectures; ``meta["build"]`` records the spreads (ms)
+    across architectures."""
+    devices = [p.device for p in preds]
+    n_pts, n_dev = len(layout.points), len(devices)
+    ms: list[dict[int, list[float]]] = [dict() for _ in range(n_pts)]
+    spread = [defaultdict(float) for _ in range(n_pts)]
+    shapes: list[dict[int, Any]] = [dict() for _ in range(n_pts)]
+    for tr in traces:
+        for i, p in enumerate(layout.points):
+            k = tr.combo_idx[i]
+            if k in p.inactive:
+                continue
+            shape = tr.seen_shapes.get(i)
+            if k in shapes[i] and shapes[i][k] != shape:
+                raise UnsupportedSpaceError(
+                    f"the input of {p.kind} {p.name!r} has shape {shapes[i][k]} in one "
+                    f"architecture and {shape} in another with the same {list(p.labels)}: it "
+                    "depends on choices outside it, so a per-choice latency table would be "
+                    "wrong for this space")
+            shapes[i].setdefault(k, shape)
+    fixed_runs = []
+    for combo_idx, run_pts, run_fixed in attribution.runs:
         fixed_runs.append(run_fixed)
         for i, p in enumerate(layout.points):
             k = combo_idx[i]
@@ -298,23 +292,14 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
                     for d, dev in enumerate(devices)}
     entry_spread = max((v for s in spread for v in s.values()), default=0.0)
     build = {
-        "covering_samples": len(samples),
-        "seconds": round(time.perf_counter() - t0, 3),
+        "covering_samples": len(traces),
         "fixed_spread_ms": fixed_spread,
         "max_entry_spread_ms": entry_spread,
         "boundary_kernels": [{"kernel_type": t, "owners": [layout.points[o].name if o >= 0
                                                           else "fixed" for o in owners],
-                              "count": c} for (t, owners), c in sorted(boundary.items())],
-        "reattributed_fixed_kernels": reattributed,
-        "freeze": "SpaceFreezer" if fast_freeze else "model_space.freeze",
+                              "count": c} for (t, owners), c in sorted(attribution.boundary.items())],
+        "reattributed_fixed_kernels": attribution.reattributed,
     }
-    worst = max(fixed_spread.values())
-    if worst > 1e-6 * max(1.0, max(fixed.values())) or entry_spread > 1e-6:
-        warnings.warn(
-            f"latency table of {space_name}: the fixed part varies by up to {worst:.4g} ms and a "
-            f"choice entry by up to {entry_spread:.4g} ms across architectures; some layers outside "
-            "the choice points depend on the choices (see table.meta['build'])", RuntimeWarning,
-            stacklevel=2)
     meta = {
         "predictors": {p.device: {"name": getattr(p, "name", ""),
                                   "version": getattr(p, "version", ""),
@@ -324,3 +309,58 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
     }
     return LatencyTable(devices=devices, input_shape=input_shape, space=layout.signature(),
                         points=points, fixed_ms=fixed, meta=meta)
+
+
+def build_latency_table(model_space: nn.Module, predictors: Any,
+                        input_shape: Sequence[int], *,
+                        max_combinations: int = DEFAULT_MAX_COMBINATIONS,
+                        progress: bool = False, fast_freeze: bool = True) -> LatencyTable:
+    """Latency table of ``model_space`` for each predictor's device, at ``input_shape`` (NCHW).
+
+    Three steps: trace the covering architectures (freeze, export, shape; once for all
+    devices), attribute each device's predicted kernels to choice points or the fixed part,
+    and assemble the table.
+
+    Parameters
+    ----------
+    model_space : nni.nas.nn.pytorch.ModelSpace
+        The space; its choices must be categorical.
+    predictors : LatencyPredictor, str or list of those
+        A predictor, a predictor name, or a list (see
+        :func:`~nnmeter_nas.packages.devices.resolve_predictors`).
+    input_shape : sequence of 4 int
+        NCHW input of the networks.
+    max_combinations : int, default=256
+        Most value combinations one choice point may have.
+    progress : bool, default=False
+        Show a progress bar over the covering architectures.
+    fast_freeze : bool, default=True
+        False uses NNI's ``model_space.freeze`` (re-runs ``__init__``; slower).
+
+    Raises
+    ------
+    UnsupportedSpaceError
+        For spaces it cannot tabulate or an input shape the space does not run on.
+    """
+    t0 = time.perf_counter()
+    preds = resolve_predictors(predictors)
+    input_shape = [int(d) for d in input_shape]
+    layout = find_choice_points(model_space, max_combinations=max_combinations)
+    samples = covering_samples(layout)
+    traces = _trace(model_space, layout, samples, input_shape, fast_freeze=fast_freeze,
+                    progress=progress)
+    attribution = _attribute(traces, preds, len(layout.points))
+    table = _assemble(layout, traces, attribution, preds, input_shape)
+    build = table.meta["build"]
+    table.meta["build"] = {"covering_samples": build.pop("covering_samples"),
+                           "seconds": round(time.perf_counter() - t0, 3), **build,
+                           "freeze": "SpaceFreezer" if fast_freeze else "model_space.freeze"}
+    worst = max(build["fixed_spread_ms"].values())
+    entry_spread = build["max_entry_spread_ms"]
+    if worst > 1e-6 * max(1.0, max(table.fixed_ms.values())) or entry_spread > 1e-6:
+        warnings.warn(
+            f"latency table of {type(model_space).__name__}: the fixed part varies by up to "
+            f"{worst:.4g} ms and a choice entry by up to {entry_spread:.4g} ms across "
+            "architectures; some layers outside the choice points depend on the choices (see "
+            "table.meta['build'])", RuntimeWarning, stacklevel=2)
+    return table

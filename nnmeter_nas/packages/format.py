@@ -50,6 +50,7 @@ import numpy as np
 from ..errors import PackageError, PackageTooLargeError
 from ..kernels.fusion_rules import FusionRules
 from ..regressors.forest import TreeEnsemble
+from .archive_paths import safe_member
 
 if TYPE_CHECKING:
     from ..cache_model import CacheModel
@@ -75,11 +76,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _safe_member(name: str) -> PurePosixPath | None:
-    p = PurePosixPath(name.replace("\\", "/"))
-    if not p.parts or p.is_absolute() or ".." in p.parts or ":" in p.parts[0]:
-        return None
-    return p
+_safe_member = safe_member  # zip-slip check shared with the nn-Meter importer
 
 
 class _Source:

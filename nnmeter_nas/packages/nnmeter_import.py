@@ -52,18 +52,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import PackageError
+from ..errors import PackageError, UnsafePickleError
 from ..kernels.fusion_rules import FusionRules
 from ..regressors.forest import TreeEnsemble
+from .archive_paths import safe_member
 
 FUSION_RULES = "fusion_rules.json"
 FEATURE_SET = "nnmeter-2.0"
 FREE_KERNEL_TYPES = ("reshape",)
 _MAX_MEMBER_BYTES = 4 << 30  # refuse absurd (zip-bomb sized) members up front
-
-
-class UnsafePickleError(PackageError):
-    """A pickle asked for a class or function outside the allow-list; nothing was executed."""
 
 
 # ---------------------------------------------------------------------------- stand-ins
@@ -209,7 +206,7 @@ def safe_load_pickle(data: bytes, *, filename: str = "<pickle>") -> Any:
 _NODE_FIELDS = ("left_child", "right_child", "feature", "threshold", "weighted_n_node_samples")
 
 
-def _jsonable(v: Any) -> Any:
+def _python_value(v: Any) -> Any:
     if isinstance(v, (str, bool, int, float)) or v is None:
         return v
     if isinstance(v, np.generic):
@@ -265,7 +262,7 @@ def ensemble_from_pickle(data: bytes, *, filename: str = "<pickle>") -> tuple[Tr
             raise PackageError(f"{filename}: the {kind} is not fitted (no estimators_)")
     else:
         estimators = [obj]
-    if int(_jsonable(st.get("n_outputs_", 1)) or 1) != 1:
+    if int(_python_value(st.get("n_outputs_", 1)) or 1) != 1:
         raise PackageError(f"{filename}: multi-output regressors cannot be converted "
                            f"(n_outputs_={st.get('n_outputs_')})")
     trees = []
@@ -275,12 +272,12 @@ def ensemble_from_pickle(data: bytes, *, filename: str = "<pickle>") -> tuple[Tr
             raise PackageError(f"{filename}: estimator {i} of the {kind} is {est!r}, not a "
                                "fitted regression tree")
         trees.append(_tree_state(est.state["tree_"], filename))
-    n_features = _jsonable(st.get("n_features_in_", st.get("n_features_")))
+    n_features = _python_value(st.get("n_features_in_", st.get("n_features_")))
     if n_features is None:
         n_features = trees[0]["n_features"]
     if n_features is None or any(t["n_features"] not in (None, n_features) for t in trees):
         raise PackageError(f"{filename}: inconsistent or unknown number of features")
-    sk_version = _jsonable(st.get("_sklearn_version"))
+    sk_version = _python_value(st.get("_sklearn_version"))
     try:
         ens = TreeEnsemble.from_tree_arrays(
             trees, int(n_features), aggregate="mean",
@@ -302,7 +299,7 @@ def ensemble_from_pickle(data: bytes, *, filename: str = "<pickle>") -> tuple[Tr
     if len(weights) == 1 and not bootstrap_subsample:
         w = weights.pop()
         n_train = int(w) if float(w).is_integer() and w > 0 else None
-    params = {k: _jsonable(st[k]) for k in ("n_estimators", "max_depth", "max_features",
+    params = {k: _python_value(st[k]) for k in ("n_estimators", "max_depth", "max_features",
                                              "min_samples_leaf", "min_samples_split",
                                              "bootstrap", "criterion", "random_state")
               if k in st}
@@ -331,13 +328,6 @@ class NnMeterRelease:
         return self.src.stem if self.src.is_file() else self.src.name
 
 
-def _safe_rel(name: str) -> PurePosixPath | None:
-    p = PurePosixPath(name.replace("\\", "/"))
-    if not p.parts or p.is_absolute() or ".." in p.parts or ":" in p.parts[0]:
-        return None
-    return p
-
-
 def read_release(src: str | Path) -> NnMeterRelease:
     """Read an nn-Meter release: a zip or folder holding ``<kernel>.pkl`` files and
     ``fusion_rules.json``, either at its root or inside one top folder (as nn-Meter's
@@ -357,7 +347,7 @@ def read_release(src: str | Path) -> NnMeterRelease:
                                f"nor a readable zip file: {exc}); if the download was cut "
                                "short, download it again") from exc
         for info in zf.infolist():
-            rel = _safe_rel(info.filename)
+            rel = safe_member(info.filename)
             if rel is None:
                 zf.close()
                 raise PackageError(f"{src}: zip entry {info.filename!r} escapes the archive's "

@@ -16,20 +16,20 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import NnMeterNasError
+from ..errors import SampleError
+from ..nni.sample_values import hashable_value
 
-__all__ = ["LabelSpace", "SampleCodeError", "hashable_value"]
-
-
-class SampleCodeError(NnMeterNasError, ValueError):
-    """A sample lacks a label of the space, has an unknown label or an unknown value."""
+__all__ = ["LabelSpace", "hashable_value"]
 
 
-def hashable_value(value: Any) -> Hashable:
-    """Values as dictionary keys: lists (``CategoricalMultiple``, ``InputChoice``) become tuples."""
-    if isinstance(value, list):
-        return tuple(hashable_value(v) for v in value)
-    return value
+def __getattr__(name: str) -> Any:
+    if name == "SampleCodeError":  # merged into SampleError (same meaning)
+        import warnings
+
+        warnings.warn("nnmeter_nas.parallel.codes.SampleCodeError is deprecated; catch "
+                      "nnmeter_nas.errors.SampleError", DeprecationWarning, stacklevel=2)
+        return SampleError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,8 @@ class LabelSpace:
         return maps
 
     def encode(self, samples: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Codes of NNI samples, ``(len(samples), L)``. Raises :class:`SampleCodeError` naming
-        the sample, label and value at fault."""
+        """Codes of NNI samples, ``(len(samples), L)``. Raises
+        :class:`~nnmeter_nas.errors.SampleError` naming the sample, label and value at fault."""
         maps = self._index_maps()
         out = np.empty((len(samples), len(self.labels)), dtype=self.dtype)
         label_set = set(self.labels)
@@ -128,14 +128,14 @@ class LabelSpace:
             if len(sample) != len(self.labels) or any(k not in label_set for k in sample):
                 missing = [k for k in self.labels if k not in sample]
                 unknown = [k for k in sample if k not in label_set]
-                raise SampleCodeError(
+                raise SampleError(
                     f"sample {i} does not match the space: missing labels {missing}, unknown "
                     f"labels {unknown}; a sample needs exactly {list(self.labels)}")
             for j, label in enumerate(self.labels):
                 try:
                     out[i, j] = maps[j][hashable_value(sample[label])]
                 except (KeyError, TypeError):
-                    raise SampleCodeError(
+                    raise SampleError(
                         f"sample {i} has {label}={sample[label]!r}, which is not a value of that "
                         f"label; the values are {list(self.values[j])}") from None
         return out

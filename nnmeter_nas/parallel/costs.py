@@ -11,37 +11,20 @@ Imports torch (and NNI through the choice points).
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ..nni.torch_threads import torch_threads
 from .codes import LabelSpace
 from .lookup import CodeTable
 
 __all__ = ["count_costs", "module_costs", "build_cost_table", "COST_COLUMNS", "torch_threads"]
 
 COST_COLUMNS = ["flops", "params"]
-
-
-@contextlib.contextmanager
-def torch_threads(n: int = 1) -> Iterator[None]:
-    """Run torch with ``n`` intra-op threads, then restore the previous setting.
-
-    Scoring runs one small network at a time (mostly Python-side export work); extra OpenMP
-    threads only spin, and on a busy machine they made a 32x32 forward pass 30x slower.
-    """
-    before = torch.get_num_threads()
-    if before != n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def module_costs(net: nn.Module, input_shape: Sequence[int]) -> dict[str, list[float]]:

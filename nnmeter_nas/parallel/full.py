@@ -64,7 +64,8 @@ class FullScorer:
         """``{"flops": (n,), "params": (n,), device: (n,) ms, ...}`` and, with ``kernels``,
         ``"kernels:" + device`` lists of JSON breakdowns."""
         from ..graph import load_graph
-        from .costs import count_costs, torch_threads
+        from ..nni.torch_threads import torch_threads
+        from .costs import count_costs
 
         samples = self.label_space.decode(np.asarray(codes))
         shape = self.spec.input_shape

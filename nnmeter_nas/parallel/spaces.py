@@ -1,7 +1,8 @@
 """Search spaces by name, so that any process (a Ray worker on another node) can build one.
 
-``spos`` (SPOS ShuffleNetV2 space at 224x224), ``spos-small`` (its 32x32 variant), ``nb201``
-(NAS-Bench-201 at 32x32), ``toy`` (a 54-candidate space for tests and examples) or
+A name of the search-space registry (:mod:`nnmeter_nas.search_spaces.registry`: ``spos``, SPOS
+ShuffleNetV2 at 224x224; ``spos-small``, its 32x32 variant; ``nb201``, NAS-Bench-201 at 32x32;
+``toy``, a 54-candidate space for tests and examples; or one added with ``register_space``) or
 ``MODULE:CLASS`` (any NNI 3 model space class importable there, built with no arguments). A
 model-space object can be given as well; it is then pickled to the workers.
 """
@@ -11,49 +12,15 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..errors import NnMeterNasError
+from ..errors import SpaceSpecError
+from ..search_spaces.registry import SPACES
 
 __all__ = ["SpaceSpec", "resolve_space", "BUILTIN_SPACES", "SpaceSpecError"]
 
 
-class SpaceSpecError(NnMeterNasError, ValueError):
-    """A search-space name that cannot be resolved, or a space without a known input shape."""
-
-
-def _spos() -> Any:
-    from ..search_spaces.spos import SPOSSpace
-
-    return SPOSSpace()
-
-
-def _spos_small() -> Any:
-    from ..search_spaces.spos import SPOSSpace
-
-    return SPOSSpace(small_input=True)
-
-
-def _nb201() -> Any:
-    from ..search_spaces.nasbench201 import NasBench201Space
-
-    return NasBench201Space()
-
-
-def _toy() -> Any:
-    from .toy_space import ToySpace
-
-    return ToySpace()
-
-
-#: name -> (factory, NCHW input shape, description)
-BUILTIN_SPACES: dict[str, tuple[Callable[[], Any], tuple[int, ...], str]] = {
-    "spos": (_spos, (1, 3, 224, 224), "SPOS ShuffleNetV2 space (NNI ShuffleNetSpace), 4^20 "
-                                      "candidates, 224x224"),
-    "spos-small": (_spos_small, (1, 3, 32, 32), "SPOS space with a stride-1 stem for 32x32 "
-                                                "inputs"),
-    "nb201": (_nb201, (1, 3, 32, 32), "NAS-Bench-201 cell space, 5^6 = 15,625 candidates, "
-                                      "32x32"),
-    "toy": (_toy, (1, 3, 16, 16), "toy space for tests and examples, 54 candidates, 16x16"),
-}
+#: name -> (factory, NCHW input shape, description, sampler): the search-space registry
+#: (:mod:`nnmeter_nas.search_spaces.registry`; add spaces with ``register_space``)
+BUILTIN_SPACES = SPACES
 
 
 @dataclass

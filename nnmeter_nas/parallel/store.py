@@ -20,15 +20,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import NnMeterNasError
+from ..errors import NnMeterNasError, ResumeError
 
 __all__ = ["ResultStore", "ResumeError", "output_format"]
 
 JOB_KEY = b"nnmeter_nas.job"
-
-
-class ResumeError(NnMeterNasError, ValueError):
-    """``out`` holds results of a different job (or a file we did not write)."""
 
 
 def output_format(path: str | Path) -> str:

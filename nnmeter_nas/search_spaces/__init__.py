@@ -6,6 +6,9 @@ Names are exported lazily: importing this package imports neither torch nor NNI.
   space, labels ``cell/0_1`` ... ``cell/2_3``), ``sample_to_arch_str``, ``arch_str_to_sample``.
 - :mod:`.spos`: ``SPOSSpace`` (NNI's ShuffleNetV2 SPOS space, 224x224 or a 32x32 small-input
   variant), ``SPOS_PUBLISHED_ARCH``, ``spos_published_model``, ``spos_random_sample``.
+- :mod:`.toy`: ``ToySpace`` (54 candidates at 16x16, for tests and examples).
+- :mod:`.registry`: the spaces known by name (``SPACES``, ``register_space``) and
+  :mod:`.sampling`: ``random_networks`` of a named space.
 """
 from __future__ import annotations
 
@@ -27,6 +30,11 @@ _LAZY = {
     "SPOS_SMALL_INPUT_SHAPE": "spos",
     "spos_published_model": "spos",
     "spos_random_sample": "spos",
+    "ToySpace": "toy",
+    "TOY_INPUT_SHAPE": "toy",
+    "register_space": "registry",
+    "SPACES": "registry",
+    "random_networks": "sampling",
 }
 
 __all__ = sorted(_LAZY)

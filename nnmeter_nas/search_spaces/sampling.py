@@ -12,13 +12,34 @@ import json
 import random
 from typing import Any, Callable, Iterable, Iterator
 
-SPACES = ("spos", "spos-small", "nb201")
+from . import registry
+
+#: Spaces of the registry that can draw random networks, when this module was imported (the
+#: registry itself, :data:`nnmeter_nas.search_spaces.registry.SPACES`, is the live list).
+SPACES = tuple(name for name, entry in registry.SPACES.items() if entry.random_networks)
+
+
+def sampled_spaces() -> list[str]:
+    """Names of the registered spaces that can draw random networks."""
+    return [name for name, entry in registry.SPACES.items() if entry.random_networks]
 
 
 def random_networks(space: str, n: int, seed: int = 0, *, exclude: Iterable[Any] = ()
                     ) -> Iterator[tuple[Any, Callable[[], Any], tuple[int, int, int, int]]]:
-    """``n`` random networks of ``space`` (one of :data:`SPACES`; ``spos-small`` is SPOS with
-    the 32x32 stem)."""
+    """``n`` random networks of ``space`` (a registered space with a sampler: ``spos``,
+    ``spos-small`` (SPOS with the 32x32 stem), ``nb201``, or one added with
+    :func:`~nnmeter_nas.search_spaces.registry.register_space`)."""
+    entry = registry.SPACES.get(space)
+    if entry is None or entry.random_networks is None:
+        raise ValueError(f"unknown search space {space!r}; built-in spaces: "
+                         f"{', '.join(sampled_spaces())} (for another space, export networks "
+                         "of it to ONNX and pass the files)")
+    return entry.random_networks(n, seed, exclude)
+
+
+def builtin_random_networks(space: str, n: int, seed: int = 0, exclude: Iterable[Any] = ()
+                            ) -> Iterator[tuple[Any, Callable[[], Any], tuple[int, int, int, int]]]:
+    """The samplers of the built-in spaces (``spos``, ``spos-small``, ``nb201``)."""
     rng = random.Random(seed)
     if space in ("spos", "spos-small"):
         from .spos import SPOS_INPUT_SHAPE, SPOS_SMALL_INPUT_SHAPE, SPOSSpace, spos_random_sample
@@ -49,5 +70,4 @@ def random_networks(space: str, n: int, seed: int = 0, *, exclude: Iterable[Any]
             seen.add(arch)
             yield arch, (lambda a=arch: build_nb201_network(a)), (1, 3, 32, 32)
     else:
-        raise ValueError(f"unknown search space {space!r}; built-in spaces: {', '.join(SPACES)} "
-                         "(for another space, export networks of it to ONNX and pass the files)")
+        raise ValueError(f"no built-in sampler for search space {space!r}")

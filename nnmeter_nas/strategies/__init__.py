@@ -6,7 +6,9 @@
 - :class:`MultiObjectiveEvolution`: NSGA-II over accuracy and latency on one or more devices;
   ``export_pareto_front()``.
 - :class:`ConstrainedRandom`: random search within the budgets (the baseline).
-- :class:`MnasNetReward`, Pareto utilities (:mod:`.pareto`), tabular evaluation (:mod:`.tabular`).
+- :class:`MnasNetReward`, Pareto utilities (:mod:`.pareto`). Tabular evaluation and the
+  experiment runner are NNI adapters (:mod:`nnmeter_nas.nni.tabular`,
+  :mod:`nnmeter_nas.nni.experiment`), re-exported here under their old names.
 
 Each takes a latency source: any callable ``sample -> {device: ms}`` (lookup table,
 ``LatencyProfiler``, function), budgets ``{device: max_ms}`` and a seed. Names are exported lazily:

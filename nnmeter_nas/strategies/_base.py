@@ -24,7 +24,7 @@ from nni.nas.execution.event import ModelEvent, ModelEventType
 from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy.base import Strategy
 
-from ..errors import NnMeterNasError
+from ..errors import InfeasibleBudgetError, LatencySourceError
 
 __all__ = [
     "LatencySource",
@@ -38,17 +38,6 @@ __all__ = [
 _logger = logging.getLogger("nni.nnmeter_nas.strategies")
 
 LatencySource = Callable[[Sample], "Mapping[str, float] | float"]
-
-
-class InfeasibleBudgetError(NnMeterNasError, ValueError):
-    """No architecture the strategy could find meets the latency budgets."""
-
-
-class LatencySourceError(NnMeterNasError, KeyError):
-    """The latency source returned no (or no usable) latency for a device the strategy needs."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 def sample_key(sample: Mapping[str, Any]) -> tuple:
