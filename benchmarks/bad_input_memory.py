@@ -11,6 +11,7 @@ Prints the error and the process's peak RSS (MiB) before and after each attempt.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -62,7 +63,8 @@ def _bomb(tmp: Path) -> Path:
     return zpath
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         zpath = _bomb(Path(tmp))
         print(f"zip bomb: {zpath.stat().st_size / 1e3:.0f} KB archive, listed kernel "
