@@ -34,6 +34,10 @@ class DownloadError(NnMeterNasError, OSError):
     """A predictor package could not be downloaded."""
 
 
+class UsageError(NnMeterNasError):
+    """Arguments that parse but do not make sense together (the CLI exits with status 2)."""
+
+
 class MissingRegressorError(NnMeterNasError, KeyError):
     """``strict=True`` and the predictor has no regressor for some kernel types."""
 

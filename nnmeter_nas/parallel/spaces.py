@@ -11,12 +11,12 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..errors import NnMeterNasError
+from ..errors import UsageError
 
 __all__ = ["SpaceSpec", "resolve_space", "BUILTIN_SPACES", "SpaceSpecError"]
 
 
-class SpaceSpecError(NnMeterNasError, ValueError):
+class SpaceSpecError(UsageError, ValueError):
     """A search-space name that cannot be resolved, or a space without a known input shape."""
 
 
