@@ -10,6 +10,11 @@
 Exit status: 0 success, 1 runtime error, 2 usage error. Errors are printed as one line
 (``nnmeter-nas: error: ...``); ``--debug`` shows the traceback instead. Everything heavy (torch,
 NNI, Ray, pandas) is imported by the command that needs it, so ``--help`` answers at once.
+
+Each command has a handler ``_cmd_*`` (parsed arguments -> exit status) and a function ``_add_*``
+that adds its parser, options and handler (:func:`_command`); :func:`build_parser` calls them.
+A new ``predictors`` action is one more ``add(actions, common)`` in :data:`PREDICTOR_ACTIONS`;
+every example its ``--help`` prints is run by tests/test_cli_help_examples.py.
 """
 from __future__ import annotations
 
@@ -339,16 +344,16 @@ def _coerce_csv_samples(space: str, samples: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------------------- parser
 # One function per command (group) adds its parser and handler; build_parser calls them. A new
 # `predictors` action is one entry in PREDICTOR_ACTIONS, a new command one call in build_parser.
-_EXAMPLES_MAIN = """\
-examples:
-  nnmeter-nas predictors list
-  nnmeter-nas predictors install cortexA76cpu_tflite21
-  nnmeter-nas predict model.onnx --device cortexA76cpu_tflite21 --kernels
-  nnmeter-nas lut --space spos --device cortexA76cpu_tflite21 --out spos_a76.json
-  nnmeter-nas score --space spos --devices all --n 100000 --out scores.parquet
-
-exit status: 0 success, 1 runtime error, 2 usage error; --debug shows tracebacks.
-"""
+_EXAMPLES_MAIN = (
+    "examples:\n"
+    "  nnmeter-nas predictors list\n"
+    "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
+    "  nnmeter-nas predict model.onnx --device cortexA76cpu_tflite21 --kernels\n"
+    "  nnmeter-nas lut --space spos --device cortexA76cpu_tflite21 --out spos.json\n"
+    "  nnmeter-nas score --space spos --devices cortexA76cpu_tflite21,adreno640gpu_tflite21 "
+    "--n 100000 --out scores.parquet\n"
+    "\n"
+    "exit status: 0 success, 1 runtime error, 2 usage error; --debug shows tracebacks.\n")
 
 #: ``add(subparsers, common)``: adds one command to ``subparsers``; ``common`` is the parent
 #: parser holding the options every command takes (``--debug``).
@@ -536,12 +541,13 @@ def _add_lut(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Build the latency lookup table of an NNI model space on one or more "
                     "devices (fixed part + one latency per choice), for LatencyProfiler and "
                     "`score --table`.",
-        epilog="spaces: spos (224x224), spos-small (32x32), nb201 (32x32), toy (16x16), or\n"
-               "MODULE:CLASS of an NNI 3 model space (give --input-shape unless the class has\n"
-               "an input_shape attribute).\n\n"
+        epilog="spaces: spos (224x224), spos-small (32x32), toy (16x16), or MODULE:CLASS of\n"
+               "an NNI 3 model space (give --input-shape unless the class has an input_shape\n"
+               "attribute). nb201 cannot be tabulated (its freeze lays networks out anew):\n"
+               "score it with `score --mode full`.\n\n"
                "examples:\n"
                "  nnmeter-nas lut --space spos --device cortexA76cpu_tflite21 --out spos.json\n"
-               "  nnmeter-nas lut --space nb201 --device all --out nb201_all.json\n"
+               "  nnmeter-nas lut --space spos-small --device all --out spos_small_all.json\n"
                "  nnmeter-nas lut --space mypkg.spaces:MySpace --input-shape 1,3,64,64 "
                "--device cortexA76cpu_tflite21 --out t.json\n")
     p.add_argument("--space", required=True, help="spos, spos-small, nb201, toy or MODULE:CLASS")
@@ -565,11 +571,12 @@ def _add_score(commands: Any, common: argparse.ArgumentParser) -> None:
                     "mode full: every candidate frozen, exported and predicted kernel by kernel "
                     "(exact; about a second per candidate per core).",
         epilog="examples:\n"
-               "  nnmeter-nas score --space spos --devices all --n 100000 --out scores.parquet\n"
+               "  nnmeter-nas score --space spos --devices cortexA76cpu_tflite21,"
+               "adreno640gpu_tflite21 --n 100000 --out scores.parquet\n"
                "  nnmeter-nas score --space nb201 --devices cortexA76cpu_tflite21,"
-               "adreno640gpu_tflite21 --n all --out nb201.csv\n"
-               "  nnmeter-nas score --space spos --devices all --n 2000 --mode full "
-               "--address auto --out full.parquet\n"
+               "adreno640gpu_tflite21 --n 20 --mode full --out nb201.csv\n"
+               "  nnmeter-nas score --space spos-small --devices all --n 10 --mode full "
+               "--out full.parquet\n"
                "  nnmeter-nas score --space spos --devices cortexA76cpu_tflite21 --samples "
                "archs.json --mode full --kernels --out k.parquet\n\n"
                "Small jobs run in this process; bigger ones start a local Ray with all cores\n"
