@@ -10,6 +10,11 @@
 Exit status: 0 success, 1 runtime error, 2 usage error. Errors are printed as one line
 (``nnmeter-nas: error: ...``); ``--debug`` shows the traceback instead. Everything heavy (torch,
 NNI, Ray, pandas) is imported by the command that needs it, so ``--help`` answers at once.
+
+Each command has a handler ``_cmd_*`` (parsed arguments -> exit status) and a function ``_add_*``
+that adds its parser, options and handler (:func:`_command`); :func:`build_parser` calls them.
+A new ``predictors`` action is one more ``add(actions, common)`` in :data:`PREDICTOR_ACTIONS`;
+every example its ``--help`` prints is run by tests/test_cli_help_examples.py.
 """
 from __future__ import annotations
 
@@ -180,52 +185,6 @@ def _progress(items: Sequence[Any], desc: str, enabled: bool) -> Any:
     return tqdm(items, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
-def _build_unavailable(reason: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise RuntimeError(f"`predictors build` is not available in this installation "
-                           f"({reason}); the predictor builder ships with nnmeter_nas.builder")
-    return run
-
-
-def _add_build(sub: Any, common: argparse.ArgumentParser, wanted: bool) -> None:
-    """The builder's own ``build`` subcommand when it is importable (only imported when the
-    command line asks for ``predictors build``), else a placeholder that explains."""
-    reason = "not requested"
-    if wanted:
-        try:
-            from .builder import cli as builder_cli
-        except ImportError as exc:
-            reason = f"nnmeter_nas.builder.cli cannot be imported: {exc}"
-        else:
-            hook = getattr(builder_cli, "add_build_parser", None)
-            run = getattr(builder_cli, "run_build", None)
-            if hook is None or run is None:
-                reason = "nnmeter_nas.builder.cli lacks add_build_parser/run_build"
-            else:
-                before = set(sub.choices)
-                returned = hook(sub)
-                parser = returned if isinstance(returned, argparse.ArgumentParser) else \
-                    sub.choices.get("build") or next(
-                        (sub.choices[k] for k in sub.choices if k not in before), None)
-                if parser is not None:
-                    parser.set_defaults(_handler=run)
-                    for action in common._actions:
-                        if action.dest == "debug" and not any(
-                                a.dest == "debug" for a in parser._actions):
-                            parser.add_argument("--debug", action="store_true",
-                                                default=argparse.SUPPRESS,
-                                                help=argparse.SUPPRESS)
-                    return
-                reason = "add_build_parser did not register a 'build' command"
-    p = sub.add_parser("build", parents=[common], formatter_class=_FORMATTER,
-                       help="measure kernels on a device and fit a new predictor",
-                       description="Build a predictor package: measure kernels with a backend, "
-                                   "detect fusion rules, fit regressors.\n\n"
-                                   "Run `nnmeter-nas predictors build --help` for its options.")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(_handler=_build_unavailable(reason))
-
-
 # ---------------------------------------------------------------------------- predict
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .graph import load_graph
@@ -384,93 +343,89 @@ def _coerce_csv_samples(space: str, samples: list[dict]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- parser
-_EXAMPLES_MAIN = """\
-examples:
-  nnmeter-nas predictors list
-  nnmeter-nas predictors install cortexA76cpu_tflite21
-  nnmeter-nas predict model.onnx --device cortexA76cpu_tflite21 --kernels
-  nnmeter-nas lut --space spos --device cortexA76cpu_tflite21 --out spos_a76.json
-  nnmeter-nas score --space spos --devices all --n 100000 --out scores.parquet
+# One function per command (group) adds its parser and handler; build_parser calls them. A new
+# `predictors` action is one entry in PREDICTOR_ACTIONS, a new command one call in build_parser.
+_EXAMPLES_MAIN = (
+    "examples:\n"
+    "  nnmeter-nas predictors list\n"
+    "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
+    "  nnmeter-nas predict model.onnx --device cortexA76cpu_tflite21 --kernels\n"
+    "  nnmeter-nas lut --space spos --device cortexA76cpu_tflite21 --out spos.json\n"
+    "  nnmeter-nas score --space spos --devices cortexA76cpu_tflite21,adreno640gpu_tflite21 "
+    "--n 100000 --out scores.parquet\n"
+    "\n"
+    "exit status: 0 success, 1 runtime error, 2 usage error; --debug shows tracebacks.\n")
 
-exit status: 0 success, 1 runtime error, 2 usage error; --debug shows tracebacks.
-"""
+#: ``add(subparsers, common)``: adds one command to ``subparsers``; ``common`` is the parent
+#: parser holding the options every command takes (``--debug``).
+AddCommand = Callable[[Any, argparse.ArgumentParser], None]
 
 
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The argument parser (``argv`` only decides whether the builder's options are loaded)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _common_options() -> argparse.ArgumentParser:
+    """The parent parser of every command: the options it takes after its name."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback of errors")
+    return common
 
-    parser = _Parser(prog=PROG, formatter_class=_FORMATTER,
-                     description="Kernel-level latency prediction for edge devices and "
-                                 "hardware-aware NAS with NNI 3.",
-                     epilog=_EXAMPLES_MAIN)
-    from . import __version__
 
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--debug", action="store_true", default=False,
-                        help="show the full traceback of errors")
-    cmds = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    cmds.required = True
+def _command(subparsers: Any, name: str, common: argparse.ArgumentParser,
+             handler: Callable[[argparse.Namespace], int], **texts: Any
+             ) -> argparse.ArgumentParser:
+    """Add command ``name`` (``help``, ``description``, ``epilog`` in ``texts``), taking the
+    common options and run by ``handler``; returns its parser for the command's own options."""
+    p = subparsers.add_parser(name, parents=[common], formatter_class=_FORMATTER, **texts)
+    p.set_defaults(_handler=handler)
+    return p
 
-    # predictors ------------------------------------------------------------
-    pp = cmds.add_parser(
-        "predictors", parents=[common], formatter_class=_FORMATTER,
-        help="list, import, install, calibrate or build latency predictors",
-        description="Manage latency predictors (one package per device).",
-        epilog="examples:\n"
-               "  nnmeter-nas predictors list\n"
-               "  nnmeter-nas predictors import ~/Downloads/cortexA76cpu_tflite21.zip\n"
-               "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
-               "  nnmeter-nas predictors install https://example.org/mydevice-1.0.zip\n"
-               "  nnmeter-nas predictors calibrate x86avx512cpu_onnxruntime --space spos\n"
-               "  nnmeter-nas predictors build --help\n")
-    psub = pp.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    psub.required = True
-    p = psub.add_parser("list", parents=[common], formatter_class=_FORMATTER,
-                        help="installed, built-in and downloadable predictors",
-                        description="List predictors: installed (user cache), built-in and "
-                                    "downloadable; 'in use' marks the one each name loads.",
-                        epilog="examples:\n  nnmeter-nas predictors list\n"
-                               "  nnmeter-nas predictors list --json\n")
+
+# predictors -----------------------------------------------------------------
+def _add_predictors_list(actions: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(actions, "list", common, _cmd_predictors_list,
+                 help="installed, built-in and downloadable predictors",
+                 description="List predictors: installed (user cache), built-in and "
+                             "downloadable; 'in use' marks the one each name loads.",
+                 epilog="examples:\n  nnmeter-nas predictors list\n"
+                        "  nnmeter-nas predictors list --json\n")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(_handler=_cmd_predictors_list)
 
-    p = psub.add_parser("import", parents=[common], formatter_class=_FORMATTER,
-                        help="convert an nn-Meter predictor (zip or folder) and install it",
-                        description="Convert an nn-Meter release (<kernel>.pkl files + "
-                                    "fusion_rules.json, zipped or in a folder) into a package "
-                                    "and install it in the user cache, or write it to --out.",
-                        epilog="examples:\n"
-                               "  nnmeter-nas predictors import cortexA76cpu_tflite21.zip\n"
-                               "  nnmeter-nas predictors import ./adreno640gpu_tflite21/ "
-                               "--out ./packages/adreno640\n")
+
+def _add_predictors_import(actions: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(actions, "import", common, _cmd_predictors_import,
+                 help="convert an nn-Meter predictor (zip or folder) and install it",
+                 description="Convert an nn-Meter release (<kernel>.pkl files + "
+                             "fusion_rules.json, zipped or in a folder) into a package "
+                             "and install it in the user cache, or write it to --out.",
+                 epilog="examples:\n"
+                        "  nnmeter-nas predictors import cortexA76cpu_tflite21.zip\n"
+                        "  nnmeter-nas predictors import ./adreno640gpu_tflite21/ "
+                        "--out ./packages/adreno640\n")
     p.add_argument("path", metavar="PATH", help="nn-Meter predictor zip or folder")
     p.add_argument("--name", help="predictor name (default: from the release)")
     p.add_argument("--version", help="predictor version (default 1.0)")
     p.add_argument("--out", metavar="DIR", help="write the package here instead of installing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(_handler=_cmd_predictors_import)
 
-    p = psub.add_parser("install", parents=[common], formatter_class=_FORMATTER,
-                        help="install a predictor from a URL, a file or an nn-Meter device name",
-                        description="Install a predictor package (our format or an nn-Meter "
-                                    "release; zip or folder) from a URL or a local path, or "
-                                    "download one of nn-Meter's devices by name.",
-                        epilog="examples:\n"
-                               "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
-                               "  nnmeter-nas predictors install ./mydevice-1.0.zip\n"
-                               "  nnmeter-nas predictors install https://example.org/p.zip\n")
+
+def _add_predictors_install(actions: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(actions, "install", common, _cmd_predictors_install,
+                 help="install a predictor from a URL, a file or an nn-Meter device name",
+                 description="Install a predictor package (our format or an nn-Meter "
+                             "release; zip or folder) from a URL or a local path, or "
+                             "download one of nn-Meter's devices by name.",
+                 epilog="examples:\n"
+                        "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
+                        "  nnmeter-nas predictors install ./mydevice-1.0.zip\n"
+                        "  nnmeter-nas predictors install https://example.org/p.zip\n")
     p.add_argument("source", metavar="URL_OR_FILE_OR_DEVICE")
     p.add_argument("--name", help="name to install under (nn-Meter releases)")
     p.add_argument("--version", help="version to install under (nn-Meter releases)")
-    p.set_defaults(_handler=_cmd_predictors_install)
 
-    p = psub.add_parser(
-        "calibrate", parents=[common], formatter_class=_FORMATTER,
+
+def _add_predictors_calibrate(actions: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        actions, "calibrate", common, _cmd_predictors_calibrate,
         help="measure networks of a search space here and store a per-space calibration",
         description="Fit a per-space calibration of a predictor the builder made for this "
                     "host: measure random networks of a built-in search space (--space) or "
@@ -499,14 +454,67 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="pause between passes, to spread them over the machine's drift")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(_handler=_cmd_predictors_calibrate)
 
-    wants_build = "predictors" in argv and "build" in argv[argv.index("predictors") + 1:]
-    _add_build(psub, common, wants_build)
 
-    # predict ---------------------------------------------------------------
-    p = cmds.add_parser(
-        "predict", parents=[common], formatter_class=_FORMATTER,
+def _build_unavailable(reason: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise RuntimeError(f"`predictors build` is not available in this installation "
+                           f"({reason}); the predictor builder ships with nnmeter_nas.builder")
+    return run
+
+
+def _add_predictors_build(actions: Any, common: argparse.ArgumentParser, wanted: bool) -> None:
+    """The builder's own ``build`` command (:func:`nnmeter_nas.builder.cli.add_build_parser`)
+    when the command line asks for ``predictors build`` (so other commands never import the
+    builder), else a placeholder that explains."""
+    reason = "not requested"
+    if wanted:
+        try:
+            from .builder.cli import add_build_parser, run_build
+        except ImportError as exc:
+            reason = f"nnmeter_nas.builder.cli cannot be imported: {exc}"
+        else:
+            add_build_parser(actions, parents=[common]).set_defaults(_handler=run_build)
+            return
+    p = _command(actions, "build", common, _build_unavailable(reason),
+                 help="measure kernels on a device and fit a new predictor",
+                 description="Build a predictor package: measure kernels with a backend, "
+                             "detect fusion rules, fit regressors.\n\n"
+                             "Run `nnmeter-nas predictors build --help` for its options.")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+#: The ``predictors`` actions in the order ``nnmeter-nas predictors --help`` lists them (``build``
+#: comes last, from the builder); add one by appending its ``add(actions, common)``.
+PREDICTOR_ACTIONS: list[AddCommand] = [
+    _add_predictors_list, _add_predictors_import, _add_predictors_install,
+    _add_predictors_calibrate,
+]
+
+
+def _add_predictors(commands: Any, common: argparse.ArgumentParser, with_builder: bool) -> None:
+    group = commands.add_parser(
+        "predictors", parents=[common], formatter_class=_FORMATTER,
+        help="list, import, install, calibrate or build latency predictors",
+        description="Manage latency predictors (one package per device).",
+        epilog="examples:\n"
+               "  nnmeter-nas predictors list\n"
+               "  nnmeter-nas predictors import ~/Downloads/cortexA76cpu_tflite21.zip\n"
+               "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
+               "  nnmeter-nas predictors install https://example.org/mydevice-1.0.zip\n"
+               "  nnmeter-nas predictors calibrate x86avx512cpu_onnxruntime --space spos\n"
+               "  nnmeter-nas predictors build --help\n")
+    actions = group.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    for add in PREDICTOR_ACTIONS:
+        add(actions, common)
+    _add_predictors_build(actions, common, wanted=with_builder)
+
+
+# predict, lut, score -----------------------------------------------------------
+def _add_predict(commands: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        commands, "predict", common, _cmd_predict,
         help="predict a model's latency on devices",
         description="Predict the inference latency (ms) of an ONNX model or an nn-Meter IR "
                     "graph (.json) on one or more devices.",
@@ -525,21 +533,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="input shape for models with dynamic dimensions (e.g. 1,3,224,224)")
     p.add_argument("--kernels", action="store_true", help="show the per-kernel breakdown")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(_handler=_cmd_predict)
 
-    # lut -------------------------------------------------------------------
-    p = cmds.add_parser(
-        "lut", parents=[common], formatter_class=_FORMATTER,
+
+def _add_lut(commands: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        commands, "lut", common, _cmd_lut,
         help="build the latency lookup table of a search space",
         description="Build the latency lookup table of an NNI model space on one or more "
                     "devices (fixed part + one latency per choice), for LatencyProfiler and "
                     "`score --table`.",
-        epilog="spaces: spos (224x224), spos-small (32x32), nb201 (32x32), toy (16x16), or\n"
-               "MODULE:CLASS of an NNI 3 model space (give --input-shape unless the class has\n"
-               "an input_shape attribute).\n\n"
+        epilog="spaces: spos (224x224), spos-small (32x32), toy (16x16), or MODULE:CLASS of\n"
+               "an NNI 3 model space (give --input-shape unless the class has an input_shape\n"
+               "attribute). nb201 cannot be tabulated (its freeze lays networks out anew):\n"
+               "score it with `score --mode full`.\n\n"
                "examples:\n"
                "  nnmeter-nas lut --space spos --device cortexA76cpu_tflite21 --out spos.json\n"
-               "  nnmeter-nas lut --space nb201 --device all --out nb201_all.json\n"
+               "  nnmeter-nas lut --space spos-small --device all --out spos_small_all.json\n"
                "  nnmeter-nas lut --space mypkg.spaces:MySpace --input-shape 1,3,64,64 "
                "--device cortexA76cpu_tflite21 --out t.json\n")
     p.add_argument("--space", required=True, help="spos, spos-small, nb201, toy or MODULE:CLASS")
@@ -549,11 +558,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--input-shape", type=_input_shape, metavar="N,C,H,W",
                    help="input shape (default: the space's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(_handler=_cmd_lut)
 
-    # score -----------------------------------------------------------------
-    p = cmds.add_parser(
-        "score", parents=[common], formatter_class=_FORMATTER,
+
+def _add_score(commands: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        commands, "score", common, _cmd_score,
         help="score many candidates of a space on many devices (Ray)",
         description="Latency on each device (ms), FLOPs and parameters of many candidates of a "
                     "search space, in parallel with Ray, written incrementally to Parquet or "
@@ -563,11 +572,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                     "mode full: every candidate frozen, exported and predicted kernel by kernel "
                     "(exact; about a second per candidate per core).",
         epilog="examples:\n"
-               "  nnmeter-nas score --space spos --devices all --n 100000 --out scores.parquet\n"
+               "  nnmeter-nas score --space spos --devices cortexA76cpu_tflite21,"
+               "adreno640gpu_tflite21 --n 100000 --out scores.parquet\n"
                "  nnmeter-nas score --space nb201 --devices cortexA76cpu_tflite21,"
-               "adreno640gpu_tflite21 --n all --out nb201.csv\n"
-               "  nnmeter-nas score --space spos --devices all --n 2000 --mode full "
-               "--address auto --out full.parquet\n"
+               "adreno640gpu_tflite21 --n 20 --mode full --out nb201.csv\n"
+               "  nnmeter-nas score --space spos-small --devices all --n 10 --mode full "
+               "--out full.parquet\n"
                "  nnmeter-nas score --space spos --devices cortexA76cpu_tflite21 --samples "
                "archs.json --mode full --kernels --out k.parquet\n\n"
                "Small jobs run in this process; bigger ones start a local Ray with all cores\n"
@@ -605,7 +615,32 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start over instead of resuming / refusing an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(_handler=_cmd_score)
+
+
+# the program --------------------------------------------------------------------
+def _asks_for_build(argv: Sequence[str]) -> bool:
+    return "predictors" in argv and "build" in argv[list(argv).index("predictors") + 1:]
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser (``argv`` only decides whether the builder's options are loaded)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from . import __version__
+
+    parser = _Parser(prog=PROG, formatter_class=_FORMATTER,
+                     description="Kernel-level latency prediction for edge devices and "
+                                 "hardware-aware NAS with NNI 3.",
+                     epilog=_EXAMPLES_MAIN)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="show the full traceback of errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    common = _common_options()
+    _add_predictors(commands, common, with_builder=_asks_for_build(argv))
+    _add_predict(commands, common)
+    _add_lut(commands, common)
+    _add_score(commands, common)
     return parser
 
 

@@ -3,7 +3,7 @@
 The main CLI wires it in with::
 
     from nnmeter_nas.builder.cli import add_build_parser, run_build
-    add_build_parser(predictors_subparsers)   # adds "build", sets func=run_build
+    add_build_parser(predictors_subparsers, parents=[common_options])  # adds "build"
 """
 from __future__ import annotations
 
@@ -12,13 +12,24 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
-def add_build_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``build`` sub-command to ``subparsers`` (an ``argparse`` sub-parsers action)."""
+def add_build_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()
+                     ) -> argparse.ArgumentParser:
+    """Add the ``build`` sub-command to ``subparsers`` (an ``argparse`` sub-parsers action) and
+    return its parser (its ``func`` default is :func:`run_build`).
+
+    Parameters
+    ----------
+    subparsers : argparse sub-parsers action
+        Where to add ``build`` (``nnmeter-nas predictors``'s actions).
+    parents : sequence of argparse.ArgumentParser, default=()
+        Parsers whose options ``build`` takes as well (the CLI's common options, ``--debug``).
+    """
     p = subparsers.add_parser(
-        "build", help="measure kernels on this device and build a predictor package",
+        "build", parents=list(parents),
+        help="measure kernels on this device and build a predictor package",
         description="Build a latency predictor for the device this runs on: detect fusion "
                     "rules, measure sampled kernel configurations (resumable: measurements "
                     "are appended to WORK_DIR/measurements.jsonl), fit one regressor per "
