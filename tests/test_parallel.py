@@ -248,7 +248,7 @@ def test_ray_full_mode_survives_a_killed_worker(two_node_cluster, predictors, to
                 title = " ".join(proc.cmdline())
             except psutil.Error:
                 continue
-            if "_FullActor.score" in title:
+            if "FullActor.score" in title:  # the process title of a busy actor
                 os.kill(proc.pid, signal.SIGKILL)  # a Ray worker of this test's own cluster
                 killed.append(proc.pid)
                 return
