@@ -144,6 +144,7 @@ def test_engine_finds_the_kernel_each_spec_builds(name):
 
 
 # ----------------------------------------------------------------------------- fitting
+@pytest.mark.slow
 def test_fit_kernel_picks_by_validation_and_bounds_size():
     rng = np.random.default_rng(0)
     X = rng.uniform([7, 8], [112, 512], size=(120, 2))
@@ -192,6 +193,7 @@ def test_fusion_rules_are_measured_per_pair():
 
 
 # ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_tiny_build_end_to_end_and_resume(tmp_path):
     import torch
 

@@ -137,6 +137,7 @@ def test_builtin_x86_predictor_holds_a_fitted_cache_model():
     assert cm.info["networks"] >= 50 and cm.info["fit_rmspe"] < cm.info["warm_only_rmspe"]
 
 
+@pytest.mark.slow
 def test_two_regime_build_end_to_end(tmp_path):
     """Two tiny builds (warm, and 4 MiB flushed before every run) joined into one package
     whose cache model is fitted on composed networks measured here."""

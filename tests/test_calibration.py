@@ -133,6 +133,7 @@ def test_device_specs_name_a_calibration_in_the_api_and_the_cli(tmp_path, capsys
     assert "no calibration 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_calibrates_a_builtin_predictor_on_its_host_into_the_user_cache(tmp_path,
                                                                             monkeypatch, capsys):
     """`predictors calibrate`: measure random NB201 networks with the package's own backend,

@@ -10,6 +10,7 @@ import torch
 from nnmeter_nas.builder.compose import FAMILIES, composed_networks, random_network
 
 
+@pytest.mark.slow
 def test_composed_networks_are_deterministic_and_cover_every_family():
     a = composed_networks(60, seed=3)
     b = composed_networks(60, seed=3)
@@ -30,6 +31,7 @@ def test_composed_networks_are_deterministic_and_cover_every_family():
         _stage(__import__("random").Random(0), "nope", 8, 8, 1, 1, "relu")
 
 
+@pytest.mark.slow
 def test_composed_networks_export_and_are_predicted_without_missing_kernels():
     from nnmeter_nas import load_predictor
     from nnmeter_nas.graph.torch_export import export_onnx

@@ -171,6 +171,7 @@ def test_cell_without_path_to_output_gives_zeros():
     assert torch.equal(net.eval()(x), net(torch.randn(1, 3, 32, 32)))  # output ignores the input
 
 
+@pytest.mark.slow
 def test_plain_builder_does_not_import_nni():
     code = ("import sys; from nnmeter_nas.search_spaces.nasbench201 import build_nb201_network; "
             "import nnmeter_nas.search_spaces, nnmeter_nas.datasets; "

@@ -83,6 +83,7 @@ def test_code_table_matches_naive_sum_including_multi_label_points():
 
 
 # ---------------------------------------------------------------------------- in-process scoring
+@pytest.mark.slow
 def test_table_mode_agrees_with_profiler_and_full_mode(predictors, toy_full):
     from nnmeter_nas.nni.profiler import LatencyProfiler
     from nnmeter_nas.parallel.toy_space import ToySpace
@@ -110,6 +111,7 @@ def test_table_mode_agrees_with_profiler_and_full_mode(predictors, toy_full):
     assert df["flops"].nunique() > 10 and (df["params"] > 0).all()
 
 
+@pytest.mark.slow
 def test_spos_table_scores_match_full_mode_on_samples(predictors):
     dev = predictors[:1]
     table = score("spos-small", n=3000, seed=5, devices=dev, in_process=True, progress=False)
@@ -155,6 +157,7 @@ def _stop_after(rows):
     return cb
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["parquet", "csv"])
 def test_interrupted_run_resumes_without_duplicates_or_losses(tmp_path, predictors, suffix):
     out = tmp_path / f"scores.{suffix}"
@@ -219,6 +222,7 @@ def _join(cluster):
     return dict(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": root}})
 
 
+@pytest.mark.slow
 def test_ray_table_mode_spreads_over_nodes_and_equals_serial(two_node_cluster, predictors):
     import ray
 
@@ -235,6 +239,7 @@ def test_ray_table_mode_spreads_over_nodes_and_equals_serial(two_node_cluster, p
     pd.testing.assert_frame_equal(parallel, serial)
 
 
+@pytest.mark.slow
 def test_ray_full_mode_survives_a_killed_worker(two_node_cluster, predictors, toy_full, tmp_path):
     psutil = pytest.importorskip("psutil")
     killed = []
@@ -248,7 +253,7 @@ def test_ray_full_mode_survives_a_killed_worker(two_node_cluster, predictors, to
                 title = " ".join(proc.cmdline())
             except psutil.Error:
                 continue
-            if "FullActor.score" in title:  # parallel.ray_session.FullActor
+            if "FullActor.score" in title:  # the process title of a busy actor
                 os.kill(proc.pid, signal.SIGKILL)  # a Ray worker of this test's own cluster
                 killed.append(proc.pid)
                 return

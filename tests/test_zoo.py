@@ -37,7 +37,11 @@ def test_api_lists_required_models() -> None:
         zoo.build("no_such_net")
 
 
-@pytest.mark.parametrize("name", sorted(zoo.ZOO))
+_SLOW_ZOO = {"densenet_like", "vgg11_bn"}  # about 10 s each on the 2-core reference machine
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_ZOO else n
+                                  for n in sorted(zoo.ZOO)])
 def test_forward_224_size_and_onnx_export(name: str) -> None:
     torch.manual_seed(0)
     model = zoo.build(name)
