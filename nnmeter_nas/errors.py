@@ -39,3 +39,8 @@ class MissingRegressorError(NnMeterNasError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class MeasurementDataError(NnMeterNasError, ValueError):
+    """Measured networks given for fitting are unusable (missing file, bad latency, a network
+    that fails to load); the message names the file and row."""

@@ -27,7 +27,7 @@ DATA_ENV_VAR = "NNMETER_NAS_IMAGENET_DATA"
 #: nn-Meter reference model -> the pytorchcv network we use for it (nearest public definition;
 #: the data README discusses the ambiguous ones).
 REFERENCE_TO_PYTORCHCV: dict[str, str] = {
-    "alexnet_0": "alexnet",
+    "alexnet_0": "alexnetb",  # torchvision's AlexNet (no LRN)
     "densenet_0": "densenet121",
     "mnasnet_0": "mnasnet_a1",
     "mobilenetv1_0": "mobilenet_w1",

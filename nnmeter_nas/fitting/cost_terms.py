@@ -70,3 +70,10 @@ def terms_of(regressor: str) -> list[tuple[str, Term]]:
         # squeeze-and-excitation: two small fully connected layers on the channel vector
         out.append(("se:channels2", Term("channels_squared", {"c": 2})))
     return out
+
+
+def is_excess_key(key: str) -> bool:
+    """True for a kernel type's own cost beyond its family's shared terms (fitted with a
+    stronger ridge: a type seen in few networks stays close to its family)."""
+    return key.split(":", 1)[0] not in ("conv-bn-relu", "dwconv-bn-relu", "fc", "elementwise",
+                                        "pool")

@@ -29,10 +29,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..regressors.cost_model import KernelCostModel, Term, term_arrays
-from .cost_terms import terms_of
+from .cost_terms import is_excess_key, terms_of
 from .configs import Config
 
 NATIVE_SOURCES = ("nb201", "nnmeter-reference", "user")
+
+#: Kernel types that cost nothing (a flatten before the classifier): not fitted, declared
+#: free in the package.
+FREE_TYPES = ("reshape",)
 
 #: Kernel groups that get their own factor per foreign source.
 FACTOR_GROUPS = ("conv", "dwconv", "other")
@@ -89,13 +93,18 @@ class DeviceLatencyFit:
         Corrections stay within ``[1 / bound, bound]``.
     correction_sources : tuple of str, default=NATIVE_SOURCES
         Sources whose networks' configurations may get a correction.
+    excess_ridge : float, default=0.05
+        Ridge on a kernel type's own terms beyond its family's (:func:`.cost_terms.is_excess_key`).
+    factor_groups : bool, default=True
+        One factor per :data:`FACTOR_GROUPS` for each foreign source; False: one factor.
     """
 
     def __init__(self, *, source_weights: Mapping[str, float] | None = None,
                  theta_ridge: float = 1e-3, n_alternations: int = 10,
                  corrections: bool = True, correction_ridge: float = 0.3,
                  correction_bound: float = 1.5,
-                 correction_sources: Sequence[str] = NATIVE_SOURCES) -> None:
+                 correction_sources: Sequence[str] = NATIVE_SOURCES,
+                 excess_ridge: float = 0.05, factor_groups: bool = True) -> None:
         self.source_weights = source_weights
         self.theta_ridge = theta_ridge
         self.n_alternations = n_alternations
@@ -103,6 +112,8 @@ class DeviceLatencyFit:
         self.correction_ridge = correction_ridge
         self.correction_bound = correction_bound
         self.correction_sources = tuple(correction_sources)
+        self.excess_ridge = excess_ridge
+        self.factor_groups = factor_groups
 
     # ------------------------------------------------------------------ design
     def _config_columns(self, cfg: Config) -> dict[str, float]:
@@ -123,6 +134,8 @@ class DeviceLatencyFit:
         D = np.zeros((len(samples), len(self.keys_), len(FACTOR_GROUPS)))
         for i, s in enumerate(samples):
             for cfg, n in s.configs.items():
+                if cfg[0] in FREE_TYPES:
+                    continue
                 g = FACTOR_GROUPS.index(factor_group(cfg[0]))
                 for key, v in self._config_columns(cfg).items():
                     j = self._key_index.get(key)
@@ -142,7 +155,7 @@ class DeviceLatencyFit:
         if bad:
             raise ValueError(f"latencies must be positive finite ms; bad: {bad[:5]}")
         self._colcache: dict = {}
-        keys = sorted({k for s in samples for cfg in s.configs
+        keys = sorted({k for s in samples for cfg in s.configs if cfg[0] not in FREE_TYPES
                        for k in self._config_columns(cfg)})
         self.keys_ = keys
         self._key_index = {k: j for j, k in enumerate(keys)}
@@ -172,7 +185,9 @@ class DeviceLatencyFit:
             scale[scale == 0] = 1.0
             Mn = M / scale
             k = Mn.shape[1]
-            Ma = np.vstack([Mn, np.sqrt(self.theta_ridge) * np.eye(k)])
+            ridge = np.full(k, self.theta_ridge)
+            ridge[:n_keys][[is_excess_key(key) for key in keys]] = self.excess_ridge
+            Ma = np.vstack([Mn, np.diag(np.sqrt(ridge))])
             ta = np.concatenate([y * sw, np.zeros(k)])
             sol = lsq_linear(Ma, ta, bounds=(0.0, np.inf), method="bvls").x / scale
             theta, ovh = sol[:n_keys], sol[n_keys:]
@@ -182,10 +197,14 @@ class DeviceLatencyFit:
                 r = (y[rows] - ovh[ovh_names.index(s)]) * sw[rows]
                 used = P.sum(axis=0) > 0
                 f = np.ones(len(FACTOR_GROUPS))
-                if used.any():
+                if not self.factor_groups:
+                    f[:] = lsq_linear(P.sum(axis=1, keepdims=True), r, bounds=(0.2, 5.0),
+                                      method="bvls").x[0]
+                elif used.any():
                     f[used] = lsq_linear(P[:, used], r, bounds=(0.2, 5.0), method="bvls").x
                 # An unused group takes the mean of the used ones (reported, never fitted).
-                f[~used] = float(np.mean(f[used])) if used.any() else 1.0
+                if self.factor_groups:
+                    f[~used] = float(np.mean(f[used])) if used.any() else 1.0
                 factors[s] = f
         self.theta_ = dict(zip(keys, theta.tolist()))
         self.overhead_ms_ = {n: float(v) for n, v in zip(ovh_names, ovh)}
@@ -227,6 +246,8 @@ class DeviceLatencyFit:
         return 1.0 if f is None else f[factor_group(regressor)]
 
     def _config_ms(self, cfg: Config) -> float:
+        if cfg[0] in FREE_TYPES:
+            return 0.0
         return sum(self.theta_.get(k, 0.0) * v for k, v in self._config_columns(cfg).items())
 
     def _overhead(self, source: str) -> float:
