@@ -190,6 +190,8 @@ class DeviceLatencyFit:
             Ma = np.vstack([Mn, np.diag(np.sqrt(ridge))])
             ta = np.concatenate([y * sw, np.zeros(k)])
             sol = lsq_linear(Ma, ta, bounds=(0.0, np.inf), method="bvls").x / scale
+            # bvls may return -1e-20 for a bound at 0: clip to keep every cost term >= 0
+            sol = np.maximum(sol, 0.0)
             theta, ovh = sol[:n_keys], sol[n_keys:]
             for s in foreign:
                 rows = np.array(src) == s
