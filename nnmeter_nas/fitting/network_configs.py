@@ -55,8 +55,12 @@ def cached_network_configs(names: Iterable[str], build: Callable[[str], Any],
             bar = None
     for name in todo:
         graph = load_graph(build(name), input_shape=input_shape)
-        data["networks"][name] = counter_to_json(kernel_configs(graph, rules,
-                                                                feature_set=feature_set))
+        rows = counter_to_json(kernel_configs(graph, rules, feature_set=feature_set))
+        if cache.is_file():  # another process may have added networks meanwhile: keep them
+            now = json.loads(cache.read_text())
+            if now.get("key") == key:
+                data["networks"] = {**now["networks"], **data["networks"]}
+        data["networks"][name] = rows
         _write_json(cache, data)
         if bar is not None:
             bar.update(1)
