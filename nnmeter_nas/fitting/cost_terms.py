@@ -21,9 +21,13 @@ _K_CLASSES = (("k1", (3, 0.0, 1.5)), ("k3", (3, 1.5, 3.5)), ("k5+", (3, 3.5, _IN
 
 
 def _conv_terms(reg: str) -> list[tuple[str, Term]]:
-    out = [(f"{reg}:launch", Term("launch", {}))]
+    fam = "conv" if reg == "conv-bn-relu" else "dwconv"
+    out = [(f"{reg}:launch", Term("launch", {})),
+           (f"{fam}:macs", Term("macs", {"macs_1e6": 1}))]
     for name, gate in _K_CLASSES:
-        out.append((f"{reg}:macs_{name}", Term(f"macs_{name}", {"macs_1e6": 1}, gate)))
+        # each kernel-size class may cost more per MAC than the shared rate (ridge: a class
+        # few networks hold stays near the shared rate)
+        out.append((f"excess:{reg}:macs_{name}", Term(f"macs_{name}", {"macs_1e6": 1}, gate)))
     if reg == "conv-bn-relu":
         out += [(f"{reg}:macs_per_cin", Term("macs_per_cin", {"area_out": 1, "k2": 1,
                                                                "cout": 1})),
@@ -49,7 +53,10 @@ def terms_of(regressor: str) -> list[tuple[str, Term]]:
     if r in ("conv-bn-relu", "dwconv-bn-relu"):
         return _conv_terms(r)
     if r == "fc":
-        return [("fc:launch", Term("launch", {})), ("fc:macs", Term("macs", {"macs_1e6": 1})),
+        # a fully connected layer is a 1x1 convolution on a 1x1 map: the dense convolutions'
+        # rate per MAC, plus its own excess (weights streamed once, little reuse)
+        return [("fc:launch", Term("launch", {})), ("conv:macs", Term("macs", {"macs_1e6": 1})),
+                ("excess:fc:macs", Term("own_macs", {"macs_1e6": 1})),
                 ("fc:elements", Term("elements", {"cin": 1})),
                 ("fc:outputs", Term("outputs", {"cout": 1}))]
     if r in ("avgpool", "maxpool"):
@@ -75,5 +82,5 @@ def terms_of(regressor: str) -> list[tuple[str, Term]]:
 def is_excess_key(key: str) -> bool:
     """True for a kernel type's own cost beyond its family's shared terms (fitted with a
     stronger ridge: a type seen in few networks stays close to its family)."""
-    return key.split(":", 1)[0] not in ("conv-bn-relu", "dwconv-bn-relu", "fc", "elementwise",
-                                        "pool")
+    return key.startswith("excess:") or key.split(":", 1)[0] not in (
+        "conv-bn-relu", "dwconv-bn-relu", "fc", "elementwise", "pool", "conv", "dwconv")
