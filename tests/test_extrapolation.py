@@ -192,3 +192,25 @@ def test_in_domain_tells_calibrated_from_extrapolated(device):
     for r in uncal:
         n = pkg.regressors[r].n_features
         assert not pred._in_domain(r, np.ones((1, n)) * 8)[0]
+
+
+def test_fitted_models_never_plateau_even_for_families_the_data_lack():
+    """A fit whose networks hold only convolutions still exports growing costs for every
+    kernel type (the shared work terms have a floor), and no unseen kernel-size class of a
+    convolution costs 0 ms."""
+    from collections import Counter
+
+    from nnmeter_nas.fitting.device_fit import DeviceLatencyFit, NetworkSample
+
+    rng = np.random.default_rng(1)
+    samples = []
+    for i in range(30):
+        hw, c = float(rng.choice([14, 28, 56])), float(rng.choice([32, 64, 128]))
+        cnt = Counter({("conv-bn-relu", tuple(conv_row(hw, c, c, 3, 1))): 2})
+        samples.append(NetworkSample(f"n{i}", "user", cnt, 0.05 + hw * hw * c * c * 9 / 5e8))
+    fit = DeviceLatencyFit().fit(samples)
+    models = fit.regressors({r: nf for r, nf in REGS} | {"fc": 4})
+    for reg, _ in REGS + [("fc", 4)]:
+        check_monotone_and_linear(models[reg], reg)
+    one_by_one = np.asarray([conv_row(56, 64, 64, 1, 1)])  # only 3x3 convs were measured
+    assert models["conv-bn-relu"].predict(one_by_one)[0] > 0

@@ -89,7 +89,7 @@ def test_pixel4_factor_is_reported_and_matches_the_measured_ratio(dev):
                                  "adreno630gpu_tflite21", "myriadvpu_openvino2019r2"])
 def test_reference_networks_are_no_longer_predicted_far_too_fast(dev):
     """Issue 14's symptom: the NB201-only packages predicted ImageNet networks 80-90 % too
-    fast. The shipped packages (fitted with these networks) stay within +-20 % on them."""
+    fast. The shipped packages (fitted with these networks) stay within +-25 % on them."""
     from nnmeter_nas.predictor import LatencyPredictor
 
     if not (PKG_ROOT / dev / "manifest.json").is_file():
@@ -108,4 +108,4 @@ def test_reference_networks_are_no_longer_predicted_far_too_fast(dev):
         got.append(ms)
         want.append(s.latency_ms)
     err = np.asarray(got) / np.asarray(want) - 1
-    assert np.all(np.abs(err) < 0.2), dict(zip([s.name for s in refs], err.round(3)))
+    assert np.all(np.abs(err) < 0.25), dict(zip([s.name for s in refs], err.round(3)))

@@ -1,4 +1,6 @@
-"""ImageNet CNNs measured on nn-Meter's devices and on a Pixel 4 (``../shared/data/four_devices_imagenet/``).
+"""ImageNet CNNs measured on nn-Meter's devices and on a Pixel 4.
+
+Data: ``../shared/data/four_devices_imagenet/`` (``$NNMETER_NAS_IMAGENET_DATA`` overrides).
 
 Two whole-network sources (see the data's README for provenance and units):
 

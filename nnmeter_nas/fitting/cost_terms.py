@@ -84,3 +84,17 @@ def is_excess_key(key: str) -> bool:
     stronger ridge: a type seen in few networks stays close to its family)."""
     return key.startswith("excess:") or key.split(":", 1)[0] not in (
         "conv-bn-relu", "dwconv-bn-relu", "fc", "elementwise", "pool", "conv", "dwconv")
+
+
+#: Smallest coefficient of the shared work terms, so that every kernel type's latency keeps
+#: growing with its work however the data split the cost (no plateau by construction): a
+#: dense or depthwise MAC at 2 TFLOP/s (1e-3 ms per 1e6 MACs), an element moved or a pooling
+#: window read at 160 GB/s (8 bytes read + written, 5e-8 ms). Far above any device's peak, so
+#: the floors never bind where the data speak.
+WORK_FLOORS: dict[str, float] = {"conv:macs": 1e-3, "dwconv:macs": 1e-3,
+                                 "elementwise:elements": 5e-8, "pool:window": 5e-8}
+
+
+def floor_of(key: str) -> float:
+    """Lower bound of a coefficient (0 for all but :data:`WORK_FLOORS`)."""
+    return WORK_FLOORS.get(key, 0.0)

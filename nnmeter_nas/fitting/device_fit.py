@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..regressors.cost_model import KernelCostModel, Term, term_arrays
-from .cost_terms import is_excess_key, terms_of
+from .cost_terms import floor_of, is_excess_key, terms_of
 from .configs import Config
 
 NATIVE_SOURCES = ("nb201", "nnmeter-reference", "user")
@@ -189,7 +189,10 @@ class DeviceLatencyFit:
             ridge[:n_keys][[is_excess_key(key) for key in keys]] = self.excess_ridge
             Ma = np.vstack([Mn, np.diag(np.sqrt(ridge))])
             ta = np.concatenate([y * sw, np.zeros(k)])
-            sol = lsq_linear(Ma, ta, bounds=(0.0, np.inf), method="bvls").x / scale
+            lower = np.zeros(k)
+            lower[:n_keys] = [floor_of(key) for key in keys]
+            lower *= scale
+            sol = lsq_linear(Ma, ta, bounds=(lower, np.inf), method="bvls").x / scale
             # bvls may return -1e-20 for a bound at 0: clip to keep every cost term >= 0
             sol = np.maximum(sol, 0.0)
             theta, ovh = sol[:n_keys], sol[n_keys:]
@@ -283,7 +286,8 @@ class DeviceLatencyFit:
         out = {}
         for reg, nf in sorted(n_features.items()):
             terms = terms_of(reg)
-            coef = np.array([self.theta_.get(key, 0.0) for key, _ in terms])
+            # a family no measured network held keeps its floor (never a plateau)
+            coef = np.array([max(self.theta_.get(key, 0.0), floor_of(key)) for key, _ in terms])
             corr = [(c[1], f) for c, f in self.correction_.items() if c[0] == reg]
             out[reg] = KernelCostModel(
                 regressor=reg, n_features=nf, coef=coef,

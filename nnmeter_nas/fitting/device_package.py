@@ -21,7 +21,7 @@ from ..errors import MeasurementDataError
 from ..features.extract import FEATURE_NAMES
 from ..kernels.fusion_rules import FusionRules
 from ..packages.format import feature_range_of, write_package
-from .device_fit import FREE_TYPES, NATIVE_SOURCES, DeviceLatencyFit, NetworkSample
+from .device_fit import FREE_TYPES, DeviceLatencyFit, NetworkSample
 from .lookup_tree import empty_feature_range
 from .nb201_package import FEATURE_SET
 
@@ -241,8 +241,9 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     validation = {"train": accuracy_report(pred, y),
                   "note": "fit on all the networks listed in source.n_networks_by_source; "
                           "figures are on those same networks (not held out)"}
+    counts = ", ".join(f"{k}: {v}" for k, v in used.items())
     desc = (f"Latency of {device} ({hardware or framework}) fitted by nnmeter-nas predictors "
-            f"fit on {len(samples)} measured networks ({', '.join(f'{k}: {v}' for k, v in used.items())}). "
+            f"fit on {len(samples)} measured networks ({counts}). "
             "Kernels inside each kernel type's feature_range are calibrated; outside, the cost "
             "terms extrapolate in proportion to the work (flagged in_domain=False).")
     return write_device_package(dest, fit, samples, name=device, device=device,
