@@ -57,6 +57,7 @@ def measured(tmp_path_factory):
     return csv_path
 
 
+@pytest.mark.slow  # exports twelve networks (module fixture)
 def test_fit_from_csv_reproduces_the_measurements(measured, tmp_path):
     dest = fit_device_package("myphone_tflite", measured, tmp_path / "pkg", base=BASE)
     pred = LatencyPredictor.from_path(dest)
@@ -69,6 +70,7 @@ def test_fit_from_csv_reproduces_the_measurements(measured, tmp_path):
     assert pred.package.manifest["source"]["n_networks_by_source"] == {"user": len(rows)}
 
 
+@pytest.mark.slow  # exports twelve networks (module fixture)
 def test_bad_rows_are_all_named_and_nothing_is_written(measured, tmp_path):
     bad = tmp_path / "bad.csv"
     (tmp_path / "junk.onnx").write_bytes(b"not an onnx file")
@@ -89,6 +91,7 @@ def test_bad_rows_are_all_named_and_nothing_is_written(measured, tmp_path):
     assert not (tmp_path / "pkg").exists()
 
 
+@pytest.mark.slow  # exports twelve networks (module fixture)
 def test_missing_columns_and_unknown_device(tmp_path, measured):
     p = tmp_path / "m.csv"
     p.write_text("file,ms\na.onnx,1\n")
@@ -98,6 +101,7 @@ def test_missing_columns_and_unknown_device(tmp_path, measured):
         fit_device_package("myphone_tflite", measured, tmp_path / "x")
 
 
+@pytest.mark.slow  # exports twelve networks (module fixture)
 def test_cli_fit_writes_a_loadable_package(measured, tmp_path, capsys):
     out = tmp_path / "cli_pkg"
     rc = main(["predictors", "fit", "myphone_tflite", "--networks", str(measured),
