@@ -178,6 +178,58 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_predictors_fit(args: argparse.Namespace) -> int:
+    """Fit or refine a device package from measured networks (issue 14)."""
+    import tempfile
+    from pathlib import Path
+
+    from .fitting.device_package import fit_device_package
+
+    if args.out:
+        dest = fit_device_package(args.device, args.networks, args.out, base=args.base,
+                                  builtin_data=not args.only_mine, version=args.version,
+                                  overwrite=args.overwrite)
+        print(f"fitted {args.device} -> {dest}")
+        return EXIT_OK
+    from .packages.registry import install_predictor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = fit_device_package(args.device, args.networks, Path(tmp) / args.device,
+                                 base=args.base, builtin_data=not args.only_mine,
+                                 version=args.version)
+        dest = install_predictor(pkg)
+    print(f"fitted and installed {args.device} -> {dest} (it now takes precedence over the "
+          "built-in package of that name)")
+    return EXIT_OK
+
+
+def _add_predictors_fit(psub: Any, common: argparse.ArgumentParser) -> None:
+    p = psub.add_parser(
+        "fit", parents=[common], formatter_class=_FORMATTER,
+        help="fit or refine a device predictor from networks measured on the device",
+        description="Fit a predictor package from whole-network latencies: a CSV with columns "
+                    "model (ONNX file, relative to the CSV) and latency_ms. For one of "
+                    "nn-Meter's four devices your networks refine the built-in measurements; "
+                    "for any other device give --base (a predictor whose fusion rules fit "
+                    "your runtime). Every row is checked first; bad rows are listed and "
+                    "nothing is written.",
+        epilog="examples:\n"
+               "  nnmeter-nas predictors fit cortexA76cpu_tflite21 --networks measured.csv\n"
+               "  nnmeter-nas predictors fit myphone_tflite --networks m.csv "
+               "--base cortexA76cpu_tflite21 --out ./myphone\n")
+    p.add_argument("device", metavar="DEVICE", help="package name (device)")
+    p.add_argument("--networks", required=True, metavar="CSV",
+                   help="measured networks: columns model,latency_ms[,input_shape]")
+    p.add_argument("--base", default=None, help="take fusion rules and framework from this "
+                                                 "predictor (name or package path)")
+    p.add_argument("--only-mine", action="store_true",
+                   help="fit on your networks alone (not the built-in measurements)")
+    p.add_argument("--version", default=None, help="package version (default user-1)")
+    p.add_argument("--out", metavar="DIR", help="write the package here instead of installing")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(_handler=_cmd_predictors_fit)
+
+
 def _progress(items: Sequence[Any], desc: str, enabled: bool) -> Any:
     """``items`` with a progress bar when ``enabled``."""
     from tqdm.auto import tqdm
@@ -488,7 +540,7 @@ def _add_predictors_build(actions: Any, common: argparse.ArgumentParser, wanted:
 #: comes last, from the builder); add one by appending its ``add(actions, common)``.
 PREDICTOR_ACTIONS: list[AddCommand] = [
     _add_predictors_list, _add_predictors_import, _add_predictors_install,
-    _add_predictors_calibrate,
+    _add_predictors_calibrate, _add_predictors_fit,
 ]
 
 

@@ -138,3 +138,8 @@ class RegressorFileError(NnMeterNasError, ValueError):
 
 class PackageTooLargeError(PackageError):
     """A package archive member would inflate past the size its manifest or the cap allows."""
+
+
+class MeasurementDataError(NnMeterNasError, ValueError):
+    """Measured networks given for fitting are unusable (missing file, bad latency, a network
+    that fails to load); the message names the file and row."""

@@ -6,4 +6,7 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[$1]"
+# pytorchcv builds the ImageNet networks of the four-device fit (tests, benchmarks); --no-deps:
+# its metadata pulls torchvision, which would not import beside this torch.
+case ",$1," in *,test,*) python -m pip install -q --no-deps "pytorchcv>=0.0.74" ;; esac
 export MPLBACKEND=Agg

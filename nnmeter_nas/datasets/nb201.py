@@ -44,6 +44,7 @@ __all__ = [
     "parse_arch_str",
     "format_arch_str",
     "normalize_arch_str",
+    "live_edges",
 ]
 
 #: Operation names of NAS-Bench-201, in the benchmark's own order.
@@ -141,6 +142,24 @@ def normalize_arch_str(arch_str: str) -> str:
 
 
 # ----------------------------------------------------------------------------- data location
+
+
+def live_edges(ops: Iterable[str]) -> list[tuple[int, int, str]]:
+    """The edges ``(src, dst, op)`` a deployed cell computes: not ``none``, reachable from node 0
+    and leading to node 3. ``ops`` are the six operations in :data:`NB201_EDGES` order. The one
+    home of this rule: the network builder (:mod:`nnmeter_nas.search_spaces.nasbench201`) and
+    the direct graph builder (:mod:`nnmeter_nas.fitting.nb201_graphs`) both use it."""
+    edges = [(s, d, op) for (s, d), op in zip(NB201_EDGES, ops) if op != "none"]
+    reach = {0}
+    for s, d, _ in edges:  # edges are in topological order of dst
+        if s in reach:
+            reach.add(d)
+    useful = {3}
+    for s, d, _ in reversed(edges):
+        if d in useful:
+            useful.add(s)
+    return [(s, d, op) for s, d, op in edges if s in reach and d in useful]
+
 
 def default_data_dir() -> Path:
     """Directory of the NAS-Bench-201 data: ``$NNMETER_NAS_NB201_DATA`` if set, otherwise

@@ -19,8 +19,8 @@ the same graph directly in about 20 ms without torch (so a strategy can cost a c
 from __future__ import annotations
 
 import json
-from typing import Sequence
 
+from ..datasets.nb201 import live_edges
 from ..graph import OpGraph, OpNode, load_graph
 
 NB201_INPUT_SHAPE = (1, 3, 32, 32)
@@ -35,24 +35,6 @@ def build_nb201_graph(arch_str: str, C: int = 16, N: int = 5, num_classes: int =
     graph = load_graph(net, input_shape=NB201_INPUT_SHAPE)
     graph.name = arch_str
     return graph
-
-
-def live_edges(ops: Sequence[str]) -> list[tuple[int, int, str]]:
-    """Edges ``(src, dst, op)`` of a cell that compute something: not ``none``, reachable from
-    node 0 and leading to node 3 (``ops`` in ``NB201_EDGES`` order). The same rule as
-    :mod:`nnmeter_nas.search_spaces.nasbench201`, without importing torch."""
-    from ..datasets.nb201 import NB201_EDGES
-
-    edges = [(s, d, op) for (s, d), op in zip(NB201_EDGES, ops) if op != "none"]
-    reach = {0}
-    for s, d, _ in edges:  # NB201_EDGES is ordered by destination node
-        if s in reach:
-            reach.add(d)
-    useful = {3}
-    for s, d, _ in reversed(edges):
-        if d in useful:
-            useful.add(s)
-    return [(s, d, op) for s, d, op in edges if s in reach and d in useful]
 
 
 class _GraphWriter:

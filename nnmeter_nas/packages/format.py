@@ -4,7 +4,9 @@ Layout::
 
     manifest.json          name, version, device, framework, feature set, kernel types...
     fusion_rules.json      nn-Meter's fusion rules format
-    kernels/<regressor>.npz  one TreeEnsemble per kernel type (see regressors.forest)
+    kernels/<regressor>.npz  one regressor per kernel type: a TreeEnsemble (regressors.forest)
+                           or a KernelCostModel (regressors.cost_model); the file's header
+                           names its format and the manifest entry its ``kind``
     kernels-cold/<regressor>.npz  optional (format 2): the same timed with cold caches
 
 ``manifest.json`` holds::
@@ -49,6 +51,7 @@ import numpy as np
 
 from ..errors import PackageError, PackageTooLargeError
 from ..kernels.fusion_rules import FusionRules
+from ..regressors import load_regressor, regressor_kind
 from ..regressors.forest import TreeEnsemble
 from .archive_paths import safe_member
 
@@ -290,7 +293,7 @@ def _load_regressors(path: Path, kernels: Mapping[str, Any], blobs: Mapping[str,
             raise PackageError(f"{path}: kernel {reg!r} refers to {rel!r}, which is "
                                "not listed in the manifest's files")
         try:
-            regressors[reg] = TreeEnsemble.load(blobs[rel])
+            regressors[reg] = load_regressor(blobs[rel])
         except ValueError as exc:
             raise PackageError(f"{path}: {rel}: {exc}") from exc
         names = info.get("feature_names")
@@ -391,7 +394,9 @@ def _kernel_entries(folder: str, regressors: Mapping[str, TreeEnsemble],
         kernels[reg] = {"file": rel, "feature_names": names,
                         "feature_range": info.get("feature_range"),
                         "n_train": info.get("n_train"), "validation": info.get("validation"),
-                        "n_trees": ens.n_trees}
+                        "kind": regressor_kind(ens)}
+        if isinstance(ens, TreeEnsemble):
+            kernels[reg]["n_trees"] = ens.n_trees
         for k, v in info.items():
             kernels[reg].setdefault(k, v)
     return kernels

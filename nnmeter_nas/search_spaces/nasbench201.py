@@ -56,6 +56,7 @@ from ..datasets.nb201 import (
     format_arch_str,
     normalize_arch_str,
     parse_arch_str,
+    live_edges,
 )
 
 __all__ = [
@@ -170,21 +171,6 @@ def _make_op(op: str, channels: int) -> nn.Module:
     if op == "none":
         raise ValueError("'none' edges are dropped, not built")
     raise ArchStrError(f"unknown NAS-Bench-201 operation {op!r}; expected one of {list(NB201_OPS)}")
-
-
-def live_edges(ops: Iterable[str]) -> list[tuple[int, int, str]]:
-    """The edges ``(src, dst, op)`` a deployed cell computes: not ``none``, reachable from node 0
-    and leading to node 3. ``ops`` are the six operations in ``NB201_EDGES`` order."""
-    edges = [(s, d, op) for (s, d), op in zip(NB201_EDGES, ops) if op != "none"]
-    reach = {0}
-    for s, d, _ in edges:  # edges are in topological order of dst
-        if s in reach:
-            reach.add(d)
-    useful = {3}
-    for s, d, _ in reversed(edges):
-        if d in useful:
-            useful.add(s)
-    return [(s, d, op) for s, d, op in edges if s in reach and d in useful]
 
 
 class NB201Cell(nn.Module):

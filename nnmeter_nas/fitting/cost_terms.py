@@ -1,0 +1,100 @@
+"""The cost terms of each kernel type, and which coefficients they share.
+
+Every term is a monomial with non-negative exponents in the quantities of
+:mod:`nnmeter_nas.regressors.cost_model` (``area_out`` = output pixels, ``cin``, ``cout``,
+``k2`` = kernel size squared, ``macs_1e6``...). A term's *key* names the coefficient it is
+fitted with: keys shared by several kernel types (``elementwise:*``, ``pool:*``) give a type the
+data never hold the cost of its family, while the type's own keys (``hswish:*``) add what it
+costs beyond that (``>= 0``).
+
+Convolution: launch + MACs per kernel-size class (1x1, 3x3, 5x5 and larger: their compute
+efficiency differs) + ``MACs / cin`` and ``MACs / cout`` (thin layers run below peak: throughput
+``T_max * c / (c + c0)``) + elements read and written + weights read.
+"""
+from __future__ import annotations
+
+from ..regressors.cost_model import Term
+
+_INF = float("inf")
+#: Kernel-size classes of convolutions (feature 3 is ``k``).
+_K_CLASSES = (("k1", (3, 0.0, 1.5)), ("k3", (3, 1.5, 3.5)), ("k5+", (3, 3.5, _INF)))
+
+
+def _conv_terms(reg: str) -> list[tuple[str, Term]]:
+    fam = "conv" if reg == "conv-bn-relu" else "dwconv"
+    out = [(f"{reg}:launch", Term("launch", {})),
+           (f"{fam}:macs", Term("macs", {"macs_1e6": 1}))]
+    for name, gate in _K_CLASSES:
+        # each kernel-size class may cost more per MAC than the shared rate (ridge: a class
+        # few networks hold stays near the shared rate)
+        out.append((f"excess:{reg}:macs_{name}", Term(f"macs_{name}", {"macs_1e6": 1}, gate)))
+    if reg == "conv-bn-relu":
+        out += [(f"{reg}:macs_per_cin", Term("macs_per_cin", {"area_out": 1, "k2": 1,
+                                                               "cout": 1})),
+                (f"{reg}:macs_per_cout", Term("macs_per_cout", {"area_out": 1, "k2": 1,
+                                                                 "cin": 1})),
+                (f"{reg}:params", Term("params", {"params_1e6": 1}))]
+    out += [(f"{reg}:elements_in", Term("elements_in", {"area_in": 1, "cin": 1})),
+            (f"{reg}:elements_out", Term("elements_out", {"area_out": 1, "cout": 1}))]
+    return out
+
+
+def _shared_elementwise(reg: str, area_c: dict) -> list[tuple[str, Term]]:
+    return [("elementwise:launch", Term("launch", {})),
+            ("elementwise:elements", Term("elements", area_c)),
+            (f"{reg}:launch", Term("own_launch", {})),
+            (f"{reg}:elements", Term("own_elements", area_c))]
+
+
+def terms_of(regressor: str) -> list[tuple[str, Term]]:
+    """``[(coefficient key, Term), ...]`` of a kernel type (registered quantities or the
+    generic ``[area, c]``)."""
+    r = regressor
+    if r in ("conv-bn-relu", "dwconv-bn-relu"):
+        return _conv_terms(r)
+    if r == "fc":
+        # a fully connected layer is a 1x1 convolution on a 1x1 map: the dense convolutions'
+        # rate per MAC, plus its own excess (weights streamed once, little reuse)
+        return [("fc:launch", Term("launch", {})), ("conv:macs", Term("macs", {"macs_1e6": 1})),
+                ("excess:fc:macs", Term("own_macs", {"macs_1e6": 1})),
+                ("fc:elements", Term("elements", {"cin": 1})),
+                ("fc:outputs", Term("outputs", {"cout": 1}))]
+    if r in ("avgpool", "maxpool"):
+        out = []
+        for prefix in ("pool", r):
+            out += [(f"{prefix}:launch", Term("launch", {})),
+                    (f"{prefix}:window", Term("window_reads", {"area_out": 1, "k2": 1,
+                                                               "cout": 1})),
+                    (f"{prefix}:elements_in", Term("elements_in", {"area_in": 1, "cin": 1}))]
+        return out
+    if r in ("add", "addrelu"):
+        return (_shared_elementwise(r, {"area": 1, "c_sum": 1})
+                + [(f"{r}:writes", Term("writes", {"area": 1, "c": 1}))])
+    if r == "concat":
+        return _shared_elementwise(r, {"area": 1, "c_total": 1})
+    out = _shared_elementwise(r, {"area": 1, "c": 1})
+    if r == "se":
+        # squeeze-and-excitation: two small fully connected layers on the channel vector
+        out.append(("se:channels2", Term("channels_squared", {"c": 2})))
+    return out
+
+
+def is_excess_key(key: str) -> bool:
+    """True for a kernel type's own cost beyond its family's shared terms (fitted with a
+    stronger ridge: a type seen in few networks stays close to its family)."""
+    return key.startswith("excess:") or key.split(":", 1)[0] not in (
+        "conv-bn-relu", "dwconv-bn-relu", "fc", "elementwise", "pool", "conv", "dwconv")
+
+
+#: Smallest coefficient of the shared work terms, so that every kernel type's latency keeps
+#: growing with its work however the data split the cost (no plateau by construction): a
+#: dense or depthwise MAC at 2 TFLOP/s (1e-3 ms per 1e6 MACs), an element moved or a pooling
+#: window read at 160 GB/s (8 bytes read + written, 5e-8 ms). Far above any device's peak, so
+#: the floors never bind where the data speak.
+WORK_FLOORS: dict[str, float] = {"conv:macs": 1e-3, "dwconv:macs": 1e-3,
+                                 "elementwise:elements": 5e-8, "pool:window": 5e-8}
+
+
+def floor_of(key: str) -> float:
+    """Lower bound of a coefficient (0 for all but :data:`WORK_FLOORS`)."""
+    return WORK_FLOORS.get(key, 0.0)

@@ -1,0 +1,304 @@
+"""Fit a device's kernel cost models from network-level measurements of any source.
+
+One model for every source: a measured network is a multiset of kernel configurations
+(:func:`.configs.kernel_configs`), and its latency is modelled as ::
+
+    latency(net) = overhead[s] + sum_g factor[s, g] * sum_{kernels k of group g} cost(k)
+    cost(k)      = sum_j theta[key_j] * term_j(k)        (theta >= 0, terms of cost_terms)
+
+``cost`` is the device's :class:`~nnmeter_nas.regressors.cost_model.KernelCostModel` of the
+kernel's type; ``s`` the source of the measurement. *Native* sources measured the device itself
+(``factor = 1``): NAS-Bench-201, nn-Meter's reference networks, a user's own networks. A source
+measured on the same hardware with another runtime (the Pixel 4 with a newer TFLite) gets its
+own overhead and one fitted factor per kernel group (:data:`FACTOR_GROUPS`: dense convolutions,
+depthwise convolutions, everything else), reported in the package manifest.
+
+Fitting minimises the weighted relative squared error (each source's rows share a total weight,
+:attr:`DeviceLatencyFit.source_weights`), alternating between ``theta`` and overheads (bounded
+least squares, ``theta >= 0``) and the foreign sources' factors. An optional stage fits a
+bounded multiplicative correction per measured configuration (ridge-penalised towards 1,
+within ``[1/correction_bound, correction_bound]``), stored in the cost model and applied only
+to those exact configurations.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..regressors.cost_model import KernelCostModel, Term, term_arrays
+from .cost_terms import floor_of, is_excess_key, terms_of
+from .configs import Config
+
+NATIVE_SOURCES = ("nb201", "nnmeter-reference", "user")
+
+#: Kernel types that cost nothing (a flatten before the classifier): not fitted, declared
+#: free in the package.
+FREE_TYPES = ("reshape",)
+
+#: Kernel groups that get their own factor per foreign source.
+FACTOR_GROUPS = ("conv", "dwconv", "other")
+
+
+def factor_group(regressor: str) -> str:
+    if regressor == "conv-bn-relu":
+        return "conv"
+    if regressor == "dwconv-bn-relu":
+        return "dwconv"
+    return "other"
+
+
+@dataclass
+class NetworkSample:
+    """One measured network.
+
+    Parameters
+    ----------
+    name : str
+        Label (file or network name), used in messages and reports.
+    source : str
+        Where the latency comes from: one of :data:`NATIVE_SOURCES` (the device itself) or any
+        other name (same hardware, other runtime: fitted factors).
+    configs : Counter
+        Its kernel configurations under the device's fusion rules.
+    latency_ms : float
+        Measured latency, ms.
+    """
+
+    name: str
+    source: str
+    configs: Counter
+    latency_ms: float
+
+
+class DeviceLatencyFit:
+    """Kernel cost models of one device fitted to measured networks (scikit-learn style).
+
+    Parameters
+    ----------
+    source_weights : dict, default=None
+        Total weight of each source's rows (default 1 each); within a source, rows weigh
+        equally on relative error.
+    theta_ridge : float, default=1e-3
+        Ridge on the column-normalised term coefficients (splits collinear terms evenly).
+    n_alternations : int, default=10
+        Rounds of (coefficients, factors) alternation when foreign sources are present.
+    corrections : bool, default=True
+        Fit the bounded per-configuration correction (stage 2).
+    correction_ridge : float, default=0.3
+        Its ridge strength (on the log-free relative correction ``u``, factor ``1 + u``).
+    correction_bound : float, default=1.5
+        Corrections stay within ``[1 / bound, bound]``.
+    correction_sources : tuple of str, default=NATIVE_SOURCES
+        Sources whose networks' configurations may get a correction.
+    excess_ridge : float, default=0.05
+        Ridge on a kernel type's own terms beyond its family's (:func:`.cost_terms.is_excess_key`).
+    factor_groups : bool, default=True
+        One factor per :data:`FACTOR_GROUPS` for each foreign source; False: one factor.
+    """
+
+    def __init__(self, *, source_weights: Mapping[str, float] | None = None,
+                 theta_ridge: float = 1e-3, n_alternations: int = 10,
+                 corrections: bool = True, correction_ridge: float = 0.3,
+                 correction_bound: float = 1.5,
+                 correction_sources: Sequence[str] = NATIVE_SOURCES,
+                 excess_ridge: float = 0.05, factor_groups: bool = True) -> None:
+        self.source_weights = source_weights
+        self.theta_ridge = theta_ridge
+        self.n_alternations = n_alternations
+        self.corrections = corrections
+        self.correction_ridge = correction_ridge
+        self.correction_bound = correction_bound
+        self.correction_sources = tuple(correction_sources)
+        self.excess_ridge = excess_ridge
+        self.factor_groups = factor_groups
+
+    # ------------------------------------------------------------------ design
+    def _config_columns(self, cfg: Config) -> dict[str, float]:
+        reg, x = cfg
+        cached = self._colcache.get(cfg)
+        if cached is None:
+            terms = terms_of(reg)
+            model = _unit_model(reg, len(x), [t for _, t in terms])
+            vals = model.terms(np.asarray([x]))[0]
+            cached = {}
+            for (key, _), v in zip(terms, vals):
+                cached[key] = cached.get(key, 0.0) + float(v)
+            self._colcache[cfg] = cached
+        return cached
+
+    def _design(self, samples: Sequence[NetworkSample]) -> np.ndarray:
+        """``(n_samples, n_keys, n_groups)``: term sums of each sample per factor group."""
+        D = np.zeros((len(samples), len(self.keys_), len(FACTOR_GROUPS)))
+        for i, s in enumerate(samples):
+            for cfg, n in s.configs.items():
+                if cfg[0] in FREE_TYPES:
+                    continue
+                g = FACTOR_GROUPS.index(factor_group(cfg[0]))
+                for key, v in self._config_columns(cfg).items():
+                    j = self._key_index.get(key)
+                    if j is not None:
+                        D[i, j, g] += n * v
+        return D
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, samples: Sequence[NetworkSample]) -> "DeviceLatencyFit":
+        """Fit to measured networks (``latency_ms > 0``)."""
+        from scipy.optimize import lsq_linear
+
+        if not samples:
+            raise ValueError("DeviceLatencyFit.fit: no measured networks")
+        y = np.array([s.latency_ms for s in samples], dtype=float)
+        bad = [s.name for s in samples if not (np.isfinite(s.latency_ms) and s.latency_ms > 0)]
+        if bad:
+            raise ValueError(f"latencies must be positive finite ms; bad: {bad[:5]}")
+        self._colcache: dict = {}
+        keys = sorted({k for s in samples for cfg in s.configs if cfg[0] not in FREE_TYPES
+                       for k in self._config_columns(cfg)})
+        self.keys_ = keys
+        self._key_index = {k: j for j, k in enumerate(keys)}
+        D = self._design(samples)
+        src = [s.source for s in samples]
+        self.sources_ = sorted(set(src))
+        foreign = [s for s in self.sources_ if s not in NATIVE_SOURCES]
+        ovh_names = ["native"] + foreign
+        ovh_of = np.array([ovh_names.index(s if s in foreign else "native") for s in src])
+        weights = dict(self.source_weights or {})
+        counts = Counter(src)
+        sw = np.array([np.sqrt(weights.get(s, 1.0) / counts[s]) for s in src]) / y
+        factors = {s: np.ones(len(FACTOR_GROUPS)) for s in foreign}
+        row_factor = np.ones((len(y), len(FACTOR_GROUPS)))
+        n_keys = len(keys)
+        theta = np.zeros(n_keys)
+        ovh = np.zeros(len(ovh_names))
+        rounds = self.n_alternations if foreign else 1
+        for _ in range(max(rounds, 1)):
+            for s in foreign:
+                row_factor[np.array(src) == s] = factors[s]
+            X = np.einsum("ikg,ig->ik", D, row_factor)
+            O = np.zeros((len(y), len(ovh_names)))
+            O[np.arange(len(y)), ovh_of] = 1.0
+            M = np.hstack([X, O]) * sw[:, None]
+            scale = np.linalg.norm(M, axis=0)
+            scale[scale == 0] = 1.0
+            Mn = M / scale
+            k = Mn.shape[1]
+            ridge = np.full(k, self.theta_ridge)
+            ridge[:n_keys][[is_excess_key(key) for key in keys]] = self.excess_ridge
+            Ma = np.vstack([Mn, np.diag(np.sqrt(ridge))])
+            ta = np.concatenate([y * sw, np.zeros(k)])
+            lower = np.zeros(k)
+            lower[:n_keys] = [floor_of(key) for key in keys]
+            lower *= scale
+            sol = lsq_linear(Ma, ta, bounds=(lower, np.inf), method="bvls").x / scale
+            # bvls may return -1e-20 for a bound at 0: clip to keep every cost term >= 0
+            sol = np.maximum(sol, 0.0)
+            theta, ovh = sol[:n_keys], sol[n_keys:]
+            for s in foreign:
+                rows = np.array(src) == s
+                P = np.einsum("ikg,k->ig", D[rows], theta) * sw[rows, None]
+                r = (y[rows] - ovh[ovh_names.index(s)]) * sw[rows]
+                used = P.sum(axis=0) > 0
+                f = np.ones(len(FACTOR_GROUPS))
+                if not self.factor_groups:
+                    f[:] = lsq_linear(P.sum(axis=1, keepdims=True), r, bounds=(0.2, 5.0),
+                                      method="bvls").x[0]
+                elif used.any():
+                    f[used] = lsq_linear(P[:, used], r, bounds=(0.2, 5.0), method="bvls").x
+                # An unused group takes the mean of the used ones (reported, never fitted).
+                if self.factor_groups:
+                    f[~used] = float(np.mean(f[used])) if used.any() else 1.0
+                factors[s] = f
+        self.theta_ = dict(zip(keys, theta.tolist()))
+        self.overhead_ms_ = {n: float(v) for n, v in zip(ovh_names, ovh)}
+        self.factors_ = {s: dict(zip(FACTOR_GROUPS, f.tolist())) for s, f in factors.items()}
+        self.correction_ = {}
+        if self.corrections:
+            self._fit_corrections(samples, y, sw)
+        return self
+
+    def _fit_corrections(self, samples: Sequence[NetworkSample], y: np.ndarray,
+                         sw: np.ndarray) -> None:
+        from scipy.optimize import lsq_linear
+
+        cfgs = sorted({c for s in samples if s.source in self.correction_sources
+                       for c in s.configs})
+        if not cfgs:
+            return
+        index = {c: j for j, c in enumerate(cfgs)}
+        base = self._predict_uncorrected(samples)
+        B = np.zeros((len(samples), len(cfgs)))
+        for i, s in enumerate(samples):
+            for c, n in s.configs.items():
+                j = index.get(c)
+                if j is not None:
+                    B[i, j] += n * self._config_ms(c) * self._factor(s.source, c[0])
+        B *= sw[:, None]
+        r = (y - base) * sw
+        k = len(cfgs)
+        Ba = np.vstack([B, np.sqrt(self.correction_ridge) * np.eye(k) *
+                        np.linalg.norm(B, axis=0).max()])
+        ra = np.concatenate([r, np.zeros(k)])
+        b = self.correction_bound
+        u = lsq_linear(Ba, ra, bounds=(1 / b - 1, b - 1), method="bvls").x
+        self.correction_ = {c: 1.0 + float(v) for c, v in zip(cfgs, u) if abs(v) > 1e-6}
+
+    # ------------------------------------------------------------------ prediction
+    def _factor(self, source: str, regressor: str) -> float:
+        f = self.factors_.get(source)
+        return 1.0 if f is None else f[factor_group(regressor)]
+
+    def _config_ms(self, cfg: Config) -> float:
+        if cfg[0] in FREE_TYPES:
+            return 0.0
+        return sum(self.theta_.get(k, 0.0) * v for k, v in self._config_columns(cfg).items())
+
+    def _overhead(self, source: str) -> float:
+        return self.overhead_ms_.get(source if source in self.factors_ else "native", 0.0)
+
+    def _predict_uncorrected(self, samples: Sequence[NetworkSample]) -> np.ndarray:
+        return np.array([self._overhead(s.source) + sum(
+            n * self._config_ms(c) * self._factor(s.source, c[0]) for c, n in s.configs.items())
+            for s in samples])
+
+    def kernel_ms(self, cfg: Config) -> float:
+        """Device latency (ms) of one kernel configuration (correction included)."""
+        return self._config_ms(cfg) * self.correction_.get(cfg, 1.0)
+
+    def predict(self, samples: Sequence[NetworkSample], *, as_source: bool = True
+                ) -> np.ndarray:
+        """Latency (ms) of each sample: on the device itself, or (``as_source``) as its own
+        source would measure it (foreign sources: their factors and overhead)."""
+        out = []
+        for s in samples:
+            src = s.source if as_source else "native"
+            out.append(self._overhead(src) + sum(
+                n * self.kernel_ms(c) * self._factor(src, c[0]) for c, n in s.configs.items()))
+        return np.asarray(out)
+
+    # ------------------------------------------------------------------ export
+    def regressors(self, n_features: Mapping[str, int],
+                   meta: Mapping | None = None) -> dict[str, KernelCostModel]:
+        """One :class:`KernelCostModel` per regressor in ``n_features`` (``{regressor: row
+        length}``); types the data never held get the shared terms fitted on the others."""
+        out = {}
+        for reg, nf in sorted(n_features.items()):
+            terms = terms_of(reg)
+            # a family no measured network held keeps its floor (never a plateau)
+            coef = np.array([max(self.theta_.get(key, 0.0), floor_of(key)) for key, _ in terms])
+            corr = [(c[1], f) for c, f in self.correction_.items() if c[0] == reg]
+            out[reg] = KernelCostModel(
+                regressor=reg, n_features=nf, coef=coef,
+                corr_rows=np.asarray([x for x, _ in corr], dtype=float).reshape(-1, nf),
+                corr_factor=np.asarray([f for _, f in corr], dtype=float),
+                corr_bound=self.correction_bound,
+                term_names=[key for key, _ in terms], meta=dict(meta or {}),
+                **term_arrays(reg, [t for _, t in terms]))
+        return out
+
+
+def _unit_model(reg: str, n_features: int, terms: Sequence[Term]) -> KernelCostModel:
+    return KernelCostModel(regressor=reg, n_features=n_features, coef=np.ones(len(terms)),
+                           **term_arrays(reg, terms))

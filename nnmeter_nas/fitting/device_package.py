@@ -1,0 +1,254 @@
+"""A device package from a :class:`~.device_fit.DeviceLatencyFit`, and the one-call user API.
+
+:func:`write_device_package` writes one :class:`~nnmeter_nas.regressors.KernelCostModel` per
+kernel type, each type's ``feature_range`` (the configurations the measurements held: inside it
+``in_domain`` is True), the fitted source factors and the validation figures.
+
+:func:`fit_device_package` is what a user calls with networks of their own measured on their
+device (a CSV of ONNX paths and latencies, :func:`read_networks_csv`), alone or with the
+built-in measurements of nn-Meter's four devices; ``nnmeter-nas predictors fit`` runs it.
+"""
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import MeasurementDataError
+from ..features.extract import FEATURE_NAMES
+from ..kernels.fusion_rules import FusionRules
+from ..packages.format import feature_range_of, write_package
+from .device_fit import FREE_TYPES, DeviceLatencyFit, NetworkSample
+from .lookup_tree import empty_feature_range
+from .nb201_package import FEATURE_SET
+
+PACKAGE_VERSION = "multi-1"
+
+#: Kernel types every package gets a cost model for (those the data never held: their
+#: family's shared terms, an empty feature range, always ``in_domain=False``).
+KERNEL_TYPES = tuple(sorted(set(FEATURE_NAMES) | {"mul", "sigmoid", "hsigmoid"}))
+
+METHOD = (
+    "Kernel cost models fitted to whole-network latencies (nnmeter_nas.fitting.device_fit). "
+    "Each measured network is split into kernels with this package's fusion rules; its latency "
+    "is modelled as network_overhead_ms + the sum of its kernels' costs. A kernel's cost is a "
+    "non-negative sum of monomial terms in its shape (launch; MACs per kernel-size class; "
+    "MACs/cin and MACs/cout for the lost efficiency of thin layers; elements read and written; "
+    "weights), so it never decreases as a kernel grows and keeps growing in proportion to its "
+    "work far outside the data (no plateau). Sources measured with another runtime on the same "
+    "hardware get their own fitted factor and overhead (source.factors). Coefficients are "
+    "fitted by bounded least squares on relative errors, each source's rows sharing one total "
+    "weight; a bounded (x1/1.5 to x1.5) ridge-penalised correction per measured configuration "
+    "of the device's own networks refines the fit where the data pin it down and applies to "
+    "those exact configurations only.")
+
+
+def _n_features(reg: str) -> int:
+    return len(FEATURE_NAMES.get(reg, ("hw", "cin")))
+
+
+def kernel_ranges(samples: Sequence[NetworkSample]) -> dict[str, tuple[np.ndarray, dict]]:
+    """``{regressor: (feature rows seen, {source: n networks})}`` over the samples."""
+    rows: dict[str, set] = {}
+    srcs: dict[str, Counter] = {}
+    for s in samples:
+        for reg in {c[0] for c in s.configs}:
+            srcs.setdefault(reg, Counter())[s.source] += 1
+        for reg, x in s.configs:
+            rows.setdefault(reg, set()).add(x)
+    return {r: (np.asarray(sorted(v), dtype=float), dict(srcs[r])) for r, v in rows.items()}
+
+
+def write_device_package(dest: str | Path, fit: DeviceLatencyFit,
+                         samples: Sequence[NetworkSample], *, name: str, device: str,
+                         framework: str, fusion_rules: FusionRules | Mapping,
+                         description: str, hardware: str = "",
+                         version: str = PACKAGE_VERSION,
+                         validation: Mapping[str, Any] | None = None,
+                         data: Mapping[str, Any] | None = None,
+                         built_by: str = "", overwrite: bool = True) -> Path:
+    """Write the package of a fitted :class:`DeviceLatencyFit` (atomically)."""
+    seen = kernel_ranges(samples)
+    types = sorted((set(KERNEL_TYPES) | set(seen)) - set(FREE_TYPES))
+    regs = fit.regressors({r: (seen[r][0].shape[1] if r in seen else _n_features(r))
+                           for r in types}, meta={"device": device, "package_version": version})
+    kernel_info = {}
+    for r in types:
+        if r in seen:
+            X, by_source = seen[r]
+            kernel_info[r] = {"feature_range": feature_range_of(X), "n_train": int(len(X)),
+                              "n_train_unit": "distinct kernel configurations",
+                              "networks_by_source": by_source,
+                              "n_corrected": int(regs[r].corr_factor.size)}
+        else:
+            kernel_info[r] = {"feature_range": empty_feature_range(regs[r].n_features),
+                              "n_train": 0, "calibrated": False,
+                              "note": "no measured network held this kernel type: its cost is "
+                                      "its family's shared terms, never calibrated; the empty "
+                                      "feature range flags every such kernel in_domain=False"}
+    source = {"kind": "fitted from whole-network measurements", "method": METHOD,
+              "data": dict(data or {}),
+              "n_networks_by_source": dict(Counter(s.source for s in samples)),
+              "factors": {s: {"meaning": "latency this source measured = factor x this "
+                                         "device's kernel sum + its own overhead",
+                              "factor": f, "overhead_ms": fit.overhead_ms_.get(s, 0.0)}
+                          for s, f in fit.factors_.items()},
+              "fit": {k: v for k, v in fit.__dict__.items()
+                      if not k.endswith("_") and not k.startswith("_")},
+              "built_by": built_by, "docs": "docs/four_devices.md"}
+    extra = {"network_overhead_ms": float(fit.overhead_ms_.get("native", 0.0)),
+             "network_overhead_note": "a constant per inference that the fit attributes to no "
+                                      "kernel; the engine adds it once per network",
+             "validation": dict(validation or {}), "hardware": hardware}
+    return write_package(dest, name=name, version=version, device=device, framework=framework,
+                         regressors=regs, fusion_rules=fusion_rules, feature_set=FEATURE_SET,
+                         description=description, kernel_info=kernel_info,
+                         free_kernel_types=list(FREE_TYPES), source=source, extra=extra,
+                         overwrite=overwrite)
+
+
+def read_networks_csv(path: str | Path, rules: FusionRules, *,
+                      source: str = "user") -> list[NetworkSample]:
+    """Measured networks from a CSV with columns ``model`` (an ONNX file, relative to the CSV's
+    folder or absolute) and ``latency_ms`` (> 0); optional ``input_shape`` (``1x3x224x224``)
+    for ONNX files without static shapes.
+
+    Every row is checked before anything is fitted; all bad rows are reported together in one
+    :class:`~nnmeter_nas.errors.MeasurementDataError` naming the file, the row number and what
+    to fix (missing file, non-positive or non-numeric latency, a network that fails to load)."""
+    from ..graph import load_graph
+    from .configs import kernel_configs
+
+    path = Path(path)
+    if not path.is_file():
+        raise MeasurementDataError(f"{path}: no such file (give a CSV with columns "
+                                   "model,latency_ms)")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        if "model" not in cols or "latency_ms" not in cols:
+            raise MeasurementDataError(f"{path}: needs the columns 'model' (ONNX file) and "
+                                       f"'latency_ms'; it has {cols}")
+        rows = list(reader)
+    if not rows:
+        raise MeasurementDataError(f"{path}: no measured networks in the file")
+    errors, out = [], []
+    for i, row in enumerate(rows, start=2):  # row 1 is the header
+        where = f"{path}, row {i}"
+        model = (row.get("model") or "").strip()
+        try:
+            ms = float(row.get("latency_ms") or "nan")
+        except ValueError:
+            errors.append(f"{where}: latency_ms {row.get('latency_ms')!r} is not a number")
+            continue
+        if not np.isfinite(ms) or ms <= 0:
+            errors.append(f"{where}: latency_ms must be a positive number of ms, got "
+                          f"{row.get('latency_ms')!r}")
+            continue
+        file = Path(model)
+        if not file.is_absolute():
+            file = path.parent / file
+        if not model or not file.is_file():
+            errors.append(f"{where}: model file {model!r} not found (looked for {file})")
+            continue
+        shape = (row.get("input_shape") or "").strip()
+        try:
+            graph = load_graph(str(file), input_shape=[int(v) for v in shape.split("x")]
+                               if shape else None)
+            cnt = kernel_configs(graph, rules, feature_set=FEATURE_SET)
+        except Exception as exc:  # any failure to read this network is this row's error
+            errors.append(f"{where}: {model} could not be loaded: {type(exc).__name__}: {exc}")
+            continue
+        out.append(NetworkSample(model, source, cnt, ms))
+    if errors:
+        raise MeasurementDataError(f"{len(errors)} bad row(s) in {path}; fix or remove them, "
+                                   "nothing was fitted:\n  " + "\n  ".join(errors))
+    return out
+
+
+def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSample] | None,
+                       dest: str | Path, *, builtin_data: bool = True,
+                       base: str | Path | None = None, version: str | None = None,
+                       overwrite: bool = False, fit_params: Mapping[str, Any] | None = None
+                       ) -> Path:
+    """Fit (or refine) the package of ``device`` from measured networks and write it to
+    ``dest``; returns ``dest``.
+
+    Parameters
+    ----------
+    device : str
+        Package name. One of nn-Meter's four devices (``cortexA76cpu_tflite21``...) gets its
+        fusion rules and, with ``builtin_data``, the built-in measurements as well (NAS-Bench-201
+        training split, nn-Meter's reference networks, Pixel 4 networks where they apply), so
+        your networks refine it; any other name needs ``base``.
+    networks : path or list of NetworkSample or None
+        Your measured networks: a CSV (:func:`read_networks_csv`) or samples.
+    dest : path
+        Package directory to write (atomically; an existing one only with ``overwrite``).
+    base : str or path, default=None
+        A predictor (name or package path) whose fusion rules and framework the new package
+        takes; default: the four devices' own.
+    """
+    from .nb201_devices import DEVICES
+
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise MeasurementDataError(f"{dest} already exists; choose another destination or "
+                                   "pass overwrite=True (--overwrite)")
+    if base is not None:
+        from ..packages.registry import load_predictor_spec
+
+        pkg = load_predictor_spec(str(base)).package
+        rules, framework = pkg.fusion_rules, pkg.manifest.get("framework", "")
+        hardware = pkg.manifest.get("hardware", "")
+    elif device in DEVICES:
+        spec = DEVICES[device]
+        rules, framework, hardware = spec.rules(), spec.framework, spec.hardware
+    else:
+        raise MeasurementDataError(
+            f"device {device!r} is not one of nn-Meter's four ({sorted(DEVICES)}); give "
+            "base= (--base) a predictor whose fusion rules fit your runtime")
+    samples: list[NetworkSample] = []
+    if networks is not None:
+        samples += (read_networks_csv(networks, rules) if isinstance(networks, (str, Path))
+                    else list(networks))
+    used = {"user networks": sum(s.source == "user" for s in samples)}
+    if builtin_data and device in DEVICES and base is None:
+        from .sources import imagenet_samples, load_imagenet_configs, nb201_samples
+
+        try:
+            nb, test = nb201_samples(device)
+            samples += [s for s, t in zip(nb, test) if not t]
+            used["nb201"] = int((~test).sum())
+        except OSError:
+            pass
+        try:
+            im = imagenet_samples(device, load_imagenet_configs())
+            samples += im
+            used.update(Counter(s.source for s in im))
+        except OSError:
+            pass
+    if not samples:
+        raise MeasurementDataError(f"no measured networks to fit {device!r} on")
+    fit = DeviceLatencyFit(**dict(fit_params or {})).fit(samples)
+    pred = fit.predict(samples)
+    y = np.array([s.latency_ms for s in samples])
+    from .metrics import accuracy_report
+
+    validation = {"train": accuracy_report(pred, y),
+                  "note": "fit on all the networks listed in source.n_networks_by_source; "
+                          "figures are on those same networks (not held out)"}
+    counts = ", ".join(f"{k}: {v}" for k, v in used.items())
+    desc = (f"Latency of {device} ({hardware or framework}) fitted by nnmeter-nas predictors "
+            f"fit on {len(samples)} measured networks ({counts}). "
+            "Kernels inside each kernel type's feature_range are calibrated; outside, the cost "
+            "terms extrapolate in proportion to the work (flagged in_domain=False).")
+    return write_device_package(dest, fit, samples, name=device, device=device,
+                                framework=framework, fusion_rules=rules, description=desc,
+                                hardware=hardware, version=version or "user-1",
+                                validation=validation, data=used,
+                                built_by="nnmeter_nas.fitting.fit_device_package",
+                                overwrite=overwrite)

@@ -1,0 +1,133 @@
+"""Measured networks of each source as :class:`~.device_fit.NetworkSample` lists.
+
+- :func:`nb201_samples`: NAS-Bench-201 cells measured on nn-Meter's four devices, with the
+  fixed held-out split the built-in packages use (:func:`.nb201_package.nb201_split`).
+- :func:`imagenet_samples`: nn-Meter's reference networks on the device (native) and, for the
+  Cortex-A76 and the Adreno 640, the Pixel 4 measurements (source ``"pixel4"``: same hardware,
+  newer TFLite, fitted factors). Their kernel configurations come from a cache
+  (:mod:`.network_configs`) built once from pytorchcv.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from collections import Counter
+
+import numpy as np
+
+from .device_fit import NetworkSample
+from .nb201_devices import DEVICES
+from .nb201_package import FEATURE_SET, nb201_split, network_counters
+
+#: The cache of the ImageNet networks' kernel configurations shipped with the benchmarks.
+DEFAULT_CONFIG_CACHE = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / \
+    "four_devices_kernel_configs.json"
+
+
+def nb201_samples(device: str, data_dir: str | Path | None = None, *, seed: int = 0,
+                  test_fraction: float = 0.2) -> tuple[list[NetworkSample], np.ndarray]:
+    """Every NAS-Bench-201 network measured on all four devices, as samples of ``device``,
+    and the held-out mask (True: held out; the packages never see those)."""
+    from ..datasets.nb201 import NB201Table
+    from .nb201_graphs import nb201_graph_direct
+
+    table = NB201Table.load(data_dir)
+    cells = table.measured_on_all()
+    indices = np.array([c.index for c in cells])
+    test = nb201_split(indices, test_fraction, seed)
+    counters = network_counters([nb201_graph_direct(c.arch_str) for c in cells],
+                                DEVICES[device])
+    samples = [NetworkSample(f"nb201:{c.index}", "nb201", cnt, float(table.latency(c.index,
+                                                                                   device)))
+               for c, cnt in zip(cells, counters)]
+    return samples, test
+
+
+def imagenet_samples(device: str, configs: Mapping[str, Counter], *,
+                     data_dir: str | Path | None = None) -> list[NetworkSample]:
+    """nn-Meter's reference networks measured on ``device`` (source ``"nnmeter-reference"``)
+    and the Pixel 4 networks on the same hardware (source ``"pixel4"``), for those networks
+    ``configs`` holds (``{pytorchcv name: kernel configurations}``)."""
+    from ..datasets.imagenet_devices import pixel4_latencies, reference_latencies
+
+    out = []
+    for m in reference_latencies(device, data_dir) + pixel4_latencies(device, data_dir):
+        if m.name in configs:
+            out.append(NetworkSample(m.label if m.source == "nnmeter-reference" else m.name,
+                                     m.source, configs[m.name], m.latency_ms))
+    return out
+
+
+def load_imagenet_configs(cache: str | Path | None = None) -> dict[str, Counter]:
+    """Kernel configurations of the ImageNet networks from the cache (no building)."""
+    from .network_configs import load_network_configs
+
+    return dict(load_network_configs(cache or DEFAULT_CONFIG_CACHE))
+
+
+__all__ = ["nb201_samples", "imagenet_samples", "load_imagenet_configs", "FEATURE_SET",
+           "pixel4_gpu_op_samples",
+           "DEFAULT_CONFIG_CACHE"]
+
+
+def _op_config(op: str, f: dict) -> tuple[str, tuple[float, ...]] | None:
+    """An operator row of ``pixel4_ops_gpu.csv`` as an ``nnmeter-nas-1`` configuration (None
+    for operators without one: concatenation, whose inputs the file does not list)."""
+    def num(key: str) -> float | None:
+        v = f.get(key)
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return None
+
+    hw, cin = num("Input_shape"), num("Input_channel")
+    if cin is None or (hw is None and op != "FULLY_CONNECTED"):
+        return None
+    if op in ("CONV_2D", "CONV_2D_GROUP", "DEPTHWISE_CONV_2D"):
+        k, s, cout = float(f["Kernel"]), float(f["Stride"]), float(f["Filter"])
+        if op == "DEPTHWISE_CONV_2D":
+            params = cout * (k * k + 1)
+        else:
+            groups = float(f["Group"]) if f.get("Group") not in (None, "-") else 1.0
+            params = cout * (k * k * cin / groups + 1)
+        flops = 2 * (hw / s) ** 2 * params
+        reg = "dwconv-bn-relu" if op == "DEPTHWISE_CONV_2D" else "conv-bn-relu"
+        return reg, (hw, cin, cout, k, s, flops / 2e6, params / 1e6)
+    if op == "FULLY_CONNECTED":
+        cout = float(f["Filter"])
+        flop = (2 * cin + 1) * cout
+        return "fc", (cin, cout, flop / 2e6, flop / 1e6)
+    if op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        reg = "avgpool" if op == "AVERAGE_POOL_2D" else "maxpool"
+        s, out = num("Stride") or 1.0, num("Output_shape")
+        # the file gives the padded input size (114 for a 112 map): use output x stride
+        return reg, (out * s if out else hw, cin, cin, float(f["Kernel"]), s)
+    if op == "MEAN":
+        return "global-avgpool", (hw, cin)
+    return None
+
+
+def pixel4_gpu_op_samples(device: str, data_dir: str | Path | None = None
+                          ) -> list[NetworkSample]:
+    """Per-operator latencies of the Pixel 4 GPU (Adreno 640, newer TFLite) as one-kernel
+    samples of source ``"pixel4-ops"`` (its own factor and per-operator overhead), for the
+    ``adreno640gpu_tflite21`` only. Convolutions include what the GPU delegate fused into
+    them (ReLU, additions)."""
+    import csv
+    import json
+
+    from ..datasets.imagenet_devices import default_data_dir
+
+    if device != "adreno640gpu_tflite21":
+        return []
+    path = Path(data_dir or default_data_dir()) / "pixel4_ops_gpu.csv"
+    out = []
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            cfg = _op_config(row["operation"], json.loads(row["features_json"]))
+            if cfg is None:
+                continue
+            out.append(NetworkSample(f"{row['model']}#{row['index']}", "pixel4-ops",
+                                     Counter({cfg: 1}), float(row["pixel4_gpu_us"]) / 1000))
+    return out

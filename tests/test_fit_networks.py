@@ -1,0 +1,144 @@
+"""Fitting a device package from a user's measured networks: one call, one command (issue 14)."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from nnmeter_nas.cli import main
+from nnmeter_nas.errors import MeasurementDataError
+from nnmeter_nas.fitting.device_fit import DeviceLatencyFit, NetworkSample
+from nnmeter_nas.fitting.device_package import fit_device_package, read_networks_csv
+from nnmeter_nas.fitting.nb201_devices import DEVICES
+from nnmeter_nas.predictor import LatencyPredictor
+
+BASE = "cortexA76cpu_tflite21"
+
+
+def _net(width: int, depth: int, k: int):
+    import torch
+    from torch import nn
+
+    layers, c = [], 3
+    for i in range(depth):
+        layers += [nn.Conv2d(c, width, k, 2 if i == 0 else 1, k // 2), nn.BatchNorm2d(width),
+                   nn.ReLU()]
+        c = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10)]
+    torch.manual_seed(0)
+    return nn.Sequential(*layers).eval()
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """Twelve small ONNX networks with latencies from a known linear cost (1 ms per 100 MMACs
+    + 0.05 ms per layer): the fit must recover them."""
+    from nnmeter_nas.fitting.configs import kernel_configs
+    from nnmeter_nas.graph import load_graph
+    from nnmeter_nas.graph.torch_export import export_onnx
+
+    d = tmp_path_factory.mktemp("nets")
+    rules = DEVICES[BASE].rules()
+    rows = []
+    for i, (w, depth, k) in enumerate([(w, dd, k) for w in (16, 32, 64) for dd in (2, 4)
+                                       for k in (1, 3)]):
+        path = d / f"net{i}.onnx"
+        path.write_bytes(export_onnx(_net(w, depth, k), [1, 3, 64, 64]).SerializeToString())
+        cnt = kernel_configs(load_graph(str(path)), rules)
+        macs = sum(n * x[5] for (r, x), n in cnt.items() if r == "conv-bn-relu")
+        layers = sum(n for (r, _), n in cnt.items() if r != "reshape")
+        rows.append({"model": path.name, "latency_ms": f"{macs / 100 + 0.05 * layers:.6f}"})
+    csv_path = d / "measured.csv"
+    with csv_path.open("w", newline="") as f:
+        wr = csv.DictWriter(f, ["model", "latency_ms"])
+        wr.writeheader()
+        wr.writerows(rows)
+    return csv_path
+
+
+@pytest.mark.slow  # exports twelve networks (module fixture)
+def test_fit_from_csv_reproduces_the_measurements(measured, tmp_path):
+    dest = fit_device_package("myphone_tflite", measured, tmp_path / "pkg", base=BASE)
+    pred = LatencyPredictor.from_path(dest)
+    assert pred.name == "myphone_tflite"
+    with measured.open() as f:
+        rows = list(csv.DictReader(f))
+    got = np.array([pred.predict(str(measured.parent / r["model"])) for r in rows])
+    want = np.array([float(r["latency_ms"]) for r in rows])
+    assert np.max(np.abs(got / want - 1)) < 0.10, (got, want)
+    assert pred.package.manifest["source"]["n_networks_by_source"] == {"user": len(rows)}
+
+
+@pytest.mark.slow  # exports twelve networks (module fixture)
+def test_bad_rows_are_all_named_and_nothing_is_written(measured, tmp_path):
+    bad = tmp_path / "bad.csv"
+    (tmp_path / "junk.onnx").write_bytes(b"not an onnx file")
+    good = measured.parent / "net0.onnx"
+    bad.write_text("model,latency_ms\n"
+                   f"{good},1.5\n"
+                   "missing.onnx,2.0\n"
+                   f"{good},-1\n"
+                   f"{good},fast\n"
+                   "junk.onnx,3.0\n")
+    with pytest.raises(MeasurementDataError) as err:
+        fit_device_package("myphone_tflite", bad, tmp_path / "pkg", base=BASE)
+    msg = str(err.value)
+    for row, what in ((3, "not found"), (4, "positive"), (5, "not a number"),
+                      (6, "could not be loaded")):
+        assert f"row {row}:" in msg and what in msg, msg
+    assert "row 2:" not in msg
+    assert not (tmp_path / "pkg").exists()
+
+
+@pytest.mark.slow  # exports twelve networks (module fixture)
+def test_missing_columns_and_unknown_device(tmp_path, measured):
+    p = tmp_path / "m.csv"
+    p.write_text("file,ms\na.onnx,1\n")
+    with pytest.raises(MeasurementDataError, match="columns"):
+        read_networks_csv(p, DEVICES[BASE].rules())
+    with pytest.raises(MeasurementDataError, match="--base"):
+        fit_device_package("myphone_tflite", measured, tmp_path / "x")
+
+
+@pytest.mark.slow  # exports twelve networks (module fixture)
+def test_cli_fit_writes_a_loadable_package(measured, tmp_path, capsys):
+    out = tmp_path / "cli_pkg"
+    rc = main(["predictors", "fit", "myphone_tflite", "--networks", str(measured),
+               "--base", BASE, "--out", str(out)])
+    assert rc == 0, capsys.readouterr()
+    assert LatencyPredictor.from_path(out).predict(str(measured.parent / "net3.onnx")) > 0
+    # an existing destination is kept unless --overwrite
+    rc = main(["predictors", "fit", "myphone_tflite", "--networks", str(measured),
+               "--base", BASE, "--out", str(out)])
+    assert rc != 0 and "already exists" in capsys.readouterr().err
+
+
+def test_cli_fit_bad_csv_fails_cleanly(tmp_path, capsys):
+    p = tmp_path / "m.csv"
+    p.write_text("model,latency_ms\nnope.onnx,0\n")
+    rc = main(["predictors", "fit", "myphone_tflite", "--networks", str(p), "--base", BASE,
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "row 2" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_foreign_source_factor_is_recovered():
+    """A source measured with another runtime enters through a fitted factor: networks measured
+    at 0.6x the device's latency give factor 0.6 and leave the device's costs unchanged."""
+    from collections import Counter
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(40):
+        hw, c = float(rng.choice([8, 16, 32, 56])), float(rng.choice([16, 32, 64, 128]))
+        cfg = ("conv-bn-relu", (hw, c, c, 3.0, 1.0, hw * hw * 9 * c * c / 1e6, 9 * c * c / 1e6))
+        cnt = Counter({cfg: int(rng.integers(1, 6))})
+        true = sum(n * (0.01 + x[5] / 50) for (_, x), n in cnt.items())
+        samples.append(NetworkSample(f"n{i}", "user" if i % 2 else "other-runtime", cnt,
+                                     true if i % 2 else 0.6 * true))
+    fit = DeviceLatencyFit(corrections=False, factor_groups=False).fit(samples)
+    assert fit.factors_["other-runtime"]["conv"] == pytest.approx(0.6, rel=0.03)
+    native = [s for s in samples if s.source == "user"]
+    np.testing.assert_allclose(fit.predict(native), [s.latency_ms for s in native], rtol=0.03)
