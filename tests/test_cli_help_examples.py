@@ -156,6 +156,10 @@ def template(tmp_path_factory):
                                               torch.nn.Conv2d(w, w, 3)).eval(),
                           torch.zeros(1, 3, 32 + 8 * i, 32 + 8 * i), str(work / f"nets/n{i}.onnx"),
                           dynamo=False)
+    # networks "measured on a phone" for predictors fit --networks (ONNX paths + latency_ms)
+    rows = "".join(f"nets/n{i}.onnx,{0.5 + 0.3 * i:.2f}\n" for i in range(6))
+    for name in ("measured.csv", "m.csv"):
+        (work / name).write_text("model,latency_ms\n" + rows)
     (work / "archs.json").write_text(json.dumps(
         [{f"layer_{i}": v for i in range(1, 21)} for v in ("k3", "xcep")]))
     (work / "mypkg" / "__init__.py").write_text("")
@@ -232,6 +236,10 @@ def _stage(example: str, template: Path, work: Path) -> None:
     for word in shlex.split(example)[1:]:
         named |= {word.rstrip("/").removeprefix("./"), Path(word).parts[0],
                   word.split(":")[0].split(".")[0]}
+        if word.endswith(".csv") and (template / "work" / word).is_file():
+            # a CSV of measured networks names its ONNX files in its first column
+            lines = (template / "work" / word).read_text().splitlines()[1:]
+            named |= {Path(line.split(",")[0]).parts[0] for line in lines}
     for entry in (template / "work").iterdir():
         if entry.name in named:
             (shutil.copytree if entry.is_dir() else shutil.copy)(entry, work / entry.name)
