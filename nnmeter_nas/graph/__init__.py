@@ -8,7 +8,14 @@ from typing import Any, Sequence
 from ..errors import ModelFormatError
 from .ir import OpGraph, OpNode
 
-__all__ = ["OpGraph", "OpNode", "load_graph", "is_torch_module"]
+__all__ = ["OpGraph", "OpNode", "load_graph", "is_torch_module", "TorchFallbackWarning"]
+
+TORCH_FRONTENDS = ("auto", "trace", "onnx")
+
+
+class TorchFallbackWarning(UserWarning):
+    """A torch module went through the ONNX export because the torch front end cannot read
+    it (the message names the submodule and op)."""
 
 
 def is_torch_module(model: Any) -> bool:
@@ -16,22 +23,25 @@ def is_torch_module(model: Any) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None) -> OpGraph:
+def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None,
+               torch_frontend: str = "auto") -> OpGraph:
     """Shaped operator graph of ``model``.
 
     ``model`` may be a ``torch.nn.Module`` (``input_shape`` required, NCHW), an ONNX file path,
     ``onnx.ModelProto`` or bytes (``input_shape`` overrides dynamic input dims), an nn-Meter IR
     dict or ``.json`` file, or an :class:`OpGraph` (returned as is).
+
+    ``torch_frontend`` says how a torch module is read: ``"auto"`` (default) runs the
+    shape-only forward pass of :mod:`~nnmeter_nas.graph.torch_frontend` (about 20x faster than
+    exporting) and falls back to the ONNX export, with a :class:`TorchFallbackWarning` naming
+    the submodule at fault, for what it cannot map; ``"trace"`` raises
+    :class:`~nnmeter_nas.errors.TorchFrontEndError` instead; ``"onnx"`` always exports. Both
+    give the same graph wherever the front end applies.
     """
     if isinstance(model, OpGraph):
         return model
     if is_torch_module(model):
-        from .onnx_import import onnx_to_graph
-        from .torch_export import export_onnx
-
-        graph = onnx_to_graph(export_onnx(model, input_shape))
-        graph.name = type(model).__name__
-        return graph
+        return _torch_graph(model, input_shape, torch_frontend)
     if isinstance(model, dict):
         from .ir_import import ir_to_graph
 
@@ -47,3 +57,27 @@ def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None) -
     raise ModelFormatError(
         f"cannot predict a {type(model).__name__}: pass a torch.nn.Module (with input_shape), "
         "an ONNX file path or onnx.ModelProto, or an nn-Meter IR dict/JSON file")
+
+
+def _torch_graph(model: Any, input_shape: Any, frontend: str) -> OpGraph:
+    if frontend not in TORCH_FRONTENDS:
+        raise ValueError(f"torch_frontend must be one of {TORCH_FRONTENDS}, got {frontend!r}")
+    if frontend != "onnx":
+        from ..errors import TorchFrontEndError
+        from .torch_frontend import torch_to_graph
+
+        try:
+            return torch_to_graph(model, input_shape)
+        except TorchFrontEndError as exc:
+            if frontend == "trace":
+                raise
+            import warnings
+
+            warnings.warn(f"{type(model).__name__}: {exc}; exporting it to ONNX instead "
+                          "(about 1 s per network)", TorchFallbackWarning, stacklevel=3)
+    from .onnx_import import onnx_to_graph
+    from .torch_export import export_onnx
+
+    graph = onnx_to_graph(export_onnx(model, input_shape))
+    graph.name = type(model).__name__
+    return graph
