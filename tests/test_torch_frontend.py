@@ -300,3 +300,43 @@ def test_predictions_equal_through_both_frontends(dummy_predictor):
         assert dummy_predictor.predict(traced) == dummy_predictor.predict(exported)
         assert dummy_predictor.predict(model, input_shape=(1, 3, 224, 224)) == \
             dummy_predictor.predict(exported)
+
+
+# ------------------------------------------------------------------------------ predict_many
+
+def test_predict_many_reads_each_distinct_model_once_and_shares_detection(dummy_predictor,
+                                                                          monkeypatch):
+    import nnmeter_nas.predictor as predictor_mod
+    from nnmeter_nas import zoo
+
+    a, b = zoo.build("cifar_resnet20"), zoo.build("mobilenet_v3_small")
+    a2 = zoo.build("cifar_resnet20")  # another object, equal graph
+    shape = (1, 3, 32, 32)
+    reads, detections = [], []
+    real_graph, real_detect = dummy_predictor.graph, predictor_mod.detect_kernels
+    monkeypatch.setattr(dummy_predictor, "graph",
+                        lambda m, **kw: reads.append(m) or real_graph(m, **kw))
+    monkeypatch.setattr(predictor_mod, "detect_kernels",
+                        lambda g, r: detections.append(g) or real_detect(g, r))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = [dummy_predictor.predict(m, input_shape=shape) for m in (a, b, a, a2, b)]
+        reads.clear()
+        detections.clear()
+        many = dummy_predictor.predict_many([a, b, a, a2, b], input_shape=shape)
+    assert many == pytest.approx(single, rel=1e-12)
+    assert len(reads) == 3            # a, b, a2 (a and b repeated: not re-read)
+    assert len(detections) == 2       # a2's graph equals a's
+
+
+def test_predict_many_does_not_confuse_models_whose_ids_are_reused(dummy_predictor):
+    from nnmeter_nas import zoo
+
+    names = ["cifar_resnet20", "mobilenet_v3_small", "cifar_resnet20", "mobilenet_v3_small"]
+    shapes = (1, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # each model is dropped once read, so a later one may get the same id
+        many = dummy_predictor.predict_many((zoo.build(n) for n in names), input_shape=shapes)
+        single = [dummy_predictor.predict(zoo.build(n), input_shape=shapes) for n in names]
+    assert many == pytest.approx(single, rel=1e-12)
