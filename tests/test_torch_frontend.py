@@ -93,6 +93,7 @@ def test_few_random_candidates_kernel_lists_equal_onnx_path(space):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 200 ONNX exports: 2-5 min idle, far longer on a shared core
 @pytest.mark.parametrize("space", ["spos-small", "spos", "nb201"])
 def test_200_random_candidates_kernel_lists_equal_onnx_path(space):
     from nnmeter_nas.search_spaces.sampling import random_networks
