@@ -232,10 +232,24 @@ def main() -> None:
               f"{str(equal):>14s} {t_nnm:8.3f} {t_ours:8.3f}{note}")
 
     t_many = median_time(lambda: ours.predict_many(list(files.values())), args.repeats)
-    mods = list(nets.items())[:4]
-    t_torch = statistics.median(
-        median_time(lambda m=m: ours.predict(m, input_shape=(1, 3, 224, 224)), args.repeats)
-        for _, m in mods)
+    shape = (1, 3, 224, 224)
+    mods = list(nets.values())
+    t_many_torch = median_time(lambda: ours.predict_many(mods, input_shape=shape), args.repeats)
+    # torch module -> latency: the torch front end (default) and the ONNX export it replaces
+    from nnmeter_nas.graph import load_graph
+
+    def via_export(m):
+        return ours.predict(load_graph(m, input_shape=shape, torch_frontend="onnx"))
+
+    t_torch = {name: median_time(lambda m=m: ours.predict(m, input_shape=shape), args.repeats)
+               for name, m in nets.items()}
+    t_export = {name: median_time(lambda m=m: via_export(m), args.repeats)
+                for name, m in list(nets.items())[:4]}
+    # the torch front end gives the kernels the exported file gives
+    same_torch = sum(
+        [(k.regressor, k.features) for k in ours.predict_kernels(m, input_shape=shape)] ==
+        [(k.regressor, k.features) for k in ours.predict_kernels(files[name])]
+        for name, m in nets.items())
     print()
     print(f"networks: {len(files)}; identical kernel lists: {len(diffs)}")
     if diffs:
@@ -248,7 +262,18 @@ def main() -> None:
           f"{statistics.median(speed_file):.1f}x")
     print(f"predict_many over {len(files)} files: {t_many:.3f} s vs nn-Meter "
           f"{nnm_total:.3f} s one by one: {nnm_total / t_many:.1f}x")
-    print(f"torch module -> latency (export included), median: {t_torch:.3f} s")
+    print(f"predict_many over the {len(mods)} torch modules (torch front end): "
+          f"{t_many_torch:.3f} s vs nn-Meter {nnm_total:.3f} s one by one on their files: "
+          f"{nnm_total / t_many_torch:.1f}x")
+    print(f"torch front end kernel lists equal to the exported files': {same_torch} of "
+          f"{len(nets)}")
+    print(f"torch module -> latency (torch front end), MobileNetV2: "
+          f"{1000 * t_torch['mobilenet_v2']:.1f} ms; median over the {len(t_torch)} networks: "
+          f"{1000 * statistics.median(t_torch.values()):.1f} ms")
+    print(f"torch module -> latency through the ONNX export, median over "
+          f"{', '.join(t_export)}: {statistics.median(t_export.values()):.3f} s "
+          f"(torch front end on the same: "
+          f"{1000 * statistics.median(t_torch[n] for n in t_export):.1f} ms)")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,16 @@ class ExportError(NnMeterNasError, RuntimeError):
     """A torch model could not be exported to ONNX."""
 
 
+class TorchFrontEndError(NnMeterNasError, ValueError):
+    """The torch front end (``torch.fx``) cannot read a module: untraceable control flow, or an
+    op or layer it does not map. ``module`` names the submodule at fault; ``load_graph`` falls
+    back to the ONNX export for such modules."""
+
+    def __init__(self, message: str, *, module: str = "") -> None:
+        super().__init__(message)
+        self.module = module
+
+
 class UnknownPredictorError(NnMeterNasError, LookupError):
     """No predictor of that name (or version) is built in, installed or downloadable."""
 

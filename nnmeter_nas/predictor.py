@@ -294,9 +294,30 @@ class LatencyPredictor:
     def predict_many(self, models: Iterable[Any], *,
                      input_shape: Sequence[int] | None = None) -> list[float]:
         """Latency (ms) of each model; all kernels of a type across the models go to their
-        regressor in one vectorised call."""
-        plans = [self._plan(self.kernels(m, input_shape=input_shape)) for m in models]
-        return [bd.latency_ms for bd in self._run(plans)]
+        regressor in one vectorised call.
+
+        Each distinct model is read once (the same object, file path or bytes repeated in
+        ``models`` is not re-read), and kernels are detected once per distinct graph
+        (networks whose graphs are equal, e.g. one architecture sampled twice, share it).
+        """
+        graphs: dict[Any, tuple[Any, OpGraph]] = {}
+        plans: dict[Any, list] = {}
+        out = []
+        for m in models:
+            key, ref = _model_key(m)
+            hit = graphs.get(key) if key is not None else None
+            if hit is not None and (ref is None or hit[0]() is m):
+                g = hit[1]
+            else:
+                g = self.graph(m, input_shape=input_shape)
+                if key is not None:
+                    graphs[key] = (ref, g)
+            sig = _graph_signature(g)
+            plan = plans.get(sig)
+            if plan is None:
+                plan = plans[sig] = self._plan(detect_kernels(g, self.package.fusion_rules))
+            out.append(plan)
+        return [bd.latency_ms for bd in self._run(out)]
 
     def predict_kernel_features(self, regressor: str, X: np.ndarray) -> np.ndarray:
         """Latency (ms) of raw feature rows for one kernel regressor (shape ``(n, f)``)."""
@@ -308,3 +329,29 @@ class LatencyPredictor:
     @classmethod
     def from_path(cls, path: str | Path, **kw: Any) -> "LatencyPredictor":
         return cls(PredictorPackage.load(path), **kw)
+
+
+def _model_key(model: Any) -> tuple[Any, Any]:
+    """``(key, weak reference or None)`` identifying ``model`` within one ``predict_many``
+    call; key None: never shared. Objects are known by id, checked through a weak reference
+    (an id can be reused once its object is gone; models are not kept alive)."""
+    import weakref
+
+    if isinstance(model, (str, Path)):
+        return ("path", str(Path(model).resolve())), None
+    if isinstance(model, (bytes, bytearray)):
+        return ("bytes", bytes(model)), None
+    try:
+        return ("object", id(model)), weakref.ref(model)
+    except TypeError:  # dicts (nn-Meter IR) and protos take no weak references
+        return None, None
+
+
+def _graph_signature(graph: OpGraph) -> tuple:
+    """A hashable description of everything kernel detection and features read from
+    ``graph``: node types, source ops, shapes, attributes and links, in order."""
+    index = {name: i for i, name in enumerate(graph.nodes)}
+    return tuple(
+        (n.type, n.source_op, repr(n.input_shapes), repr(n.output_shapes),
+         repr(sorted(n.attrs.items())), tuple(index[i] for i in n.inputs))
+        for n in graph)

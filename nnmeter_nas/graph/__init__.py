@@ -8,7 +8,14 @@ from typing import Any, Sequence
 from ..errors import ModelFormatError
 from .ir import OpGraph, OpNode
 
-__all__ = ["OpGraph", "OpNode", "load_graph", "is_torch_module"]
+__all__ = ["OpGraph", "OpNode", "load_graph", "is_torch_module", "TorchFallbackWarning"]
+
+TORCH_FRONTENDS = ("auto", "trace", "onnx")
+
+
+class TorchFallbackWarning(UserWarning):
+    """A torch module went through the ONNX export because the torch front end cannot read
+    it (the message names the submodule and op)."""
 
 
 def is_torch_module(model: Any) -> bool:
@@ -16,7 +23,8 @@ def is_torch_module(model: Any) -> bool:
     return torch is not None and isinstance(model, torch.nn.Module)
 
 
-def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None) -> OpGraph:
+def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None,
+               torch_frontend: str = "auto") -> OpGraph:
     """Shaped operator graph of ``model``.
 
     ``model`` may be a ``torch.nn.Module`` (``input_shape`` required, NCHW), an ONNX file path,
@@ -26,6 +34,13 @@ def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None) -
     Every front end's graph passes :func:`~nnmeter_nas.graph.validate.validate_graph`, and a
     torch model's ``input_shape`` is capped (:data:`~nnmeter_nas.graph.validate.
     MAX_INPUT_ELEMENTS`) before any tensor is allocated.
+
+    ``torch_frontend`` says how a torch module is read: ``"auto"`` (default) runs the
+    shape-only forward pass of :mod:`~nnmeter_nas.graph.torch_frontend` (about 20x faster than
+    exporting) and falls back to the ONNX export, with a :class:`TorchFallbackWarning` naming
+    the submodule at fault, for what it cannot map; ``"trace"`` raises
+    :class:`~nnmeter_nas.errors.TorchFrontEndError` instead; ``"onnx"`` always exports. Both
+    give the same graph wherever the front end applies.
     """
     if isinstance(model, OpGraph):
         return model
@@ -33,18 +48,15 @@ def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None) -
 
     if is_torch_module(model):
         check_input_size(input_shape, type(model).__name__)
-    return validate_graph(_front_end(model, input_shape=input_shape))
+    return validate_graph(_front_end(model, input_shape=input_shape,
+                                      torch_frontend=torch_frontend))
 
 
-def _front_end(model: Any, *, input_shape: Sequence[int] | dict | None) -> OpGraph:
+def _front_end(model: Any, *, input_shape: Sequence[int] | dict | None,
+               torch_frontend: str) -> OpGraph:
     """The graph of ``model`` from the front end its kind needs (see :func:`load_graph`)."""
     if is_torch_module(model):
-        from .onnx_import import onnx_to_graph
-        from .torch_export import export_onnx
-
-        graph = onnx_to_graph(export_onnx(model, input_shape))
-        graph.name = type(model).__name__
-        return graph
+        return _torch_graph(model, input_shape, torch_frontend)
     if isinstance(model, dict):
         from .ir_import import ir_to_graph
 
@@ -60,3 +72,27 @@ def _front_end(model: Any, *, input_shape: Sequence[int] | dict | None) -> OpGra
     raise ModelFormatError(
         f"cannot predict a {type(model).__name__}: pass a torch.nn.Module (with input_shape), "
         "an ONNX file path or onnx.ModelProto, or an nn-Meter IR dict/JSON file")
+
+
+def _torch_graph(model: Any, input_shape: Any, frontend: str) -> OpGraph:
+    if frontend not in TORCH_FRONTENDS:
+        raise ValueError(f"torch_frontend must be one of {TORCH_FRONTENDS}, got {frontend!r}")
+    if frontend != "onnx":
+        from ..errors import TorchFrontEndError
+        from .torch_frontend import torch_to_graph
+
+        try:
+            return torch_to_graph(model, input_shape)
+        except TorchFrontEndError as exc:
+            if frontend == "trace":
+                raise
+            import warnings
+
+            warnings.warn(f"{type(model).__name__}: {exc}; exporting it to ONNX instead "
+                          "(about 1 s per network)", TorchFallbackWarning, stacklevel=3)
+    from .onnx_import import onnx_to_graph
+    from .torch_export import export_onnx
+
+    graph = onnx_to_graph(export_onnx(model, input_shape))
+    graph.name = type(model).__name__
+    return graph

@@ -146,8 +146,9 @@ class LatencyProfiler(Profiler):
 class DirectLatencyProfiler(Profiler):
     """Latency (ms) of each sample from a full prediction of its frozen network, cached.
 
-    Exact by construction but slow (one ONNX export per new sample: about 0.1 s for a small
-    network, 1-2 s for a 224x224 mobile CNN). Use it for spaces a lookup table cannot describe,
+    Exact by construction; each new sample is frozen and read by the torch front end
+    (:mod:`nnmeter_nas.graph.torch_frontend`, tens of ms for a 224x224 mobile CNN; networks it
+    cannot map go through the ONNX export, 1-2 s). Use it for spaces a lookup table cannot describe,
     e.g. a space whose own ``freeze`` builds a differently laid-out network
     (``NasBench201Space`` prunes dead edges), or to check a table.
 
@@ -191,13 +192,12 @@ class DirectLatencyProfiler(Profiler):
         hit = self._cache.get(key)
         if hit is not None:
             return dict(hit)
-        from ..graph.onnx_import import onnx_to_graph
-        from ..graph.torch_export import export_onnx
+        from ..graph import load_graph
         from .torch_threads import torch_threads
 
         net = self.space.freeze(dict(sample))
-        with torch_threads(1):
-            graph = onnx_to_graph(export_onnx(net, self.input_shape))
+        with torch_threads(1):  # the torch front end, or the ONNX export as its fallback
+            graph = load_graph(net, input_shape=self.input_shape)
         out = {p.device: float(p.predict(graph)) for p in self.predictors}
         if len(self._cache) >= self.cache_size:
             self._cache.pop(next(iter(self._cache)))

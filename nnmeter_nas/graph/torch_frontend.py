@@ -1,0 +1,949 @@
+"""torch.nn.Module -> :class:`OpGraph` without ONNX export: one shape-only forward pass.
+
+The module runs once (eval mode, no gradients) on a "shape tensor", a ``torch.Tensor``
+subclass that holds no data: its ``__torch_function__`` intercepts every torch operation the
+forward pass calls on it, computes the output shape, and records the ONNX operators the
+TorchScript exporter (``torch.onnx.export(..., dynamo=False)``, opset 13, what
+:mod:`~nnmeter_nas.graph.torch_export` runs) writes for that operation, with the same
+attributes. Python control flow runs as in eager mode (``x.size()`` and ``x.shape`` are plain
+ints), as it does under the exporter's tracer. The exporter's rewrites that change the
+kernels are reproduced:
+
+- common subexpressions are computed once (two identical ops on the same inputs, such as two
+  parameter-free pools or the same ReLU applied twice to one tensor);
+- in-place ops (``ReLU(inplace=True)``, ``x += y``) update the tensor they modify;
+- operations on constants only (parameters, buffers, numbers) are folded away;
+- eval-mode BatchNormalization is folded into the convolution before it when that convolution's
+  output has no other use (shape queries and graph outputs count as uses); the remaining
+  conv/fc -> bn pairs are folded as the ONNX reader does (``folded_bn``);
+- consecutive transposes are composed and identity ones dropped; dead code is removed;
+- ``Identity``, ``Dropout`` and ``contiguous`` pass their input through; slices of one tensor
+  merge into one ``split`` node (as the ONNX reader merges them).
+
+So the graph equals what :func:`~nnmeter_nas.graph.onnx_import.onnx_to_graph` reads from the
+exported file: same node types, NHWC shapes, attributes and order, hence the same kernels and
+feature vectors. ``tests/test_torch_frontend.py`` checks it on the zoo, SPOS, NAS-Bench-201,
+NNI spaces and the examples' networks; docs/torch_frontend.md says what is not covered.
+
+An operation this front end does not map raises :class:`~nnmeter_nas.errors.TorchFrontEndError`
+naming the op and the submodule that called it; :func:`nnmeter_nas.graph.load_graph` then falls
+back to the ONNX export.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import TorchFrontEndError
+from .ir import OpGraph, OpNode
+from .onnx_import import fold_batchnorm
+from .op_types import ONNX_OP_TYPES
+
+__all__ = ["torch_to_graph"]
+
+Shape = tuple
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to float32, as ONNX stores float attributes."""
+    return float(np.float32(x))
+
+
+def _pair(v: Any) -> list[int]:
+    if isinstance(v, (list, tuple)):
+        return [int(a) for a in v] if len(v) == 2 else [int(v[0])] * 2
+    return [int(v), int(v)]
+
+
+def _nhwc(shape: Sequence[int]) -> list[int]:
+    s = [int(d) for d in shape]
+    return [s[0], s[2], s[3], s[1]] if len(s) == 4 else s
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _Data:
+    """An activation: its shape and the graph node producing it (None for a graph input)."""
+
+    __slots__ = ("shape", "src", "piece")
+
+    def __init__(self, shape: Shape, src: str | None, piece: list | None = None) -> None:
+        self.shape = tuple(int(d) for d in shape)
+        self.src = src
+        self.piece = piece  # [used] flag of one slice of a merged split node
+
+
+def _shape_of(v: Any, torch: Any) -> Shape:
+    if isinstance(v, _Data):
+        return v.shape
+    if isinstance(v, torch.Tensor):
+        return tuple(v.shape)
+    return ()
+
+
+def _has_data(v: Any) -> bool:
+    if isinstance(v, _Data):
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(_has_data(a) for a in v)
+    return False
+
+
+def _conv_out(size: int, k: int, s: int, p: int, d: int, ceil: bool = False) -> int:
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+# ---------------------------------------------------------------------------- graph builder
+
+class _Builder:
+    """Accumulates the ONNX-equivalent nodes of one module, with the exporter's CSE."""
+
+    def __init__(self, torch: Any) -> None:
+        self.torch = torch
+        self.nodes: dict[str, OpNode] = {}
+        self.counts: dict[str, int] = {}
+        self.slice_of: dict[int, tuple[_Data, str]] = {}  # id(source) -> (source, split node)
+        self.pieces: dict[str, list[tuple[list, list[int]]]] = {}
+        self.shape_queried: set[str] = set()
+        self.conv_params: set[str] = set()
+        self.bn_params: set[str] = set()
+        self.perm_input: dict[str, _Data] = {}
+        self.cse: dict[Any, Any] = {}
+        self.keep: list[Any] = []  # objects whose ids appear in CSE keys
+        self.no_cse = False
+
+    def key(self, v: Any) -> Any:
+        if isinstance(v, _Data) or isinstance(v, self.torch.Tensor):
+            self.keep.append(v)
+            return ("id", id(v))
+        if isinstance(v, (list, tuple)):
+            return tuple(self.key(a) for a in v)
+        if isinstance(v, dict):
+            return tuple(sorted((k, self.key(a)) for k, a in v.items()))
+        if isinstance(v, slice):
+            return ("slice", v.start, v.stop, v.step)
+        return (type(v).__name__, v)
+
+    def cached(self, key: Any, fn: Callable[[], Any]) -> Any:
+        if self.no_cse:  # in-place ops have side effects: the exporter never merges them
+            return fn()
+        hit = self.cse.get(key)
+        if hit is None:
+            hit = self.cse[key] = fn()
+        return hit
+
+    def emit(self, op: str, ins: list[_Data], outs: list[Shape], attrs: dict | None = None,
+             hint: str = "") -> list[_Data]:
+        """Add one node of ONNX type ``op`` reading activations ``ins`` and producing tensors
+        of shapes ``outs``."""
+        attrs = dict(attrs or {})
+        ctype = ONNX_OP_TYPES[op]
+        if op == "Conv":
+            group = int(attrs.get("group", 1))
+            if group > 1 and group == ins[0].shape[1]:
+                ctype = "dwconv"
+        elif op == "MatMul":  # emitted for linear layers only: a constant 2-D weight
+            ctype = "fc"
+        elif op == "ReduceMean":
+            axes = attrs.get("axes")
+            if axes is not None and len(ins[0].shape) == 4 and \
+                    sorted(a % 4 for a in axes) == [2, 3]:
+                ctype = "gap"
+        if "kernel_shape" in attrs:
+            attrs["ks"] = list(attrs.pop("kernel_shape"))
+        if ctype == "split" and "axis" in attrs:
+            attrs["split_dim"] = attrs.pop("axis")
+        base = hint or op
+        n = self.counts.get(base, 0)
+        self.counts[base] = n + 1
+        name = base if n == 0 else f"{base}_{n}"
+        while name in self.nodes:
+            n += 1
+            name = f"{base}_{n}"
+        for d in ins:
+            if d.piece is not None:
+                d.piece[0] = True
+        self.nodes[name] = OpNode(
+            name=name, type=ctype,
+            inputs=list(dict.fromkeys(d.src for d in ins if d.src is not None)),
+            input_shapes=[_nhwc(d.shape) for d in ins],
+            output_shapes=[_nhwc(o) for o in outs], attrs=attrs, source_op=op)
+        return [_Data(o, name) for o in outs]
+
+    def emit1(self, op: str, ins: list[_Data], out: Shape, attrs: dict | None = None,
+              hint: str = "") -> _Data:
+        return self.emit(op, ins, [out], attrs, hint)[0]
+
+    def emit_slice(self, src: _Data, out: Shape, hint: str) -> _Data:
+        """A ``Slice`` of ``src``: the slices of one tensor share one ``split`` node whose
+        output shapes are those of the slices that are used."""
+        piece = [False]
+        hit = self.slice_of.get(id(src))
+        if hit is None or hit[0] is not src:
+            name = self.emit1("Slice", [src], out, {}, hint).src
+            self.slice_of[id(src)] = (src, name)
+        else:
+            name = hit[1]
+        self.pieces.setdefault(name, []).append((piece, _nhwc(out)))
+        return _Data(out, name, piece)
+
+    def finish(self, outputs: list[_Data], label: str) -> OpGraph:
+        for d in outputs:
+            if d.piece is not None:
+                d.piece[0] = True
+        for name, pieces in self.pieces.items():
+            self.nodes[name].output_shapes = [s for used, s in pieces if used[0]]
+        live: set[str] = set()
+        stack = [d.src for d in outputs if d.src is not None]
+        while stack:
+            n = stack.pop()
+            if n not in live:
+                live.add(n)
+                stack.extend(self.nodes[n].inputs)
+        nodes = {k: v for k, v in self.nodes.items() if k in live}
+        for n in nodes.values():
+            for p in n.inputs:
+                nodes[p].outputs.append(n.name)
+        graph_outputs = {d.src for d in outputs}
+        graph = OpGraph(list(nodes.values()), name=label)
+        for name in list(graph.nodes):
+            bn = graph.nodes.get(name)
+            if bn is None or name not in self.bn_params or len(bn.inputs) != 1:
+                continue
+            conv = graph.nodes[bn.inputs[0]]
+            if conv.source_op == "Conv" and conv.outputs == [name] and \
+                    conv.name in self.conv_params and conv.name not in self.shape_queried and \
+                    conv.name not in graph_outputs:
+                graph.remove_node(name)
+        fold_batchnorm(graph)
+        return graph
+
+
+# ---------------------------------------------------------------------------- op handlers
+
+class _Ops:
+    """Shape rules and ONNX emission of each mapped torch operation."""
+
+    def __init__(self, torch: Any, builder: _Builder) -> None:
+        self.torch = torch
+        self.b = builder
+
+    # -- elementwise / unary
+    def unary(self, op: str, x: _Data, attrs: dict | None = None, key: Any = None,
+              out: Shape | None = None) -> _Data:
+        k = (op, self.b.key(attrs or {}) if key is None else key, id(x))
+        self.b.keep.append(x)
+        return self.b.cached(k, lambda: self.b.emit1(op, [x], x.shape if out is None else out,
+                                                     attrs, op))
+
+    def binary(self, op: str, a: Any, b: Any) -> _Data:
+        torch = self.torch
+        # TorchScript's peephole pass drops x + 0, x - 0, x * 1 and x / 1 (Python's
+        # sum([a, b]) starts with 0 + a).
+        for x, c in ((a, b), (b, a)):
+            if isinstance(x, _Data) and isinstance(c, (int, float)) and \
+                    not isinstance(c, bool) and (x is a or op in ("Add", "Mul")) and \
+                    c == (0 if op in ("Add", "Sub") else 1):
+                return x
+        ins = [v for v in (a, b) if isinstance(v, _Data)]
+        out = tuple(torch.broadcast_shapes(_shape_of(a, torch), _shape_of(b, torch)))
+        return self.b.cached((op, self.b.key(a), self.b.key(b)),
+                             lambda: self.b.emit1(op, ins, out, {}, op))
+
+    def clip(self, x: _Data, lo: Any, hi: Any) -> _Data:
+        if _has_data(lo) or _has_data(hi):
+            raise _Unsupported("clamp bounds computed from activations")
+        return self.unary("Clip", x, {}, key=("clip", self.b.key(lo), self.b.key(hi)))
+
+    def hardswish(self, x: _Data) -> _Data:
+        def make() -> _Data:
+            hs = self.b.emit1("HardSigmoid", [x], x.shape, {"alpha": _f32(1 / 6)})
+            return self.b.emit1("Mul", [x, hs], x.shape, {})
+        self.b.keep.append(x)
+        return self.b.cached(("hardswish", id(x)), make)
+
+    def silu(self, x: _Data) -> _Data:
+        def make() -> _Data:
+            s = self.b.emit1("Sigmoid", [x], x.shape, {})
+            return self.b.emit1("Mul", [x, s], x.shape, {})
+        self.b.keep.append(x)
+        return self.b.cached(("silu", id(x)), make)
+
+    # -- layers
+    def conv(self, x: _Data, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
+             groups: int) -> _Data:
+        torch = self.torch
+        if not isinstance(weight, torch.Tensor) or isinstance(bias, _Data):
+            raise _Unsupported("convolution weights computed from activations")
+        if isinstance(padding, str):
+            raise _Unsupported(f"padding={padding!r}")
+        if weight.dim() != 4 or len(x.shape) != 4:
+            raise _Unsupported("only 2-D convolutions are mapped")
+        s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+        k = [int(v) for v in weight.shape[2:]]
+        n, _, h, w = x.shape
+        out = (n, int(weight.shape[0]), _conv_out(h, k[0], s[0], p[0], d[0]),
+               _conv_out(w, k[1], s[1], p[1], d[1]))
+
+        def make() -> _Data:
+            attrs = {"dilations": d, "group": int(groups), "kernel_shape": k,
+                     "pads": p + p, "strides": s}
+            r = self.b.emit1("Conv", [x], out, attrs)
+            self.b.conv_params.add(r.src)
+            return r
+
+        return self.b.cached(("conv", self.b.key(x), self.b.key(weight), self.b.key(bias),
+                              tuple(s), tuple(p), tuple(d), int(groups)), make)
+
+    def batch_norm(self, x: _Data, mean: Any, var: Any, weight: Any, bias: Any,
+                   training: bool, momentum: float | None, eps: float) -> _Data:
+        if any(isinstance(t, _Data) for t in (mean, var, weight, bias)):
+            raise _Unsupported("batch norm statistics computed from activations")
+        if training or mean is None or var is None:
+            raise _Unsupported("batch norm without running statistics (training mode or "
+                               "track_running_stats=False)")
+
+        def make() -> _Data:
+            attrs = {"epsilon": _f32(eps),
+                     "momentum": _f32(1.0 - (momentum if momentum is not None else 0.0))}
+            r = self.b.emit1("BatchNormalization", [x], x.shape, attrs)
+            self.b.bn_params.add(r.src)
+            return r
+
+        return self.b.cached(("bn", self.b.key([x, mean, var, weight, bias]), eps, momentum),
+                             make)
+
+    def linear(self, x: _Data, weight: Any, bias: Any) -> _Data:
+        if not isinstance(weight, self.torch.Tensor) or isinstance(bias, _Data):
+            raise _Unsupported("linear weights computed from activations")
+        if len(x.shape) != 2:
+            raise _Unsupported("linear layers are mapped for 2-D inputs only")
+        out = (x.shape[0], int(weight.shape[0]))
+
+        def make() -> _Data:
+            if bias is None:
+                return self.b.emit1("MatMul", [x], out, {})
+            return self.b.emit1("Gemm", [x], out, {"alpha": 1.0, "beta": 1.0, "transB": 1})
+
+        return self.b.cached(("linear", self.b.key([x, weight, bias])), make)
+
+    def pool(self, kind: str, x: _Data, kernel: Any, stride: Any, padding: Any, dilation: Any,
+             ceil_mode: bool, count_include_pad: bool = True) -> _Data:
+        if len(x.shape) != 4:
+            raise _Unsupported("only 2-D pooling is mapped")
+        k = _pair(kernel)
+        s = k if stride is None or (isinstance(stride, (list, tuple)) and not stride) \
+            else _pair(stride)
+        p, d = _pair(padding), _pair(dilation)
+        n, c, h, w = x.shape
+        out = (n, c, _conv_out(h, k[0], s[0], p[0], d[0], ceil_mode),
+               _conv_out(w, k[1], s[1], p[1], d[1], ceil_mode))
+        attrs: dict[str, Any] = {"ceil_mode": int(bool(ceil_mode))}
+        if kind == "MaxPool":
+            attrs["dilations"] = d
+        else:
+            attrs["count_include_pad"] = int(bool(count_include_pad))
+        attrs.update({"kernel_shape": k, "pads": p + p, "strides": s})
+        return self.unary(kind, x, attrs, out=out)
+
+    def adaptive_pool(self, kind: str, x: _Data, output_size: Any) -> _Data:
+        if len(x.shape) != 4:
+            raise _Unsupported("only 2-D pooling is mapped")
+        n, c, h, w = x.shape
+        size = _pair(output_size)
+        size = [h if size[0] is None else size[0], w if size[1] is None else size[1]]
+        if size == [1, 1] and kind == "avg":
+            return self.unary("GlobalAveragePool", x, {}, out=(n, c, 1, 1))
+        if h % size[0] or w % size[1]:
+            raise _Unsupported(f"adaptive pooling from {h}x{w} to {size[0]}x{size[1]} "
+                               "(the exporter needs a divisible size)")
+        k = [h // size[0], w // size[1]]
+        # The exporter writes it as a pool whose kernel and stride are the ratio of the sizes.
+        return self.unary("MaxPool" if kind == "max" else "AveragePool", x,
+                          {"kernel_shape": k, "pads": [0, 0, 0, 0], "strides": k},
+                          out=(n, c, size[0], size[1]))
+
+    # -- memory ops
+    def concat(self, tensors: Sequence[Any], dim: int) -> Any:
+        torch = self.torch
+        shapes = [_shape_of(t, torch) for t in tensors]
+        rank = len(shapes[0])
+        ax = dim % rank
+        out = list(shapes[0])
+        out[ax] = sum(s[ax] for s in shapes)
+        ins = [t for t in tensors if isinstance(t, _Data)]
+        return self.b.cached(("cat", self.b.key(list(tensors)), dim),
+                             lambda: self.b.emit1("Concat", ins, tuple(out), {"axis": int(dim)}))
+
+    def reshape(self, x: _Data, shape: Sequence[int]) -> _Data:
+        shape = [int(s) for s in shape]
+        total = math.prod(x.shape)
+        if -1 in shape:
+            known = math.prod(s for s in shape if s != -1)
+            shape[shape.index(-1)] = total // known if known else 0
+        if math.prod(shape) != total:
+            raise _Unsupported(f"cannot reshape {list(x.shape)} to {shape}")
+        return self.unary("Reshape", x, {}, key=("reshape", tuple(shape)), out=tuple(shape))
+
+    def flatten(self, x: _Data, start: int, end: int) -> _Data:
+        rank = len(x.shape)
+        if rank == 0:
+            raise _Unsupported("flatten of a scalar")
+        s, e = start % rank, end % rank
+        out = x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:]
+        if rank > 1 and e == rank - 1 and s == 1:
+            return self.unary("Flatten", x, {"axis": 1}, out=out)
+        if rank > 1 and s == 0 and e == rank - 2:
+            return self.unary("Flatten", x, {"axis": e + 1}, out=out)
+        return self.unary("Reshape", x, {}, key=("reshape", out), out=out)
+
+    def transpose(self, x: _Data, perm: Sequence[int]) -> _Data:
+        rank = len(x.shape)
+        perm = [int(p) % rank for p in perm]
+        base = x
+        # The exporter composes consecutive transposes and drops identity ones.
+        if x.src is not None and x.src in self.b.perm_input:
+            prev = self.b.nodes[x.src].attrs["perm"]
+            base = self.b.perm_input[x.src]
+            perm = [prev[p] for p in perm]
+        if perm == list(range(rank)):
+            return base
+        out = tuple(base.shape[p] for p in perm)
+
+        def make() -> _Data:
+            r = self.b.emit1("Transpose", [base], out, {"perm": perm})
+            self.b.perm_input[r.src] = base
+            return r
+
+        self.b.keep.append(base)
+        return self.b.cached(("transpose", id(base), tuple(perm)), make)
+
+    def split(self, x: _Data, sizes: list[int], dim: int, form: str) -> tuple:
+        ax = dim % len(x.shape)
+        outs = [x.shape[:ax] + (s,) + x.shape[ax + 1:] for s in sizes]
+        # split(x, int) and split(x, [sizes]) are distinct ATen ops: never merged
+        return self.b.cached(("split", form, self.b.key(x), tuple(sizes), dim), lambda: tuple(
+            self.b.emit("Split", [x], outs, {"axis": int(dim), "split": list(sizes)})))
+
+    def chunk(self, x: _Data, chunks: int, dim: int) -> tuple:
+        ax = dim % len(x.shape)
+        size = x.shape[ax]
+        step = -(-size // chunks)
+        outs = []
+        for start in range(0, size, step):
+            outs.append(x.shape[:ax] + (min(step, size - start),) + x.shape[ax + 1:])
+        return self.b.cached(("chunk", self.b.key(x), chunks, dim), lambda: tuple(
+            self.b.emit_slice(x, o, "Slice") for o in outs))
+
+    def getitem(self, x: _Data, idx: Any) -> _Data:
+        rank = len(x.shape)
+        items = list(idx) if isinstance(idx, tuple) else [idx]
+        if len(items) > rank or any(
+                i is None or i is Ellipsis or not isinstance(i, (int, slice)) or
+                isinstance(i, bool) or (isinstance(i, slice) and (
+                    _has_data([i.start, i.stop, i.step]) or i.step not in (None, 1)))
+                for i in items):
+            raise _Unsupported(f"indexing with {idx!r}")
+        real = [(p, i) for p, i in enumerate(items) if not (isinstance(i, slice) and
+                                                             i == slice(None))]
+        if not real:
+            return x
+        if len(real) > 1:
+            raise _Unsupported(f"indexing on more than one axis ({idx!r})")
+        pos, i = real[0]
+        key = ("getitem", self.b.key(x), self.b.key(idx))
+        if isinstance(i, int):
+            if not -x.shape[pos] <= i < x.shape[pos]:
+                raise _Unsupported(f"index {i} out of range for axis {pos} of {list(x.shape)}")
+            out = x.shape[:pos] + x.shape[pos + 1:]
+            return self.b.cached(key, lambda: self.b.emit1("Gather", [x], out, {"axis": pos}))
+        n = len(range(x.shape[pos])[i])
+        out = x.shape[:pos] + (n,) + x.shape[pos + 1:]
+        return self.b.cached(key, lambda: self.b.emit_slice(x, out, "Slice"))
+
+    def mean(self, x: _Data, dim: Any, keepdim: bool) -> _Data:
+        if dim is None:
+            raise _Unsupported("mean over all axes")
+        dims = [int(dim)] if isinstance(dim, int) else [int(d) for d in dim]
+        rank = len(x.shape)
+        red = {d % rank for d in dims}
+        out = tuple(1 if i in red else s for i, s in enumerate(x.shape)
+                    if keepdim or i not in red)
+        return self.unary("ReduceMean", x, {"axes": dims, "keepdims": int(bool(keepdim))},
+                          out=out)
+
+    def pad(self, x: _Data, pad: Sequence[int], mode: str, value: Any) -> _Data:
+        pad = [int(p) for p in pad]
+        out = list(x.shape)
+        for i in range(len(pad) // 2):
+            out[-1 - i] += pad[2 * i] + pad[2 * i + 1]
+        return self.unary("Pad", x, {"mode": mode}, key=("pad", tuple(pad), mode, value),
+                          out=tuple(out))
+
+    def unsqueeze(self, x: _Data, dim: int) -> _Data:
+        d = dim % (len(x.shape) + 1)
+        return self.unary("Unsqueeze", x, {}, key=("unsqueeze", d),
+                          out=x.shape[:d] + (1,) + x.shape[d:])
+
+    def squeeze(self, x: _Data, dim: Any) -> _Data:
+        if dim is None:
+            out = tuple(s for s in x.shape if s != 1)
+        else:
+            dims = {d % len(x.shape) for d in ([dim] if isinstance(dim, int) else dim)}
+            out = tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1))
+        return self.unary("Squeeze", x, {}, key=("squeeze", self.b.key(dim)), out=out)
+
+    def stack(self, tensors: Sequence[Any], dim: int) -> _Data:
+        torch = self.torch
+        shapes = [_shape_of(t, torch) for t in tensors]
+        ax = dim % (len(shapes[0]) + 1)
+
+        def make() -> _Data:
+            # the exporter writes Unsqueeze per input, then Concat
+            ins = []
+            for t, shp in zip(tensors, shapes):
+                if isinstance(t, _Data):
+                    ins.append(self.b.emit1("Unsqueeze", [t], shp[:ax] + (1,) + shp[ax:], {}))
+            out = shapes[0][:ax] + (len(tensors),) + shapes[0][ax:]
+            return self.b.emit1("Concat", ins, out, {"axis": int(dim)})
+
+        return self.b.cached(("stack", self.b.key(list(tensors)), dim), make)
+
+    def reduce_sum(self, x: _Data, dim: Any, keepdim: bool) -> _Data:
+        rank = len(x.shape)
+        dims = list(range(rank)) if dim is None else \
+            [int(dim)] if isinstance(dim, int) else [int(d) for d in dim]
+        red = {d % rank for d in dims}
+        out = tuple(1 if i in red else s for i, s in enumerate(x.shape)
+                    if keepdim or i not in red)
+        return self.unary("ReduceSum", x, {"keepdims": int(bool(keepdim))},
+                          key=("sum", self.b.key(dim), bool(keepdim)), out=out)
+
+    def softmax(self, op: str, x: _Data, dim: Any) -> _Data:
+        if dim is None:
+            raise _Unsupported("softmax without dim")
+        return self.unary(op, x, {"axis": int(dim)})
+
+
+# ---------------------------------------------------------------------------- dispatch table
+
+def _arg(args: Sequence, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _dims_arg(args: Sequence, kwargs: dict, name: str) -> list:
+    if len(args) == 2 and isinstance(args[1], (list, tuple)):
+        return list(args[1])
+    if len(args) > 1:
+        return list(args[1:])
+    return list(kwargs[name])
+
+
+def _build_table(torch: Any) -> tuple[dict, set]:
+    """``{torch callable: handler(ops, args, kwargs)}`` and the in-place callables."""
+    F = torch.nn.functional
+    T = torch.Tensor
+
+    def unary(op: str, attrs: dict | None = None) -> Callable:
+        return lambda o, a, k: o.unary(op, a[0], attrs)
+
+    def binary(op: str, swap: bool = False) -> Callable:
+        def h(o: _Ops, a: Sequence, k: dict) -> Any:
+            if k.get("alpha", 1) != 1:
+                raise _Unsupported("alpha != 1")
+            x, y = a[0], (a[1] if len(a) > 1 else k.get("other"))
+            if k.get("rounding_mode") is not None:
+                raise _Unsupported("division with rounding_mode")
+            return o.binary(op, y, x) if swap else o.binary(op, x, y)
+        return h
+
+    def hardtanh(o, a, k):
+        return o.clip(a[0], _arg(a, k, 1, "min_val", -1.0), _arg(a, k, 2, "max_val", 1.0))
+
+    def clamp(o, a, k):
+        return o.clip(a[0], _arg(a, k, 1, "min"), _arg(a, k, 2, "max"))
+
+    def conv2d(o, a, k):
+        return o.conv(a[0], _arg(a, k, 1, "weight"), _arg(a, k, 2, "bias"),
+                      _arg(a, k, 3, "stride", 1), _arg(a, k, 4, "padding", 0),
+                      _arg(a, k, 5, "dilation", 1), _arg(a, k, 6, "groups", 1))
+
+    def batch_norm(o, a, k):
+        return o.batch_norm(a[0], _arg(a, k, 1, "running_mean"), _arg(a, k, 2, "running_var"),
+                            _arg(a, k, 3, "weight"), _arg(a, k, 4, "bias"),
+                            _arg(a, k, 5, "training", False), _arg(a, k, 6, "momentum", 0.1),
+                            _arg(a, k, 7, "eps", 1e-5))
+
+    def max_pool(o, a, k):
+        if _arg(a, k, 6, "return_indices", False):
+            raise _Unsupported("max pooling with return_indices")
+        return o.pool("MaxPool", a[0], _arg(a, k, 1, "kernel_size"), _arg(a, k, 2, "stride"),
+                      _arg(a, k, 3, "padding", 0), _arg(a, k, 4, "dilation", 1),
+                      _arg(a, k, 5, "ceil_mode", False))
+
+    def avg_pool(o, a, k):
+        if _arg(a, k, 6, "divisor_override") is not None:
+            raise _Unsupported("average pooling with divisor_override")
+        return o.pool("AveragePool", a[0], _arg(a, k, 1, "kernel_size"),
+                      _arg(a, k, 2, "stride"), _arg(a, k, 3, "padding", 0), 1,
+                      _arg(a, k, 4, "ceil_mode", False), _arg(a, k, 5, "count_include_pad", True))
+
+    def adaptive(kind: str) -> Callable:
+        def h(o, a, k):
+            if kind == "max" and _arg(a, k, 2, "return_indices", False):
+                raise _Unsupported("adaptive max pooling with return_indices")
+            return o.adaptive_pool(kind, a[0], _arg(a, k, 1, "output_size"))
+        return h
+
+    def split(o, a, k):
+        x, size = a[0], _arg(a, k, 1, "split_size_or_sections", k.get("split_size"))
+        dim = _arg(a, k, 2, "dim", 0)
+        if isinstance(size, int):
+            total = x.shape[dim]
+            sizes = [size] * (total // size) + ([total % size] if total % size else [])
+            return o.split(x, sizes, dim, "int")
+        return o.split(x, [int(s) for s in size], dim, "list")
+
+    def passthrough(o, a, k):
+        return a[0]
+
+    def size(o, a, k):
+        x = a[0]
+        if x.src is not None:
+            o.b.shape_queried.add(x.src)
+        dim = _arg(a, k, 1, "dim")
+        return torch.Size(x.shape) if dim is None else x.shape[dim]
+
+    def getitem(o, a, k):
+        return o.getitem(a[0], a[1])
+
+    def softmax(op: str) -> Callable:
+        return lambda o, a, k: o.softmax(op, a[0], _arg(a, k, 1, "dim"))
+
+    table: dict[Any, Callable] = {
+        torch.conv2d: conv2d, F.batch_norm: batch_norm, F.linear: lambda o, a, k: o.linear(
+            a[0], _arg(a, k, 1, "weight"), _arg(a, k, 2, "bias")),
+        F.relu: unary("Relu"), torch.relu: unary("Relu"), torch.relu_: unary("Relu"),
+        F.relu6: lambda o, a, k: o.clip(a[0], 0.0, 6.0), F.hardtanh: hardtanh,
+        torch.clamp: clamp, torch.clip: clamp,
+        torch.sigmoid: unary("Sigmoid"), F.sigmoid: unary("Sigmoid"),
+        torch.tanh: unary("Tanh"), F.tanh: unary("Tanh"),
+        F.hardsigmoid: unary("HardSigmoid", {"alpha": _f32(1 / 6)}),
+        F.hardswish: lambda o, a, k: o.hardswish(a[0]),
+        F.silu: lambda o, a, k: o.silu(a[0]),
+        F.leaky_relu: lambda o, a, k: o.unary(
+            "LeakyRelu", a[0], {"alpha": _f32(_arg(a, k, 1, "negative_slope", 0.01))}),
+        F.max_pool2d: max_pool, F.avg_pool2d: avg_pool,
+        F.adaptive_avg_pool2d: adaptive("avg"), F.adaptive_max_pool2d: adaptive("max"),
+        torch.cat: lambda o, a, k: o.concat(_arg(a, k, 0, "tensors"), _arg(a, k, 1, "dim", 0)),
+        torch.concat: lambda o, a, k: o.concat(_arg(a, k, 0, "tensors"),
+                                               _arg(a, k, 1, "dim", 0)),
+        torch.flatten: lambda o, a, k: o.flatten(a[0], _arg(a, k, 1, "start_dim", 0),
+                                                 _arg(a, k, 2, "end_dim", -1)),
+        F.dropout: passthrough, F.dropout2d: passthrough, torch.dropout: passthrough,
+        F.softmax: softmax("Softmax"), torch.softmax: softmax("Softmax"),
+        F.log_softmax: softmax("LogSoftmax"), torch.log_softmax: softmax("LogSoftmax"),
+        torch.split: split, torch.chunk: lambda o, a, k: o.chunk(
+            a[0], _arg(a, k, 1, "chunks"), _arg(a, k, 2, "dim", 0)),
+        torch.mean: lambda o, a, k: o.mean(a[0], _arg(a, k, 1, "dim"),
+                                           _arg(a, k, 2, "keepdim", False)),
+        F.pad: lambda o, a, k: o.pad(a[0], _arg(a, k, 1, "pad"),
+                                     _arg(a, k, 2, "mode", "constant"),
+                                     _arg(a, k, 3, "value", None)),
+        torch.add: binary("Add"), torch.sub: binary("Sub"), torch.mul: binary("Mul"),
+        torch.div: binary("Div"),
+        torch.transpose: lambda o, a, k: _transpose(o, a, k),
+        torch.permute: lambda o, a, k: o.transpose(a[0], _dims_arg(a, k, "dims")),
+        torch.reshape: lambda o, a, k: o.reshape(a[0], _dims_arg(a, k, "shape")),
+        torch.unsqueeze: lambda o, a, k: o.unsqueeze(a[0], _arg(a, k, 1, "dim")),
+        torch.stack: lambda o, a, k: o.stack(_arg(a, k, 0, "tensors"), _arg(a, k, 1, "dim", 0)),
+        torch.sum: lambda o, a, k: o.reduce_sum(a[0], _arg(a, k, 1, "dim"),
+                                                _arg(a, k, 2, "keepdim", False)),
+        torch.squeeze: lambda o, a, k: o.squeeze(a[0], _arg(a, k, 1, "dim")),
+    }
+    methods: dict[str, Callable] = {
+        "add": binary("Add"), "__add__": binary("Add"), "__radd__": binary("Add", swap=True),
+        "__iadd__": binary("Add"), "add_": binary("Add"),
+        "sub": binary("Sub"), "__sub__": binary("Sub"), "__rsub__": binary("Sub", swap=True),
+        "__isub__": binary("Sub"), "sub_": binary("Sub"),
+        "mul": binary("Mul"), "__mul__": binary("Mul"), "__rmul__": binary("Mul", swap=True),
+        "__imul__": binary("Mul"), "mul_": binary("Mul"),
+        "div": binary("Div"), "__truediv__": binary("Div"), "__itruediv__": binary("Div"),
+        "div_": binary("Div"),
+        "relu": unary("Relu"), "relu_": unary("Relu"), "sigmoid": unary("Sigmoid"),
+        "sigmoid_": unary("Sigmoid"), "tanh": unary("Tanh"), "clamp": clamp, "clip": clamp,
+        "clamp_": clamp,
+        "size": size, "dim": lambda o, a, k: len(a[0].shape),
+        "contiguous": passthrough, "__getitem__": getitem,
+        "view": lambda o, a, k: o.reshape(a[0], _dims_arg(a, k, "size")),
+        "reshape": lambda o, a, k: o.reshape(a[0], _dims_arg(a, k, "shape")),
+        "flatten": lambda o, a, k: o.flatten(a[0], _arg(a, k, 1, "start_dim", 0),
+                                             _arg(a, k, 2, "end_dim", -1)),
+        "permute": lambda o, a, k: o.transpose(a[0], _dims_arg(a, k, "dims")),
+        "transpose": lambda o, a, k: _transpose(o, a, k),
+        "unsqueeze": lambda o, a, k: o.unsqueeze(a[0], _arg(a, k, 1, "dim")),
+        "squeeze": lambda o, a, k: o.squeeze(a[0], _arg(a, k, 1, "dim")),
+        "chunk": lambda o, a, k: o.chunk(a[0], _arg(a, k, 1, "chunks"), _arg(a, k, 2, "dim", 0)),
+        "split": split,
+        "mean": lambda o, a, k: o.mean(a[0], _arg(a, k, 1, "dim"), _arg(a, k, 2, "keepdim",
+                                                                         False)),
+        "softmax": softmax("Softmax"), "log_softmax": softmax("LogSoftmax"),
+        "sum": lambda o, a, k: o.reduce_sum(a[0], _arg(a, k, 1, "dim"),
+                                            _arg(a, k, 2, "keepdim", False)),
+    }
+    for name, h in methods.items():
+        table[getattr(T, name)] = h
+    inplace = {getattr(T, n) for n in methods if n.endswith("_") and not n.endswith("__")}
+    inplace |= {getattr(T, n) for n in ("__iadd__", "__isub__", "__imul__", "__itruediv__")}
+    inplace.add(torch.relu_)
+    return table, inplace
+
+
+def _inplace_positions(torch: Any) -> dict:
+    """Position of the ``inplace`` argument of the activations that take one."""
+    F = torch.nn.functional
+    return {F.relu: 1, F.relu6: 1, F.hardtanh: 3, F.hardswish: 1, F.hardsigmoid: 1,
+            F.silu: 1, F.leaky_relu: 2, F.dropout: 3, F.dropout2d: 3}
+
+
+def _transpose(o: _Ops, a: Sequence, k: dict) -> _Data:
+    x = a[0]
+    d0, d1 = _arg(a, k, 1, "dim0"), _arg(a, k, 2, "dim1")
+    perm = list(range(len(x.shape)))
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return o.transpose(x, perm)
+
+
+_TABLE: dict | None = None
+_INPLACE: set = set()
+_INPLACE_POS: dict = {}
+
+
+# ---------------------------------------------------------------------------- the tracer
+
+def _make_shape_tensor_class(torch: Any) -> type:
+    class ShapeTensor(torch.Tensor):
+        """A data-less stand-in for an activation; every torch op on it is recorded."""
+
+        _d: _Data
+        _session: Any
+
+        @staticmethod
+        def __new__(cls, data: _Data, session: Any) -> "ShapeTensor":
+            t = torch.Tensor._make_subclass(cls, torch.empty(data.shape, device="meta"))
+            t._d = data
+            t._session = session
+            return t
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: N805
+            session = None
+            for a in args:
+                if isinstance(a, ShapeTensor):
+                    session = a._session
+                    break
+                if isinstance(a, (list, tuple)):
+                    for b in a:
+                        if isinstance(b, ShapeTensor):
+                            session = b._session
+                            break
+                    if session is not None:
+                        break
+            if session is None:
+                for v in (kwargs or {}).values():
+                    if isinstance(v, ShapeTensor):
+                        session = v._session
+            return session.dispatch(func, args, kwargs or {})
+
+    return ShapeTensor
+
+
+_SHAPE_TENSOR: type | None = None
+
+
+class _Session:
+    """One conversion: wraps activations, dispatches intercepted ops, tracks modules."""
+
+    def __init__(self, torch: Any, root: Any) -> None:
+        self.torch = torch
+        self.builder = _Builder(torch)
+        self.ops = _Ops(torch, self.builder)
+        self.root = root
+
+    def wrap(self, v: Any) -> Any:
+        if isinstance(v, _Data):
+            return _SHAPE_TENSOR(v, self)  # type: ignore[misc]
+        if isinstance(v, tuple):
+            return tuple(self.wrap(a) for a in v)
+        if isinstance(v, list):
+            return [self.wrap(a) for a in v]
+        return v
+
+    def unwrap(self, v: Any) -> Any:
+        if isinstance(v, _SHAPE_TENSOR):  # type: ignore[arg-type]
+            return v._d
+        if isinstance(v, (list, tuple)):
+            out = [self.unwrap(a) for a in v]
+            return out if isinstance(v, list) else tuple(out)
+        if isinstance(v, slice):
+            return slice(self.unwrap(v.start), self.unwrap(v.stop), self.unwrap(v.step))
+        return v
+
+    def module_label(self, frame: Any = None) -> str:
+        """The innermost module whose ``forward`` is on the call stack (found from the
+        frames, so that tracking modules costs nothing while nothing fails)."""
+        import sys
+
+        nn = self.torch.nn
+        f = frame or sys._getframe(1)
+        while f is not None:
+            obj = f.f_locals.get("self")
+            if isinstance(obj, nn.Module) and f.f_code.co_name == "forward":
+                names = {id(m): n for n, m in self.root.named_modules()}
+                return f"{names.get(id(obj)) or '<root>'} ({type(obj).__name__})"
+            f = f.f_back
+        return type(self.root).__name__
+
+    def dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        torch = self.torch
+        if getattr(func, "__name__", "") == "__get__":
+            return self._attribute(func, args)
+        handler = _TABLE.get(func)  # type: ignore[union-attr]
+        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+        if handler is None:
+            raise TorchFrontEndError(
+                f"the torch front end does not map {name} (called in module "
+                f"{self.module_label()})", module=self.module_label())
+        a = self.unwrap(args)
+        k = {key: self.unwrap(v) for key, v in kwargs.items()}
+        pos = _INPLACE_POS.get(func)
+        inplace = func in _INPLACE or kwargs.get("inplace") is True or \
+            (pos is not None and len(args) > pos and args[pos] is True)
+        self.builder.no_cse = inplace
+        try:
+            out = handler(self.ops, a, k)
+        except _Unsupported as exc:
+            raise TorchFrontEndError(
+                f"the torch front end cannot map {name} in module {self.module_label()}: {exc}",
+                module=self.module_label()) from None
+        except TorchFrontEndError:
+            raise
+        except Exception as exc:  # a shape rule met an input it does not cover
+            raise TorchFrontEndError(
+                f"the torch front end failed on {name} in module {self.module_label()}: "
+                f"{type(exc).__name__}: {exc}", module=self.module_label()) from exc
+        finally:
+            self.builder.no_cse = False
+        if inplace and args and isinstance(args[0], _SHAPE_TENSOR) and \
+                isinstance(out, _Data):  # type: ignore[arg-type]
+            args[0]._d = out
+            return args[0]
+        return self.wrap(out)
+
+    def _attribute(self, func: Any, args: tuple) -> Any:
+        torch = self.torch
+        attr = getattr(getattr(func, "__self__", None), "__name__", "")
+        x = args[0]._d
+        if attr == "shape":
+            if x.src is not None:
+                self.builder.shape_queried.add(x.src)
+            return torch.Size(x.shape)
+        if attr == "ndim":
+            return len(x.shape)
+        if attr == "dtype":
+            return torch.float32
+        if attr == "device":
+            return torch.device("cpu")
+        if attr in ("is_cuda", "is_sparse", "is_quantized", "is_meta", "requires_grad"):
+            return False
+        raise TorchFrontEndError(f"the torch front end does not map the tensor attribute "
+                                 f"{attr!r} (read in module {self.module_label()})",
+                                 module=self.module_label())
+
+
+def _setup(torch: Any) -> None:
+    global _TABLE, _INPLACE, _SHAPE_TENSOR, _INPLACE_POS
+    if _TABLE is None:
+        _SHAPE_TENSOR = _make_shape_tensor_class(torch)
+        _INPLACE_POS = _inplace_positions(torch)
+        _TABLE, _INPLACE = _build_table(torch)
+
+
+def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[int]], *,
+                   name: str | None = None) -> OpGraph:
+    """Shaped graph of ``module`` (run in eval mode) for inputs of ``input_shape`` (NCHW, or a
+    list of shapes for several inputs), equal to what the ONNX export path gives.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network. Its mode is restored afterwards; its weights are not read.
+    input_shape : sequence of int, or sequence of sequences of int
+        Input tensor shape(s), NCHW.
+    name : str, default=None
+        Name of the graph (default: the module's class name).
+
+    Raises
+    ------
+    TorchFrontEndError
+        An op or layer this front end does not map (named in the message, with the submodule
+        that called it); export the module to ONNX instead (``load_graph`` does so).
+    """
+    import torch
+
+    from .torch_export import _normalise_shapes
+
+    shapes = _normalise_shapes(input_shape)
+    _setup(torch)
+    label = name or type(module).__name__
+    session = _Session(torch, module)
+    # eval mode as the exporter sets it (set directly: Module.eval() costs ~1 ms per 100
+    # modules), restored afterwards
+    training = [m for m in module.modules() if m.training]
+    for m in training:
+        m.__dict__["training"] = False
+    try:
+        inputs = [session.wrap(_Data(s, None)) for s in shapes]
+        with torch.no_grad():
+            out = module(*inputs)
+    except TorchFrontEndError:
+        raise
+    except Exception as exc:  # the forward pass needs real data or something unmapped
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = session.module_label(tb.tb_frame if tb is not None else None)
+        raise TorchFrontEndError(
+            f"the torch front end cannot run {label} without data (in module {where}): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            module=where) from exc
+    finally:
+        for m in training:
+            m.__dict__["training"] = True
+    outputs: list[_Data] = []
+
+    def collect(v: Any) -> None:
+        if isinstance(v, _SHAPE_TENSOR):  # type: ignore[arg-type]
+            outputs.append(v._d)
+        elif isinstance(v, (list, tuple)):
+            for a in v:
+                collect(a)
+        elif isinstance(v, dict):
+            for a in v.values():
+                collect(a)
+
+    collect(out)
+    if not outputs:
+        raise TorchFrontEndError(f"{label} returns no tensor computed from its input",
+                                 module=label)
+    return session.builder.finish(outputs, label)

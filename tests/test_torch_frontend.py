@@ -1,0 +1,343 @@
+"""The torch front end (graph/torch_frontend.py) against the ONNX export path.
+
+Each network is read both ways (``load_graph(..., torch_frontend="trace")`` and
+``torch_frontend="onnx"``); the kernel lists (kernel types, regressor names and feature vectors
+in every feature set, under the default fusion rules) must be equal, and so must the graphs
+(node types, source ops, NHWC shapes, attributes, links, order), which is what makes the
+kernels equal. The big sweeps (whole zoo, 200 SPOS candidates per input size, 200
+NAS-Bench-201 cells) are marked slow; a few of each run unmarked.
+"""
+from __future__ import annotations
+
+import random
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+from nnmeter_nas.errors import TorchFrontEndError  # noqa: E402
+from nnmeter_nas.features.extract import FEATURE_SETS, extract_features, regressor_name  # noqa: E402
+from nnmeter_nas.graph import TorchFallbackWarning, load_graph  # noqa: E402
+from nnmeter_nas.kernels.detector import detect_kernels  # noqa: E402
+from nnmeter_nas.kernels.fusion_rules import FusionRules  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def kernel_list(graph):
+    """``[(kernel type, regressor, {feature set: features})]`` under the default rules."""
+    out = []
+    for k in detect_kernels(graph, FusionRules.default()):
+        out.append((k.type, regressor_name(k.type),
+                    {fs: extract_features(k, fs) for fs in FEATURE_SETS}))
+    return out
+
+
+def graph_signature(graph):
+    index = {name: i for i, name in enumerate(graph.nodes)}
+    return [(n.type, n.source_op, n.input_shapes, n.output_shapes, n.attrs,
+             sorted(index[i] for i in n.inputs)) for n in graph]
+
+
+def assert_same_as_onnx(module, shape):
+    traced = load_graph(module, input_shape=shape, torch_frontend="trace")
+    exported = load_graph(module, input_shape=shape, torch_frontend="onnx")
+    assert kernel_list(traced) == kernel_list(exported)
+    assert graph_signature(traced) == graph_signature(exported)
+    assert traced.name == exported.name
+    return traced
+
+
+# ------------------------------------------------------------------------------ zoo
+
+FAST_ZOO = ["mobilenet_v3_small", "shufflenet_v2", "cifar_resnet20"]
+
+
+def _zoo_params():
+    from nnmeter_nas import zoo
+
+    return [pytest.param(name, marks=() if name in FAST_ZOO else pytest.mark.slow)
+            for name in zoo.list_models()]
+
+
+@pytest.mark.parametrize("name", _zoo_params())
+def test_zoo_network_kernel_lists_equal_onnx_path(name):
+    from nnmeter_nas import zoo
+
+    torch.manual_seed(0)
+    shape = (1, 3, 32, 32) if name in zoo.CIFAR_ZOO else (1, 3, 224, 224)
+    assert_same_as_onnx(zoo.build(name), shape)
+
+
+def test_zoo_shufflenet_split_variant_kernel_lists_equal_onnx_path():
+    from nnmeter_nas import zoo
+
+    assert_same_as_onnx(zoo.build("shufflenet_v2", split_op="split"), (1, 3, 224, 224))
+
+
+# ------------------------------------------------------------------------------ search spaces
+
+def _space_networks(space, n, seed):
+    from nnmeter_nas.search_spaces.sampling import random_networks
+
+    return [(arch, make(), shape) for arch, make, shape in random_networks(space, n, seed)]
+
+
+@pytest.mark.parametrize("space", ["spos-small", "spos", "nb201"])
+def test_few_random_candidates_kernel_lists_equal_onnx_path(space):
+    for _, net, shape in _space_networks(space, 2, seed=11):
+        assert_same_as_onnx(net, shape)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # 200 ONNX exports: 2-5 min idle, far longer on a shared core
+@pytest.mark.parametrize("space", ["spos-small", "spos", "nb201"])
+def test_200_random_candidates_kernel_lists_equal_onnx_path(space):
+    from nnmeter_nas.search_spaces.sampling import random_networks
+
+    differing = []
+    for arch, make, shape in random_networks(space, 200, seed=2024):
+        net = make()
+        try:
+            assert_same_as_onnx(net, shape)
+        except AssertionError:
+            differing.append(arch)
+    assert not differing, f"{len(differing)} of 200 {space} candidates differ: {differing[:3]}"
+
+
+def test_examples_networks_kernel_lists_equal_onnx_path():
+    """The networks the examples predict: SPOS's published architecture and random SPOS
+    samples with the examples' 10-class head, at the small input size."""
+    from nnmeter_nas.search_spaces.spos import SPOS_PUBLISHED_ARCH, SPOSSpace, spos_random_sample
+
+    for arch in (SPOS_PUBLISHED_ARCH, spos_random_sample(7)):
+        net = SPOSSpace.frozen_factory(dict(arch))(small_input=True, num_labels=10)
+        assert_same_as_onnx(net, (1, 3, 32, 32))
+
+
+@pytest.mark.slow
+def test_examples_full_size_networks_kernel_lists_equal_onnx_path():
+    from nnmeter_nas.search_spaces.spos import SPOS_PUBLISHED_ARCH, SPOSSpace
+
+    net = SPOSSpace.frozen_factory(dict(SPOS_PUBLISHED_ARCH))(small_input=False, num_labels=10)
+    assert_same_as_onnx(net, (1, 3, 224, 224))
+    net = SPOSSpace.frozen_factory(dict(SPOS_PUBLISHED_ARCH))()
+    assert_same_as_onnx(net, (1, 3, 224, 224))
+
+
+def _nni_frozen_sample(space, seed):
+    rng = random.Random(seed)
+    sample = {}
+    for label, mutable in space.simplify().items():
+        values = getattr(mutable, "values", None)
+        sample[label] = values[rng.randrange(len(values))] if values else mutable.default()
+    return space.freeze(sample)
+
+
+def test_nni_nasbench201_frozen_sample_kernel_lists_equal_onnx_path():
+    """NNI's own NAS-Bench-201 space (cells sum their inputs with torch.stack/sum), as
+    DirectLatencyProfiler reads it."""
+    from nni.nas.hub.pytorch import NasBench201
+
+    assert_same_as_onnx(_nni_frozen_sample(NasBench201(), 0), (1, 3, 32, 32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space_name", ["MobileNetV3Space", "ProxylessNAS", "ShuffleNetSpace",
+                                        "NasBench201"])
+def test_nni_model_space_frozen_samples_kernel_lists_equal_onnx_path(space_name):
+    import nni.nas.hub.pytorch as hub
+
+    space = getattr(hub, space_name)()
+    shape = (1, 3, 32, 32) if space_name == "NasBench201" else (1, 3, 224, 224)
+    for seed in (1, 2):
+        assert_same_as_onnx(_nni_frozen_sample(space, seed), shape)
+
+
+# ------------------------------------------------------------------------------ exporter rules
+
+class _ExporterRules(nn.Module):
+    """Constructs whose ONNX export is rewritten by the exporter (CSE, in-place ops, BN
+    fusion conditions, transposes, slices, splits, pools, stack/sum, x + 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 1)
+        self.dw = nn.Conv2d(8, 8, 3, 1, 1, groups=8)
+        self.bn_fused = nn.BatchNorm2d(8)
+        self.bn_kept = nn.BatchNorm2d(8)
+        self.r1, self.r2 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
+        self.p1 = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.p2 = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.mp = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.hs = nn.Hardswish()
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 4)
+        self.fc_nobias = nn.Linear(8, 4, bias=False)
+
+    def forward(self, x):
+        a = self.conv(x) + self.conv(x)                 # CSE: one conv
+        b = self.r1(a) + self.r2(a)                     # in-place: relu(relu(a)) twice
+        c = self.p1(b) + self.p2(b) + F.relu(b) + b.relu() + x.mul(0.0) + x * 0.0
+        d = self.bn_fused(self.dw(c))                   # folded into the conv
+        e = self.conv(d)
+        f = self.bn_kept(e) + e                         # conv used twice: BN kept
+        g = f.permute(0, 2, 3, 1).permute(0, 3, 1, 2)   # identity: dropped
+        h1, h2 = g.chunk(2, 1)
+        i1, i2 = g.split([4, 4], 1)
+        j1, j2 = torch.split(g, 4, dim=1)
+        k = torch.cat([h2 + i1, j1 * i2 + g[:, 2:6] + h1], 1)
+        k = self.hs(k) + sum([k, g])                    # sum starts with 0 + k
+        k = torch.stack([k, g], dim=1).sum(dim=1)
+        k = self.mp(k).reshape(1, 2, 4, 8, 8).transpose(1, 2).reshape(1, 8, 8, 8)
+        z = F.adaptive_avg_pool2d(k, 4) + F.adaptive_max_pool2d(k, 4)
+        v = torch.flatten(self.gap(z), 1)
+        return self.fc(v) + self.fc_nobias(v), z.mean((2, 3)), k[0]
+
+
+def test_exporter_rewrites_are_reproduced():
+    graph = assert_same_as_onnx(_ExporterRules().eval(), (1, 8, 16, 16))
+    convs = [n for n in graph if n.type in ("conv", "dwconv")]
+    assert len(convs) == 3                   # CSE merged the repeated 1x1 conv of x
+    assert sum(n.type == "bn" for n in graph) == 1
+
+
+class _PreActShortcut(nn.Module):
+    """x is modified in place by the ReLU before the shortcut reads it."""
+
+    def __init__(self):
+        super().__init__()
+        self.relu = nn.ReLU(inplace=True)
+        self.conv = nn.Conv2d(4, 4, 3, 1, 1)
+
+    def forward(self, x):
+        y = x * 2.0
+        out = self.conv(self.relu(y))
+        return out + y                           # y is relu(y) here, as in eager mode
+
+
+def test_inplace_ops_update_the_tensor_they_modify():
+    graph = assert_same_as_onnx(_PreActShortcut(), (1, 4, 8, 8))
+    add = next(n for n in graph if n.type == "add")
+    assert {graph[i].type for i in add.inputs} == {"conv", "relu"}
+
+
+# ------------------------------------------------------------------------------ fallback
+
+class _WithUpsample(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Upsample(scale_factor=2))
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)))
+
+
+def test_unmapped_op_falls_back_to_onnx_with_a_warning_naming_the_module():
+    model = _WithUpsample().eval()
+    with pytest.warns(TorchFallbackWarning, match=r"head\.1 \(Upsample\)"):
+        graph = load_graph(model, input_shape=(1, 3, 16, 16))
+    assert graph_signature(graph) == graph_signature(
+        load_graph(model, input_shape=(1, 3, 16, 16), torch_frontend="onnx"))
+    with pytest.raises(TorchFrontEndError, match="interpolate") as info:
+        load_graph(model, input_shape=(1, 3, 16, 16), torch_frontend="trace")
+    assert info.value.module.startswith("head.1")
+
+
+class _DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.sum() > 0:  # needs values: the shape-only pass cannot decide it
+            return y.relu()
+        return y
+
+
+def test_data_dependent_control_flow_falls_back_to_onnx():
+    with pytest.warns(TorchFallbackWarning, match="_DataDependent"):
+        graph = load_graph(_DataDependent(), input_shape=(1, 3, 8, 8))
+    assert [n.type for n in graph][0] == "conv"
+
+
+def test_unknown_frontend_name_is_refused():
+    with pytest.raises(ValueError, match="torch_frontend"):
+        load_graph(_PreActShortcut(), input_shape=(1, 4, 8, 8), torch_frontend="fx")
+
+
+def test_module_mode_and_buffers_are_left_untouched():
+    from nnmeter_nas import zoo
+
+    model = zoo.build("cifar_resnet20").train()
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    before = (bn.num_batches_tracked.clone(), bn.running_mean.clone())
+    load_graph(model, input_shape=(1, 3, 32, 32), torch_frontend="trace")
+    assert all(m.training for m in model.modules())
+    assert torch.equal(bn.num_batches_tracked, before[0])
+    assert torch.equal(bn.running_mean, before[1])
+
+
+def test_missing_input_shape_is_the_same_error_as_before():
+    from nnmeter_nas.errors import ExportError
+
+    with pytest.raises(ExportError, match="input_shape"):
+        load_graph(_PreActShortcut())
+
+
+def test_predictions_equal_through_both_frontends(dummy_predictor):
+    from nnmeter_nas import zoo
+
+    model = zoo.build("mobilenet_v3_small")
+    traced = load_graph(model, input_shape=(1, 3, 224, 224), torch_frontend="trace")
+    exported = load_graph(model, input_shape=(1, 3, 224, 224), torch_frontend="onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert dummy_predictor.predict(traced) == dummy_predictor.predict(exported)
+        assert dummy_predictor.predict(model, input_shape=(1, 3, 224, 224)) == \
+            dummy_predictor.predict(exported)
+
+
+# ------------------------------------------------------------------------------ predict_many
+
+def test_predict_many_reads_each_distinct_model_once_and_shares_detection(dummy_predictor,
+                                                                          monkeypatch):
+    import nnmeter_nas.predictor as predictor_mod
+    from nnmeter_nas import zoo
+
+    a, b = zoo.build("cifar_resnet20"), zoo.build("mobilenet_v3_small")
+    a2 = zoo.build("cifar_resnet20")  # another object, equal graph
+    shape = (1, 3, 32, 32)
+    reads, detections = [], []
+    real_graph, real_detect = dummy_predictor.graph, predictor_mod.detect_kernels
+    monkeypatch.setattr(dummy_predictor, "graph",
+                        lambda m, **kw: reads.append(m) or real_graph(m, **kw))
+    monkeypatch.setattr(predictor_mod, "detect_kernels",
+                        lambda g, r: detections.append(g) or real_detect(g, r))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = [dummy_predictor.predict(m, input_shape=shape) for m in (a, b, a, a2, b)]
+        reads.clear()
+        detections.clear()
+        many = dummy_predictor.predict_many([a, b, a, a2, b], input_shape=shape)
+    assert many == pytest.approx(single, rel=1e-12)
+    assert len(reads) == 3            # a, b, a2 (a and b repeated: not re-read)
+    assert len(detections) == 2       # a2's graph equals a's
+
+
+def test_predict_many_does_not_confuse_models_whose_ids_are_reused(dummy_predictor):
+    from nnmeter_nas import zoo
+
+    names = ["cifar_resnet20", "mobilenet_v3_small", "cifar_resnet20", "mobilenet_v3_small"]
+    shapes = (1, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # each model is dropped once read, so a later one may get the same id
+        many = dummy_predictor.predict_many((zoo.build(n) for n in names), input_shape=shapes)
+        single = [dummy_predictor.predict(zoo.build(n), input_shape=shapes) for n in names]
+    assert many == pytest.approx(single, rel=1e-12)
