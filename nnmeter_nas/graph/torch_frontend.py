@@ -295,7 +295,9 @@ class _Ops:
 
         def make() -> _Data:
             attrs = {"dilations": d, "group": int(groups), "kernel_shape": k,
-                     "pads": p + p, "strides": s}
+                     "pads": p + p, "strides": s,
+                     # what the weights take, as the ONNX reader records it for validation
+                     "in_channels": int(weight.shape[1]) * int(groups)}
             r = self.b.emit1("Conv", [x], out, attrs)
             self.b.conv_params.add(r.src)
             return r
@@ -329,9 +331,11 @@ class _Ops:
         out = (x.shape[0], int(weight.shape[0]))
 
         def make() -> _Data:
+            features = {"in_features": int(weight.shape[1])}  # (out, in), as ONNX records it
             if bias is None:
-                return self.b.emit1("MatMul", [x], out, {})
-            return self.b.emit1("Gemm", [x], out, {"alpha": 1.0, "beta": 1.0, "transB": 1})
+                return self.b.emit1("MatMul", [x], out, features)
+            return self.b.emit1("Gemm", [x], out, {"alpha": 1.0, "beta": 1.0, "transB": 1,
+                                                   **features})
 
         return self.b.cached(("linear", self.b.key([x, weight, bias])), make)
 
