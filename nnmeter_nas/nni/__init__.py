@@ -5,6 +5,9 @@
 - :class:`LatencyFilter` (NNI middleware, ``RandomOneShot(filter=...)``, plain callable)
 - :class:`ExpectedLatency` and :class:`LatencyPenalty` (``penalty=`` of DARTS/Proxyless/GumbelDARTS)
 - :func:`find_choice_points`, :func:`build_latency_table`
+- :func:`train_supernet`, :func:`recalibrate_batchnorm`, :func:`inherited_accuracy`,
+  :func:`keep_fixed_operations`: SPOS weight sharing (train the supernet once with NNI's
+  ``RandomOneShot``, score subnets with inherited weights)
 
 Names are imported lazily; using any of them imports torch and NNI.
 """
@@ -27,6 +30,10 @@ _LAZY = {
     "SpaceFreezer": "choice_points",
     "ChoicePoint": "choice_points",
     "build_latency_table": "table_builder",
+    "train_supernet": "supernet",
+    "recalibrate_batchnorm": "supernet",
+    "inherited_accuracy": "supernet",
+    "keep_fixed_operations": "supernet",
     "UnsupportedSpaceError": "errors",
     "SampleError": "errors",
     "TableMismatchError": "errors",
