@@ -56,7 +56,7 @@ def test_multi_trial_spos_searches_within_budget_and_exports_the_chosen(tmp_path
     table_ms = chosen["latency_ms"]["dummy"]
     assert table_ms == pytest.approx(float(top["dummy_ms"][0]))
     assert chosen["onnx_full_prediction_ms"]["dummy"] == pytest.approx(table_ms, rel=1e-3)
-    cli_ms = _cli_predict_ms(tmp_path / "chosen_224.onnx", tmp_path / "dummy_predictor")
+    cli_ms = _cli_predict_ms(tmp_path / "chosen_224.onnx", tmp_path / "dummy_predictor" / "dummy")
     assert cli_ms == pytest.approx(table_ms, rel=1e-3)
     assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 5000
     assert "SYNTHETIC" in stdout and "0.25x channels" in stdout and "1x3x224x224" in stdout
