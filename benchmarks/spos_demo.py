@@ -51,14 +51,20 @@ def run_one(name: str, out: Path, extra: list[str]) -> dict:
         ms = res["chosen"]["latency_ms"][res["device"]]
         limit = res["budget_ms"]
         arch = res["chosen"]["arch"]
+        import csv
+        with open(out / "candidates.csv") as f:
+            scores = sorted(float(r["supernet_accuracy"]) for r in csv.DictReader(f))
+        spread = (f"; {len(scores)} candidates' supernet (inherited-weight) validation accuracy: "
+                  f"median {scores[len(scores) // 2]:.1%}, max {scores[-1]:.1%} (chance 10%)")
     else:
         acc = res["accuracy"]
         ms = res["derived_latency_ms"][res["device"]]
         limit = res["target_ms"]
         arch = res["derived_arch_code"]
+        spread = ""
     return {"name": name, "accuracy": acc, "latency_ms": ms, "limit_ms": limit,
             "device": res["device"], "arch": arch, "wall_s": wall, "cpu_s": cpu,
-            "proxy": res.get("proxy"), "stdout_tail": proc.stdout[-1500:]}
+            "proxy": res.get("proxy"), "spread": spread, "stdout_tail": proc.stdout[-1500:]}
 
 
 def main(argv=None) -> int:
@@ -84,7 +90,7 @@ def main(argv=None) -> int:
                 f"{r['arch']} {r['latency_ms']:.3f} ms on {r['device']} at 1x3x224x224, "
                 f"limit {r['limit_ms']:.3f} ms ({'met' if ok_lat else 'MISSED'}); "
                 f"{r['wall_s']:.0f} s wall ({'<= 5 min' if ok_time else 'OVER 5 min'}), "
-                f"{r['cpu_s']:.0f} s CPU; proxy {r['proxy']}")
+                f"{r['cpu_s']:.0f} s CPU; proxy {r['proxy']}{r['spread']}")
         print(line, flush=True)
         lines.append(line)
     if not args.no_save:
