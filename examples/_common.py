@@ -73,6 +73,90 @@ def default_device(devices: Sequence[str]) -> str:
     return here if here in devices else devices[0]
 
 
+SPOS_DEPLOY_DEVICE = "cortexA76cpu_tflite21"
+
+
+def spos_deploy_device(predictors: Sequence[Any], requested: str | None, out: Path
+                       ) -> tuple[str, str]:
+    """The device whose latency a SPOS search budgets, and why, as ``(device, reason)``.
+
+    ``requested`` wins when given. Otherwise ``cortexA76cpu_tflite21`` when its predictor
+    covers every SPOS kernel at 1x3x224x224 within its calibrated range (checked on the four
+    uniform architectures, which hold every candidate of every layer; the answer is cached in
+    ``out/deploy_device.json`` per predictor version), else this host's x86 predictor.
+    """
+    import json
+
+    devices = [p.device for p in predictors]
+    if requested:
+        if requested not in devices:
+            sys.exit(f"--device {requested!r} is not among the predictors {devices}")
+        return requested, "named with --device"
+    fallback = default_device(devices)
+    arm = next((p for p in predictors if p.device == SPOS_DEPLOY_DEVICE), None)
+    if arm is None:
+        return fallback, f"{SPOS_DEPLOY_DEVICE} is not among the predictors"
+    key = f"{arm.name}:{getattr(arm, 'version', '?')}:{getattr(arm.package, 'path', '')}"
+    cache = out / "deploy_device.json"
+    outside = None
+    if cache.exists():
+        try:
+            data = json.loads(cache.read_text())
+            if data.get("key") == key:
+                outside = data["outside"]
+        except (ValueError, KeyError):
+            outside = None
+    if outside is None:
+        import warnings as _w
+
+        from nnmeter_nas.graph.torch_export import export_onnx
+        from nnmeter_nas.search_spaces.spos import SPOS_LABELS, SPOS_VALUES, SPOSSpace
+
+        outside = set()
+        with _w.catch_warnings():
+            _w.simplefilter("ignore")
+            for v in SPOS_VALUES:
+                net = SPOSSpace.frozen_factory({l: v for l in SPOS_LABELS})()
+                bd = arm.predict_kernels(export_onnx(net, (1, 3, 224, 224)))
+                outside |= {k.kernel_type for k in bd
+                            if k.status == "missing" or k.in_domain is not True}
+        outside = sorted(outside)
+        cache.write_text(json.dumps({"key": key, "outside": outside}))
+    if not outside:
+        return SPOS_DEPLOY_DEVICE, "its predictor covers every SPOS kernel at 224x224"
+    return fallback, (f"{SPOS_DEPLOY_DEVICE}'s predictor is not calibrated for the SPOS kernels "
+                      f"{', '.join(outside)} at 224x224, so this host's own predictor is used; "
+                      "--device picks another")
+
+
+def channels_last(x: Any) -> Any:
+    """``x`` (N, C, H, W) in channels-last memory order (faster depthwise convs on CPU)."""
+    import torch
+
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def lightning_classification(x_train: Any, y_train: Any, x_val: Any, y_val: Any, epochs: int,
+                             batch_size: int, lr: float, seed: int = 0) -> Any:
+    """NNI's Lightning ``Classification`` evaluator on in-memory tensors: SGD (momentum 0.9,
+    weight decay 4e-5) at ``lr``, no validation loop, checkpoints or logger."""
+    import functools
+
+    import torch
+    from nni.nas.evaluator.pytorch import Classification, DataLoader
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(seed)
+    return Classification(
+        train_dataloaders=DataLoader(TensorDataset(x_train, y_train), batch_size=batch_size,
+                                     shuffle=True),
+        val_dataloaders=DataLoader(TensorDataset(x_val, y_val), batch_size=256),
+        max_epochs=epochs, num_classes=10, learning_rate=lr, weight_decay=4e-5,
+        optimizer=functools.partial(torch.optim.SGD, momentum=0.9),
+        accelerator="cpu", enable_progress_bar=False, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+
+
 def latency_profiler(space: Any, predictors: list[Any], input_shape: Sequence[int], out: Path,
                      reuse: bool = True) -> Any:
     """A :class:`~nnmeter_nas.nni.LatencyProfiler` over ``predictors``, saved as

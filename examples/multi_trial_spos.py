@@ -1,20 +1,33 @@
 #!/usr/bin/env python
-"""Hardware-aware multi-trial NAS on the SPOS (ShuffleNetV2) space with NNI 3.
+"""Hardware-aware SPOS: train a supernet once, search it under a latency budget, retrain the best.
 
-A ``NasExperiment`` (sequential engine) searches the SPOS space with a latency-aware strategy
-(``nnmeter_nas.strategies.ConstrainedEvolution``) chained with ``nnmeter_nas.nni.LatencyFilter``,
-so that no architecture over the latency budget is ever trained. Each trial trains its network
-briefly on scikit-learn's digits (8x8 images upsampled to 32x32; ships with scikit-learn, works
-offline) and reports test accuracy. At the end it prints the top architectures with accuracy and
-predicted latency on every installed predictor, and writes::
+The method of Single Path One-Shot (Guo et al.) and of NNI's hardware-aware SPOS example, on the
+SPOS (ShuffleNetV2) space with NNI 3:
 
-    <out>/trials.csv, trials.json      every trained architecture: sample, accuracy, latency (ms)
-    <out>/accuracy_vs_latency.png      accuracy against latency, budget drawn in
-    <out>/latency_table.json           the lookup table the search used (reused by a rerun)
-    <out>/nni/                         NNI's experiment directory
+1. **Supernet**: NNI's ``RandomOneShot`` strategy in a ``NasExperiment`` trains the supernet
+   once, one uniformly sampled path per step, on a small-input proxy: scikit-learn's digits
+   (8x8, upsampled to ``--image-size``) and the space's channels scaled by ``--width-mult``.
+2. **Search**: a second ``NasExperiment`` (sequential engine) over the trained supernet
+   (``nnmeter_nas.nni.SharedWeightsSpace``) with ``ConstrainedEvolution`` chained with
+   ``LatencyFilter`` (``--strategy nni-evolution``: NNI's ``RegularizedEvolution`` with the
+   filter). Each candidate inherits the supernet's weights, its batch norms are recalibrated on
+   training batches, and its validation accuracy is its score: no candidate is trained.
+3. **Retrain**: the best architecture within the budget is trained on its own from scratch and
+   evaluated on held-out digits.
 
-Run ``python examples/multi_trial_spos.py --help`` for the knobs; the defaults take a few
-minutes on a 2-core CPU. ``--tiny`` is the smoke-test setting.
+Latency is that of the same architecture as deployed: the full-width network at 1x3x224x224 on a
+named device (``--device``; by default ``cortexA76cpu_tflite21`` when its predictor covers every
+SPOS kernel at 224x224 within its calibrated range, else this host's built-in x86 predictor; the
+output says which and why). Outputs in ``--out``::
+
+    candidates.csv             every candidate: architecture, supernet accuracy, ms per device
+    top_architectures.csv      the best candidates within the budget, ms on every device
+    accuracy_vs_latency.png    candidates, budget line, Pareto front, the chosen one
+    chosen_224.onnx            the chosen architecture at 1x3x224x224 (`nnmeter-nas predict` it)
+    result.json                budget, device, chosen architecture, accuracy, times
+    latency_table.json         the lookup table (reused by a rerun)
+
+``--tiny`` is the smoke-test setting.
 """
 from __future__ import annotations
 
@@ -27,20 +40,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
+DEPLOY_SHAPE = (1, 3, 224, 224)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/multi_trial_spos"), help="output folder")
-    p.add_argument("--trials", type=int, default=10, help="architectures to train")
-    p.add_argument("--train-steps", type=int, default=25, help="SGD steps per trial")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--eval-samples", type=int, default=360,
-                   help="held-out digits to measure accuracy on (at most 360)")
+    p.add_argument("--width-mult", type=float, default=0.25,
+                   help="channel multiplier of the proxy network (latency is always at 1.0x)")
+    p.add_argument("--image-size", type=int, default=32, help="proxy input size (digits upsampled)")
+    p.add_argument("--supernet-epochs", type=int, default=12,
+                   help="epochs of supernet training (uniform single-path sampling)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (supernet, retrain)")
+    p.add_argument("--trials", type=int, default=200, help="candidates the search scores")
+    p.add_argument("--calibration-batches", type=int, default=2,
+                   help="training batches of 128 to recalibrate each candidate's batch norms on")
+    p.add_argument("--retrain-steps", type=int, default=300,
+                   help="SGD steps to train the chosen architecture from scratch")
     p.add_argument("--device", default=None,
-                   help="predictor whose latency is budgeted (default: the built-in one for this "
-                        "host's CPU, x86<isa>cpu_onnxruntime, else the first installed)")
+                   help="predictor whose latency is budgeted (default: cortexA76cpu_tflite21 when "
+                        "it covers the SPOS kernels at 224x224, else this host's x86 predictor)")
     p.add_argument("--predictors", nargs="*", default=None,
                    help="predictor names/paths to report (default: every installed one; "
                         "'dummy' = the synthetic test predictor)")
@@ -48,25 +69,28 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="latency budget in ms (default: the --budget-quantile of random SPOS "
                         "architectures on --device)")
     p.add_argument("--budget-quantile", type=float, default=0.3)
-    p.add_argument("--strategy", choices=["evolution", "random"], default="evolution")
-    p.add_argument("--population", type=int, default=6, help="evolution population size")
-    p.add_argument("--full-size", action="store_true",
-                   help="the 224x224 ImageNet space instead of the 32x32 small-input variant")
+    p.add_argument("--strategy", choices=["evolution", "nni-evolution"], default="evolution",
+                   help="evolution = nnmeter_nas ConstrainedEvolution; nni-evolution = NNI's "
+                        "RegularizedEvolution; both chained with LatencyFilter")
+    p.add_argument("--population", type=int, default=20, help="evolution population size")
     p.add_argument("--top", type=int, default=5, help="architectures in the final table")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     p.add_argument("--tiny", action="store_true",
-                   help="smoke test: 2 trials, 1 step of batch 8, 64 test images, top 2")
+                   help="smoke test: 1 supernet epoch on 128 images, 6 candidates, 2 retrain "
+                        "steps, 64 test images")
     args = p.parse_args(argv)
+    args.train_limit = None
     if args.tiny:
-        args.trials, args.train_steps, args.batch_size = 2, 1, 8
-        args.eval_samples, args.top, args.population = 64, 2, 2
+        args.supernet_epochs, args.trials, args.retrain_steps = 1, 6, 2
+        args.population, args.top, args.calibration_batches = 3, 3, 1
+        args.train_limit = 128
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     _common.setup_runtime(args.threads)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -79,135 +103,191 @@ def main(argv=None) -> dict:
     from nni.nas.strategy.middleware import Chain
 
     from nnmeter_nas.nni import LatencyFilter
+    from nnmeter_nas.nni.supernet import SharedWeightsSpace, inherited_accuracy, train_supernet
     from nnmeter_nas.search_spaces.spos import SPOS_LABELS, SPOSSpace, spos_random_sample
 
-    # ---- predictors, space, latency table
+    # ---- predictors, deployment device, latency table at 1x3x224x224
     predictors, synthetic = _common.installed_predictors(args.predictors, out)
     devices = [p.device for p in predictors]
-    device = args.device or _common.default_device(devices)
-    if device not in devices:
-        sys.exit(f"--device {device!r} is not among the predictors {devices}")
-    space = SPOSSpace(small_input=not args.full_size, num_labels=10)
-    shape = space.input_shape
-    profiler = _common.latency_profiler(space, predictors, shape, out)
-
+    device, why = _common.spos_deploy_device(predictors, args.device, out)
+    print(f"latency: the full-width network at {'x'.join(map(str, DEPLOY_SHAPE))} on {device} ({why})")
+    profiler = _common.latency_profiler(SPOSSpace(), predictors, DEPLOY_SHAPE, out)
     rng = np.random.default_rng(args.seed)
     random_ms = np.array([profiler.profile(spos_random_sample(rng), device) for _ in range(500)])
     budget = args.budget_ms or float(np.quantile(random_ms, args.budget_quantile))
-    print(f"search space: SPOS {'224x224' if args.full_size else '32x32 (small-input)'}, "
-          f"4^20 architectures; random ones on {device}: median {np.median(random_ms):.3f} ms, "
-          f"min..max {random_ms.min():.3f}..{random_ms.max():.3f} ms")
-    print(f"latency budget on {device}: {budget:.3f} ms "
-          f"({(random_ms <= budget).mean():.0%} of random architectures meet it)")
+    print(f"random architectures on {device}: median {np.median(random_ms):.3f} ms, "
+          f"{random_ms.min():.3f}..{random_ms.max():.3f} ms; budget {budget:.3f} ms "
+          f"({(random_ms <= budget).mean():.0%} of them meet it)")
 
-    # ---- data and the trial
-    size = shape[-1]
-    x_tr, y_tr, x_te, y_te = _common.digits_tensors(size=size, seed=args.seed)
-    x_te, y_te = x_te[:args.eval_samples], y_te[:args.eval_samples]
-    step_seed = iter(range(10**6))
+    # ---- data: train (supernet, calibration), validation (search score), test (final)
+    x_tr, y_tr, x_te, y_te = _common.digits_tensors(size=args.image_size, seed=args.seed)
+    x_tr, x_te = _common.channels_last(x_tr), _common.channels_last(x_te)
+    n_fit = len(y_tr) * 4 // 5
+    x_fit, y_fit, x_val, y_val = x_tr[:n_fit], y_tr[:n_fit], x_tr[n_fit:], y_tr[n_fit:]
+    if args.train_limit:
+        x_fit, y_fit = x_fit[:args.train_limit], y_fit[:args.train_limit]
+        x_val, y_val, x_te, y_te = x_val[:64], y_val[:64], x_te[:64], y_te[:64]
+    proxy = dict(small_input=True, num_labels=10, width_mult=args.width_mult)
+    print(f"accuracy: proxy network, {args.width_mult:g}x channels, digits at "
+          f"{args.image_size}x{args.image_size} ({len(y_fit)} train / {len(y_val)} validation / "
+          f"{len(y_te)} held-out test images)")
+
+    # ---- 1. supernet, trained once with NNI's RandomOneShot
+    torch.manual_seed(args.seed)
+    t0, c0 = time.perf_counter(), time.process_time()
+    supernet = train_supernet(
+        SPOSSpace(**proxy).to(memory_format=torch.channels_last),
+        _common.lightning_classification(x_fit, y_fit, x_val, y_val, args.supernet_epochs,
+                                         args.batch_size, args.lr, args.seed),
+        working_directory=out / "nni")
+    supernet_s = (time.perf_counter() - t0, time.process_time() - c0)
+    print(f"supernet: {args.supernet_epochs} epochs in {supernet_s[0]:.0f} s "
+          f"({supernet_s[1]:.0f} s CPU)")
+
+    # ---- 2. search over the trained supernet, inherited weights, within the budget
+    g = torch.Generator().manual_seed(args.seed)
+    calibration = [x_fit[torch.randint(0, len(y_fit), (128,), generator=g)]
+                   for _ in range(args.calibration_batches)]
 
     def evaluate(model: torch.nn.Module) -> None:
-        torch.manual_seed(args.seed)
-        _common.train_steps(model, x_tr, y_tr, args.train_steps, args.batch_size, args.lr,
-                            seed=args.seed + next(step_seed))
-        nni.report_final_result(_common.accuracy(model, x_te, y_te))
+        nni.report_final_result(inherited_accuracy(model, calibration, x_val, y_val))
 
-    # ---- strategy: latency-aware search + LatencyFilter as a guard on what gets trained
     budgets = {device: budget}
-    try:
-        from nnmeter_nas.strategies import ConstrainedEvolution, ConstrainedRandom
-        if args.strategy == "evolution":
-            strategy = ConstrainedEvolution(profiler, budgets, population_size=args.population,
-                                            sample_size=max(1, args.population // 3),
-                                            seed=args.seed, devices=devices, log_every=1)
-        else:
-            strategy = ConstrainedRandom(profiler, budgets, seed=args.seed, devices=devices,
-                                         log_every=1)
-    except ImportError as exc:  # pragma: no cover - the strategies package is part of nnmeter_nas
+    if args.strategy == "evolution":
+        from nnmeter_nas.strategies import ConstrainedEvolution
+        strategy = ConstrainedEvolution(profiler, budgets, population_size=args.population,
+                                        sample_size=max(1, args.population // 4),
+                                        seed=args.seed, devices=devices, log_every=0)
+    else:
         from nni.nas.strategy import RegularizedEvolution
-        print(f"nnmeter_nas.strategies unavailable ({exc}); using NNI's RegularizedEvolution")
         strategy = RegularizedEvolution(population_size=args.population,
-                                        sample_size=max(1, args.population // 3), seed=args.seed)
+                                        sample_size=max(1, args.population // 4), seed=args.seed)
     lat_filter = LatencyFilter(budgets, profiler, log_every=0)
-
     config = NasExperimentConfig("sequential", "raw")
     config.max_trial_number = args.trials
     config.experiment_working_directory = str((out / "nni").resolve())
-    exp = NasExperiment(space, FunctionalEvaluator(evaluate), Chain(strategy, lat_filter), config)
-    t_search = time.perf_counter()
-    exp.run()
-    search_s = time.perf_counter() - t_search
+    t0, c0 = time.perf_counter(), time.process_time()
+    NasExperiment(SharedWeightsSpace(supernet), FunctionalEvaluator(evaluate),
+                  Chain(strategy, lat_filter), config).run()
+    search_s = (time.perf_counter() - t0, time.process_time() - c0)
 
-    # ---- results
-    rows = []
+    rows, seen = [], set()
     for model in strategy.list_models(sort=False):
         sample = {k: v for k, v in model.sample.items() if k in SPOS_LABELS}
-        metric = model.metric
-        if isinstance(metric, dict):
-            metric = metric.get("default")
+        metric = model.metric.get("default") if isinstance(model.metric, dict) else model.metric
+        arch = _common.fmt_arch(sample, SPOS_LABELS)
+        if metric is None or arch in seen:
+            continue
+        seen.add(arch)
         lat = profiler.profile_all(sample)
-        rows.append({"arch": _common.fmt_arch(sample, SPOS_LABELS),
-                     "accuracy": None if metric is None else float(metric),
+        rows.append({"arch": arch, "supernet_accuracy": float(metric),
                      **{f"{d}_ms": float(lat[d]) for d in devices},
-                     "within_budget": bool(lat[device] <= budget * (1 + 1e-9)),
-                     "sample": sample})
-    trained = [r for r in rows if r["accuracy"] is not None]
-    trained.sort(key=lambda r: -r["accuracy"])
-    top = trained[:args.top]
-    # Cross-check the table with a full (graph-level) prediction of the top networks.
-    for r in top:
-        net = SPOSSpace.frozen_factory(r["sample"])(small_input=not args.full_size, num_labels=10)
-        r["full_prediction_ms"] = {p.device: float(p.predict(net, input_shape=shape))
-                                   for p in predictors}
+                     "within_budget": bool(lat[device] <= budget * (1 + 1e-9)), "sample": sample})
+    feasible = sorted((r for r in rows if r["within_budget"]),
+                      key=lambda r: (-r["supernet_accuracy"], r[f"{device}_ms"]))
+    if not feasible:
+        sys.exit(f"no candidate within {budget:.3f} ms on {device} was scored; raise --trials "
+                 "or --budget-ms")
+    print(f"search: {len(rows)} candidates scored with inherited weights in {search_s[0]:.0f} s "
+          f"({search_s[1]:.0f} s CPU); LatencyFilter checked {lat_filter.n_checked}, "
+          f"rejected {lat_filter.n_rejected}; {len(feasible)} within the budget")
 
+    # ---- 3. the best architecture within the budget, trained on its own
+    chosen = feasible[0]
+    torch.manual_seed(args.seed)
+    net = SPOSSpace.frozen_factory(chosen["sample"])(**proxy).to(memory_format=torch.channels_last)
+    t0, c0 = time.perf_counter(), time.process_time()
+    _common.train_steps(net, x_tr if not args.train_limit else x_fit,
+                        y_tr if not args.train_limit else y_fit,
+                        args.retrain_steps, args.batch_size, args.lr, seed=args.seed)
+    test_acc = _common.accuracy(net, x_te, y_te)
+    retrain_s = (time.perf_counter() - t0, time.process_time() - c0)
+
+    # ---- the deployment network: ONNX at 224x224, full prediction on every device
+    from nnmeter_nas.graph.torch_export import export_onnx
+
+    deploy = SPOSSpace.frozen_factory(chosen["sample"])()
+    onnx_path = out / "chosen_224.onnx"
+    tmp = onnx_path.with_suffix(".onnx.part")
+    tmp.write_bytes(export_onnx(deploy, DEPLOY_SHAPE).SerializeToString())
+    tmp.replace(onnx_path)
+    full_ms = {p.device: float(p.predict(str(onnx_path))) for p in predictors}
+
+    top = feasible[:args.top]
     import pandas as pd
-    table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("sample", "full_prediction_ms")}
-                          for r in trained])
-    table.to_csv(out / "trials.csv", index=False)
-    summary = {
-        "device": device, "budget_ms": budget, "devices": devices,
-        "synthetic_predictor": synthetic, "input_shape": list(shape),
-        "trials_requested": args.trials, "trials_trained": len(trained),
+    cols = ["arch", "supernet_accuracy"] + [f"{d}_ms" for d in devices] + ["within_budget"]
+    pd.DataFrame([{k: r[k] for k in cols} for r in rows]).to_csv(out / "candidates.csv",
+                                                                  index=False)
+    pd.DataFrame([{k: r[k] for k in cols if k != "within_budget"} for r in top]).to_csv(
+        out / "top_architectures.csv", index=False)
+    total_s = (time.perf_counter() - t_start, time.process_time() - c_start)
+    result = {
+        "device": device, "device_reason": why, "budget_ms": budget, "devices": devices,
+        "synthetic_predictor": synthetic, "deploy_input_shape": list(DEPLOY_SHAPE),
+        "proxy": {"width_mult": args.width_mult, "image_size": args.image_size},
+        "strategy": args.strategy, "candidates_scored": len(rows),
         "filter": {"checked": lat_filter.n_checked, "rejected": lat_filter.n_rejected},
-        "search_seconds": search_s, "total_seconds": time.perf_counter() - t_start,
-        "trials": rows, "top": top,
+        "chosen": {"arch": chosen["arch"], "sample": chosen["sample"],
+                   "supernet_accuracy": chosen["supernet_accuracy"],
+                   "latency_ms": {d: chosen[f"{d}_ms"] for d in devices},
+                   "onnx": str(onnx_path), "onnx_full_prediction_ms": full_ms,
+                   "retrain_steps": args.retrain_steps, "test_accuracy": test_acc,
+                   "test_images": len(y_te)},
+        "seconds": {"supernet": supernet_s[0], "search": search_s[0], "retrain": retrain_s[0],
+                    "total": total_s[0]},
+        "cpu_seconds": {"supernet": supernet_s[1], "search": search_s[1],
+                        "retrain": retrain_s[1], "total": total_s[1]},
     }
-    (out / "trials.json").write_text(json.dumps(summary, indent=1))
-    _plot(trained, device, budget, random_ms, out / "accuracy_vs_latency.png", synthetic)
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    _plot(rows, chosen, device, budget, out / "accuracy_vs_latency.png", synthetic)
 
     # ---- the printout
     print()
     if synthetic:
         print(_common.BANNER + "\n!! latencies below come from the SYNTHETIC dummy predictor, "
               "not a real device\n" + _common.BANNER)
-    print(f"trained {len(trained)} architectures in {search_s:.0f} s; all within "
-          f"{budget:.3f} ms on {device}: {all(r['within_budget'] for r in trained)} "
-          f"(LatencyFilter checked {lat_filter.n_checked}, rejected {lat_filter.n_rejected})")
-    print(f"top {len(top)} by accuracy (arch: layer_1..layer_20, 3/5/7 = kernel, x = xception):")
-    head = f"  {'arch':20s}  {'acc':>6s}" + "".join(f"  {d[:24]:>24s}" for d in devices)
-    print(head + "   (ms: table / full prediction)")
+    print(f"top {len(top)} within {budget:.3f} ms on {device} (supernet accuracy on "
+          f"{len(y_val)} validation digits; ms at {'x'.join(map(str, DEPLOY_SHAPE))}; "
+          "arch: layer_1..layer_20, 3/5/7 = kernel, x = xception):")
+    print(f"  {'arch':20s}  {'acc':>6s}" + "".join(f"  {d[:24]:>24s}" for d in devices))
     for r in top:
-        cells = "".join(f"  {r[d + '_ms']:>11.3f} / {r['full_prediction_ms'][d]:<10.3f}"
-                        for d in devices)
-        print(f"  {r['arch']:20s}  {r['accuracy']:6.1%}{cells}")
-    print(f"outputs: {out / 'trials.csv'}, {out / 'trials.json'}, "
-          f"{out / 'accuracy_vs_latency.png'}  ({time.perf_counter() - t_start:.0f} s in all)")
-    return summary
+        print(f"  {r['arch']:20s}  {r['supernet_accuracy']:6.1%}"
+              + "".join(f"  {r[d + '_ms']:>24.3f}" for d in devices))
+    print(f"chosen {chosen['arch']}: {chosen[f'{device}_ms']:.3f} ms on {device} (budget "
+          f"{budget:.3f} ms); {onnx_path} predicts "
+          + ", ".join(f"{d} {full_ms[d]:.3f}" for d in devices) + " ms")
+    print(f"chosen architecture trained alone for {args.retrain_steps} steps: "
+          f"{test_acc:.1%} on {len(y_te)} held-out digits "
+          f"(proxy {args.width_mult:g}x channels at {args.image_size}x{args.image_size})")
+    print(f"time: supernet {supernet_s[0]:.0f} s, search {search_s[0]:.0f} s, retrain "
+          f"{retrain_s[0]:.0f} s, {total_s[0]:.0f} s in all ({total_s[1]:.0f} s CPU, "
+          f"{torch.get_num_threads()} torch thread)")
+    print(f"outputs: {out}/ candidates.csv, top_architectures.csv, accuracy_vs_latency.png, "
+          "chosen_224.onnx, result.json")
+    return result
 
 
-def _plot(trained, device, budget, random_ms, path, synthetic) -> None:
+def _plot(rows, chosen, device, budget, path, synthetic) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    xs = [r[f"{device}_ms"] for r in trained]
-    ys = [100 * r["accuracy"] for r in trained]
-    ax.scatter(xs, ys, c=range(len(xs)), cmap="viridis", label="trained architectures (color: order)")
+    xs = [r[f"{device}_ms"] for r in rows]
+    ys = [100 * r["supernet_accuracy"] for r in rows]
+    ax.scatter(xs, ys, s=14, alpha=0.6, label="candidates (inherited weights)")
+    front, best = [], -1.0
+    for x, y in sorted(zip(xs, ys), key=lambda t: (t[0], -t[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    ax.step([f[0] for f in front], [f[1] for f in front], where="post", color="black", lw=1,
+            label="Pareto front")
     ax.axvline(budget, color="crimson", ls="--", label=f"budget {budget:.3f} ms")
-    ax.axvspan(float(min(random_ms.min(), budget)), float(random_ms.max()), color="grey", alpha=0.08,
-               label="range of random architectures")
-    ax.set_xlabel(f"predicted latency on {device} (ms)" + (" [SYNTHETIC]" if synthetic else ""))
-    ax.set_ylabel("digits test accuracy (%)")
-    ax.set_title("SPOS multi-trial search under a latency budget")
+    ax.scatter([chosen[f"{device}_ms"]], [100 * chosen["supernet_accuracy"]], marker="*", s=160,
+               color="gold", edgecolor="black", zorder=3, label="chosen")
+    ax.set_xlabel(f"predicted latency at 224x224 on {device} (ms)"
+                  + (" [SYNTHETIC]" if synthetic else ""))
+    ax.set_ylabel("validation accuracy, supernet weights (%)")
+    ax.set_title("SPOS search under a latency budget")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

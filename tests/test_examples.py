@@ -2,8 +2,7 @@
 
 Each example runs as a subprocess (``sys.executable examples/x.py --tiny``) with the synthetic
 predictor (``--predictors dummy``) so the run does not depend on which predictors are installed.
-The multi-trial and training examples share one output folder so the second reuses the latency
-table the first built.
+Each test has its own output folder, so each runs alone and in any order.
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
-def _run(script: str, *args: str, timeout: int = 400) -> str:
+def _run(script: str, *args: str, timeout: int = 600) -> str:
     env = dict(os.environ, PYTHONWARNINGS="ignore", TQDM_DISABLE="1")
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--tiny", *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
@@ -29,45 +28,56 @@ def _run(script: str, *args: str, timeout: int = 400) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def shared_out(tmp_path_factory):
-    return tmp_path_factory.mktemp("examples")
+def _cli_predict_ms(onnx_path: Path, package: Path) -> float:
+    proc = subprocess.run([sys.executable, "-m", "nnmeter_nas.cli", "predict", str(onnx_path),
+                           "--device", str(package), "--json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)["predictions"][0]["latency_ms"]
 
 
-def test_multi_trial_spos_trains_only_within_budget(shared_out):
-    stdout = _run("multi_trial_spos.py", "--out", str(shared_out), "--predictors", "dummy")
-    summary = json.loads((shared_out / "trials.json").read_text())
-    budget = summary["budget_ms"]
+@pytest.mark.slow
+def test_multi_trial_spos_searches_within_budget_and_exports_the_chosen(tmp_path):
+    stdout = _run("multi_trial_spos.py", "--out", str(tmp_path), "--predictors", "dummy")
+    result = json.loads((tmp_path / "result.json").read_text())
+    budget = result["budget_ms"]
     assert math.isfinite(budget) and budget > 0
-    trained = [t for t in summary["trials"] if t["accuracy"] is not None]
-    assert len(trained) == summary["trials_requested"] == 2
-    for t in trained:
-        assert 0.0 <= t["accuracy"] <= 1.0
-        assert math.isfinite(t["dummy_ms"]) and t["dummy_ms"] <= budget * (1 + 1e-9)
-    for t in summary["top"]:  # the full prediction of the network agrees with the table
-        assert t["full_prediction_ms"]["dummy"] == pytest.approx(t["dummy_ms"], rel=1e-3)
-    csv = pd.read_csv(shared_out / "trials.csv")
-    assert len(csv) == 2 and csv["within_budget"].all()
-    assert (shared_out / "accuracy_vs_latency.png").stat().st_size > 5000
-    assert "SYNTHETIC" in stdout and "top 2 by accuracy" in stdout
+    assert result["deploy_input_shape"] == [1, 3, 224, 224]
+    cands = pd.read_csv(tmp_path / "candidates.csv")
+    assert len(cands) == result["candidates_scored"] >= 1
+    assert cands["within_budget"].all() and (cands["dummy_ms"] <= budget * (1 + 1e-9)).all()
+    assert cands["supernet_accuracy"].between(0, 1).all()
+    top = pd.read_csv(tmp_path / "top_architectures.csv")
+    assert 1 <= len(top) <= 3 and top["supernet_accuracy"].is_monotonic_decreasing
+    chosen = result["chosen"]
+    assert chosen["arch"] == top["arch"][0] and len(chosen["sample"]) == 20
+    assert 0.0 <= chosen["test_accuracy"] <= 1.0
+    # the table's latency is the full prediction of the exported 224x224 network, by the CLI too
+    table_ms = chosen["latency_ms"]["dummy"]
+    assert table_ms == pytest.approx(float(top["dummy_ms"][0]))
+    assert chosen["onnx_full_prediction_ms"]["dummy"] == pytest.approx(table_ms, rel=1e-3)
+    cli_ms = _cli_predict_ms(tmp_path / "chosen_224.onnx", tmp_path / "dummy_predictor" / "dummy")
+    assert cli_ms == pytest.approx(table_ms, rel=1e-3)
+    assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 5000
+    assert "SYNTHETIC" in stdout and "0.25x channels" in stdout and "1x3x224x224" in stdout
 
 
-def test_train_latency_constrained_reports_derived_arch(shared_out):
-    stdout = _run("train_latency_constrained.py", "--out", str(shared_out),
+@pytest.mark.slow
+def test_train_latency_constrained_reports_derived_arch(tmp_path):
+    stdout = _run("train_latency_constrained.py", "--out", str(tmp_path),
                   "--predictors", "dummy")
-    assert "reusing" in stdout  # the latency table of the first example
-    result = json.loads((shared_out / "result.json").read_text())
+    result = json.loads((tmp_path / "result.json").read_text())
     assert len(result["derived_arch"]) == 20
     lat = result["derived_latency_ms"]["dummy"]
     assert math.isfinite(lat) and lat > 0
     assert result["derived_full_prediction_ms"]["dummy"] == pytest.approx(lat, rel=1e-3)
     assert result["meets_target"] == (lat <= result["target_ms"] * (1 + 1e-9))
     assert 0.0 <= result["accuracy"] <= 1.0
-    hist = pd.read_csv(shared_out / "history.csv")
+    hist = pd.read_csv(tmp_path / "history.csv")
     assert len(hist) == 3 and hist.notna().all().all()
     assert (hist["expected_latency_ms"] > 0).all()
     assert f"latency on dummy: {lat:.4f} ms" in stdout
-    assert (shared_out / "training_curves.png").stat().st_size > 5000
+    assert (tmp_path / "training_curves.png").stat().st_size > 5000
 
 
 def test_score_spos_rows_and_percentiles(tmp_path):

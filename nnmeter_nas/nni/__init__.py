@@ -7,6 +7,9 @@
 - :func:`find_choice_points`, :func:`build_latency_table`
 - :class:`TabularEvaluator`, :class:`NB201Lookup` (metrics looked up instead of trained) and
   :func:`run_sequential_experiment` (NNI's sequential engine with a budget of architectures)
+- :func:`train_supernet`, :func:`recalibrate_batchnorm`, :func:`inherited_accuracy`,
+  :func:`keep_fixed_operations`: SPOS weight sharing (train the supernet once with NNI's
+  ``RandomOneShot``, score subnets with inherited weights)
 
 Names are imported lazily; using any of them imports torch and NNI.
 """
@@ -34,6 +37,10 @@ _LAZY = {
     "run_sequential_experiment": "experiment",
     "evaluated_models": "experiment",
     "nni_home": "experiment",
+    "train_supernet": "supernet",
+    "recalibrate_batchnorm": "supernet",
+    "inherited_accuracy": "supernet",
+    "keep_fixed_operations": "supernet",
     "UnsupportedSpaceError": "errors",
     "SampleError": "errors",
     "TableMismatchError": "errors",

@@ -11,6 +11,10 @@ Two input sizes:
   ``(1, 3, 32, 32)``, 10 classes): the stem convolution has stride 1 instead of 2, so the four
   stages run at 16x16, 8x8, 4x4 and 2x2. The choice labels and values are the same.
 
+``width_mult`` scales every layer's channels (e.g. 0.25 for a proxy network that trains in
+seconds on a CPU); the choice labels and values do not change, so an architecture found on a
+narrow small-input proxy is the same architecture as the 224x224 full-width network.
+
 ``SPOS_PUBLISHED_ARCH`` is the architecture published by the SPOS authors (the one NNI ships as
 ``ShuffleNetSpace.load_searched_model('spos')``).
 
@@ -63,18 +67,40 @@ class SPOSSpace(ShuffleNetSpace):
         NNI's optional ``channel_{i}`` choices of the blocks' middle width (0.2x .. 1.6x).
     affine
         Affine batch norms.
+    width_mult : float, default=1.0
+        Multiplier of every layer's channel count (rounded to a multiple of 8, at least 8);
+        1.0 is NNI's space as published.
     """
 
     def __init__(self, num_labels: int | None = None, small_input: bool = False,
-                 channel_search: bool = False, affine: bool = True):
+                 channel_search: bool = False, affine: bool = True, width_mult: float = 1.0):
         if num_labels is None:
             num_labels = 10 if small_input else 1000
+        if not (width_mult > 0):
+            raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
+        # Read by the stage_out_channels setter while ShuffleNetSpace.__init__ builds the layers.
+        object.__setattr__(self, "_width_mult", float(width_mult))
         super().__init__(num_labels=num_labels, channel_search=channel_search, affine=affine)
         self.small_input = small_input
+        self.width_mult = float(width_mult)
         if small_input:
             stem = self.first_conv[0]
             self.first_conv[0] = nn.Conv2d(stem.in_channels, stem.out_channels, 3, 1, 1, bias=False)
             nn.init.normal_(self.first_conv[0].weight, 0, 0.01)
+
+    @property
+    def stage_out_channels(self) -> list[int]:
+        """Output channels of the stem, the four stages and the last conv (after ``width_mult``)."""
+        return self._stage_out_channels
+
+    @stage_out_channels.setter
+    def stage_out_channels(self, channels: list[int]) -> None:
+        # ShuffleNetSpace.__init__ assigns its published widths here before building any layer,
+        # so scaling them in this setter is the one place a width multiplier has to act.
+        w = self.__dict__.get("_width_mult", 1.0)
+        scaled = [channels[0]] + [c if w == 1.0 else max(8, int(round(c * w / 8)) * 8)
+                                  for c in channels[1:]]
+        object.__setattr__(self, "_stage_out_channels", scaled)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
