@@ -17,24 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -49,7 +38,7 @@ def main() -> None:
     from nnmeter_nas.graph import load_graph
     from nnmeter_nas.graph.torch_export import export_onnx
     from nnmeter_nas.testing import make_dummy_predictor
-    from nnmeter_parity import networks
+    from nnmeter_parity import median_time, networks
 
     torch.set_num_threads(1)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")

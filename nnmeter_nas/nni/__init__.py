@@ -8,8 +8,9 @@
 - :class:`TabularEvaluator`, :class:`NB201Lookup` (metrics looked up instead of trained) and
   :func:`run_sequential_experiment` (NNI's sequential engine with a budget of architectures)
 - :func:`train_supernet`, :func:`recalibrate_batchnorm`, :func:`inherited_accuracy`,
-  :func:`keep_fixed_operations`: SPOS weight sharing (train the supernet once with NNI's
-  ``RandomOneShot``, score subnets with inherited weights)
+  :func:`keep_fixed_operations`, :func:`shared_subnet`, :class:`SharedWeightsSpace`: SPOS weight
+  sharing (train the supernet once with NNI's ``RandomOneShot``, score subnets with inherited
+  weights)
 
 Names are imported lazily; using any of them imports torch and NNI.
 """
@@ -41,6 +42,8 @@ _LAZY = {
     "recalibrate_batchnorm": "supernet",
     "inherited_accuracy": "supernet",
     "keep_fixed_operations": "supernet",
+    "shared_subnet": "supernet",
+    "SharedWeightsSpace": "supernet",
     "UnsupportedSpaceError": "errors",
     "SampleError": "errors",
     "TableMismatchError": "errors",
