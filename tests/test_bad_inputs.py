@@ -303,6 +303,31 @@ def test_kernel_npz_without_n_features(tmp_path, static_onnx, capsys):
         "'n_features'" in err_text and "reinstall" in err_text
 
 
+def test_cost_model_npz_without_n_features_names_the_file_and_the_entry(tmp_path):
+    """The four built-in devices store KernelCostModel files: the same row of the table."""
+    from nnmeter_nas.packages.registry import builtin_dir
+    from nnmeter_nas.regressors import load_regressor
+    from nnmeter_nas.regressors.cost_model import FORMAT, KernelCostModel
+
+    src = builtin_dir() / "cortexA76cpu_tflite21" / "kernels" / "conv-bn-relu.npz"
+    with np.load(src) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(bytes(arrays["header"]).decode())
+    assert header["format"] == FORMAT  # a cost model, not a tree ensemble
+    del header["n_features"]
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    path = tmp_path / "conv-bn-relu.npz"
+    path.write_bytes(_npz(**arrays))
+    with pytest.raises(RegressorFileError) as err:
+        KernelCostModel.load(path)
+    assert str(path) in str(err.value) and "n_features" in str(err.value) and \
+        "reinstall" in str(err.value)
+    with pytest.raises(RegressorFileError, match="n_features"):
+        load_regressor(path.read_bytes())
+    with pytest.raises(RegressorFileError, match="not a regressor file"):
+        load_regressor(b"not an npz")
+
+
 def test_broken_kernel_inside_an_installed_zip_names_the_zip(tmp_path, nnmeter_home):
     d = _package(tmp_path / "pkg")
     _tamper_kernel(d, pickle.dumps("not a forest"))

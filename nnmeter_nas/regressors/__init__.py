@@ -45,14 +45,18 @@ def regressor_kind(regressor: Any) -> str:
 
 def load_regressor(data: bytes) -> Any:
     """A regressor from its ``.npz`` bytes, of the kind its header names. Never unpickles;
-    raises ``ValueError`` for an unknown or unreadable file."""
+    raises :class:`~nnmeter_nas.errors.RegressorFileError` (a ``ValueError``) for an unknown or
+    unreadable file."""
+    from ..errors import RegressorFileError
+
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             header = json.loads(bytes(z["header"]).decode())
     except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"not a regressor file ({exc})") from exc
+        raise RegressorFileError(f"not a regressor file ({exc}); rebuild the package or "
+                                 "reinstall it") from exc
     fmt = header.get("format") if isinstance(header, dict) else None
     if fmt not in REGRESSOR_FORMATS:
-        raise ValueError(f"unknown regressor format {fmt!r}; this nnmeter_nas reads "
-                         f"{sorted(REGRESSOR_FORMATS)} (upgrade nnmeter-nas?)")
+        raise RegressorFileError(f"unknown regressor format {fmt!r}; this nnmeter_nas reads "
+                                 f"{sorted(REGRESSOR_FORMATS)} (upgrade nnmeter-nas?)")
     return REGRESSOR_FORMATS[fmt][1](data)

@@ -261,8 +261,15 @@ class KernelCostModel:
 
     @classmethod
     def load(cls, path_or_bytes: str | Path | bytes) -> "KernelCostModel":
-        """Load from a ``.npz`` path or its bytes. Never unpickles."""
+        """Load from a ``.npz`` path or its bytes. Never unpickles.
+
+        Raises :class:`~nnmeter_nas.errors.RegressorFileError` (a ``ValueError``) naming the
+        file and the missing or unreadable entry."""
+        from ..errors import RegressorFileError
+
         src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+        where = "<bytes>" if isinstance(path_or_bytes, bytes) else path_or_bytes
+        fix = "rebuild the package or reinstall it"
         keys = ("coef", "exponents", "gate_feature", "gate_lo", "gate_hi", "corr_rows",
                 "corr_factor")
         try:
@@ -270,13 +277,20 @@ class KernelCostModel:
                 header = json.loads(bytes(z["header"]).decode())
                 arrays = {k: z[k] for k in keys}
         except (OSError, KeyError, ValueError) as exc:
-            where = "<bytes>" if isinstance(path_or_bytes, bytes) else path_or_bytes
-            raise ValueError(f"not a kernel cost model file: {where} ({exc})") from exc
-        if header.get("format") != FORMAT:
-            raise ValueError(f"not a kernel cost model file (format {header.get('format')!r})")
+            raise RegressorFileError(f"{where}: not a kernel cost model file ({exc}); "
+                                     f"{fix}") from exc
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            fmt = header.get("format") if isinstance(header, dict) else None
+            raise RegressorFileError(f"{where}: not a kernel cost model file (format {fmt!r}); "
+                                     f"{fix}")
         if int(header.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"kernel cost model format version {header['format_version']} is "
-                             "newer than this nnmeter_nas supports; upgrade nnmeter-nas")
+            raise RegressorFileError(f"{where}: kernel cost model format version "
+                                     f"{header['format_version']} is newer than this nnmeter_nas "
+                                     "supports; upgrade nnmeter-nas")
+        missing = [k for k in ("regressor", "n_features") if k not in header]
+        if missing:
+            raise RegressorFileError(f"{where}: the kernel cost model's header lacks "
+                                     f"{', '.join(missing)}; {fix}")
         return cls(regressor=header["regressor"], n_features=header["n_features"],
                    corr_bound=header.get("corr_bound", 1.5),
                    term_names=header.get("term_names", []), meta=header.get("meta", {}),
