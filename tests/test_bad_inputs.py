@@ -326,6 +326,14 @@ def test_cost_model_npz_without_n_features_names_the_file_and_the_entry(tmp_path
         load_regressor(path.read_bytes())
     with pytest.raises(RegressorFileError, match="not a regressor file"):
         load_regressor(b"not an npz")
+    # the inflation cap the tree ensembles have holds for cost models too (one reader)
+    arrays["header"] = np.frombuffer(json.dumps({**header, "n_features": 7}).encode(),
+                                     dtype=np.uint8)
+    arrays["corr_factor"] = np.zeros(80 << 20, dtype=np.uint8)  # 80 MiB packing to ~80 KB
+    bomb = io.BytesIO()
+    np.savez_compressed(bomb, **arrays)
+    with pytest.raises(RegressorFileError, match="would inflate"):
+        KernelCostModel.load(bomb.getvalue())
 
 
 def test_broken_kernel_inside_an_installed_zip_names_the_zip(tmp_path, nnmeter_home):

@@ -266,31 +266,25 @@ class KernelCostModel:
         Raises :class:`~nnmeter_nas.errors.RegressorFileError` (a ``ValueError``) naming the
         file and the missing or unreadable entry."""
         from ..errors import RegressorFileError
+        from .npz_file import read_regressor_npz
 
-        src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
-        where = "<bytes>" if isinstance(path_or_bytes, bytes) else path_or_bytes
-        fix = "rebuild the package or reinstall it"
         keys = ("coef", "exponents", "gate_feature", "gate_lo", "gate_hi", "corr_rows",
                 "corr_factor")
-        try:
-            with np.load(src, allow_pickle=False) as z:
-                header = json.loads(bytes(z["header"]).decode())
-                arrays = {k: z[k] for k in keys}
-        except (OSError, KeyError, ValueError) as exc:
-            raise RegressorFileError(f"{where}: not a kernel cost model file ({exc}); "
-                                     f"{fix}") from exc
+        label, redo, header, arrays = read_regressor_npz(path_or_bytes, keys,
+                                                         "kernel cost model",
+                                                         "KernelCostModel.save")
         if not isinstance(header, dict) or header.get("format") != FORMAT:
-            fmt = header.get("format") if isinstance(header, dict) else None
-            raise RegressorFileError(f"{where}: not a kernel cost model file (format {fmt!r}); "
-                                     f"{fix}")
+            got = header.get("format") if isinstance(header, dict) else type(header).__name__
+            raise RegressorFileError(f"{label}not a kernel cost model file (header format "
+                                     f"{got!r}, expected {FORMAT!r}){redo}")
         if int(header.get("format_version", 0)) > FORMAT_VERSION:
-            raise RegressorFileError(f"{where}: kernel cost model format version "
+            raise RegressorFileError(f"{label}kernel cost model format version "
                                      f"{header['format_version']} is newer than this nnmeter_nas "
                                      "supports; upgrade nnmeter-nas")
         missing = [k for k in ("regressor", "n_features") if k not in header]
         if missing:
-            raise RegressorFileError(f"{where}: the kernel cost model's header lacks "
-                                     f"{', '.join(missing)}; {fix}")
+            raise RegressorFileError(f"{label}the kernel cost model's header lacks "
+                                     f"{', '.join(missing)}{redo}")
         return cls(regressor=header["regressor"], n_features=header["n_features"],
                    corr_bound=header.get("corr_bound", 1.5),
                    term_names=header.get("term_names", []), meta=header.get("meta", {}),

@@ -273,44 +273,11 @@ class TreeEnsemble:
         file for anything that is not a tree-ensemble file :meth:`save` wrote.
         """
         from ..errors import RegressorFileError
+        from .npz_file import read_regressor_npz
 
-        is_bytes = isinstance(path_or_bytes, (bytes, bytearray))
-        # Bytes come from a package, whose loader prefixes the package and member names.
-        label = "" if is_bytes else f"{path_or_bytes}: "
-        src = io.BytesIO(bytes(path_or_bytes)) if is_bytes else path_or_bytes
-        redo = ("; it must be a kernel regressor nnmeter_nas wrote (TreeEnsemble.save or a "
-                "predictor package): rebuild or reinstall the package it came from")
         keys = ("left", "right", "feature", "threshold", "value", "roots")
-        try:
-            z = np.load(src, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise RegressorFileError(f"{label}not a tree-ensemble file (a single "
-                                         f"array, not an .npz archive){redo}")
-            with z:
-                missing = [k for k in ("header",) + keys if k not in z.files]
-                if missing:
-                    raise RegressorFileError(f"{label}not a tree-ensemble file (no "
-                                             f"{', '.join(missing)} array){redo}")
-                declared = sum(i.file_size for i in z.zip.infolist())
-                packed = sum(i.compress_size for i in z.zip.infolist())
-                if declared > _MAX_INFLATED_BYTES or \
-                        (declared > _RATIO_FLOOR_BYTES and declared > _MAX_RATIO * packed):
-                    raise RegressorFileError(f"{label}its arrays would inflate to {declared} "
-                                             f"bytes from {packed}; refusing it{redo}")
-                header = json.loads(bytes(z["header"]).decode())
-                arrays = {k: z[k] for k in keys}
-        except RegressorFileError:
-            raise
-        except FileNotFoundError:
-            raise RegressorFileError(f"{label}no such kernel regressor file; check the "
-                                     "path") from None
-        except (OSError, ValueError, UnicodeDecodeError, EOFError) as exc:
-            # numpy's own text suggests allow_pickle=True, which a package must never need.
-            what = ("not an .npz archive: numpy could read it only by unpickling, which "
-                    "nnmeter_nas never does") if "pickle" in str(exc) else \
-                f"cannot be read: {type(exc).__name__}: {exc}"
-            raise RegressorFileError(f"{label}not a tree-ensemble file ({what}){redo}") \
-                from None
+        label, redo, header, arrays = read_regressor_npz(path_or_bytes, keys, "tree-ensemble",
+                                                         "TreeEnsemble.save")
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             got = header.get("format") if isinstance(header, dict) else type(header).__name__
             raise RegressorFileError(f"{label}not a tree-ensemble file (header format "
@@ -333,13 +300,6 @@ class TreeEnsemble:
         except (TypeError, ValueError) as exc:
             raise RegressorFileError(f"{label}inconsistent tree ensemble ({exc}){redo}") \
                 from None
-
-
-# A regressor file whose arrays inflate past these is refused before they are read: real
-# forests compress 2-10x, all-zero bombs about 1000x.
-_MAX_INFLATED_BYTES = 4 << 30
-_MAX_RATIO = 100
-_RATIO_FLOOR_BYTES = 64 << 20
 
 
 def _tree_arrays(tree: Any) -> dict:
