@@ -95,6 +95,27 @@ def test_store_appends_resumes_and_tolerates_torn_line(tmp_path):
         MeasurementStore(path)
 
 
+def test_training_data_normalises_each_batch_by_its_reference_time(tmp_path):
+    from nnmeter_nas.builder import BuildConfig
+    from nnmeter_nas.builder.build import Builder
+
+    header = {"name": "onnxruntime-cpu", "version": "1", "intra_op_num_threads": 1}
+    s = MeasurementStore(tmp_path / "m.jsonl", header=header)
+    # three quiet batches (reference 1.0 ms) and one slowed by 20% (kernel and reference)
+    for i, (lat, ref) in enumerate([(2.0, 1.0), (2.0, 1.0), (2.0, 1.0), (2.4, 1.2)]):
+        s.append({"key": str(i), "regressor": "conv", "features": [float(i)],
+                  "latency_ms": lat, "ref_ms": ref, "phase": "prior"})
+    s.append({"key": "noref", "regressor": "conv", "features": [9.0], "latency_ms": 5.0,
+              "phase": "prior"})
+    cfg = BuildConfig(name="t", work_dir=tmp_path / "w", backend_options={"threads": 1})
+    _, y, _ = Builder(cfg).training_data(s, "conv")
+    np.testing.assert_allclose(y, [2.0, 2.0, 2.0, 2.0, 5.0])
+    raw = BuildConfig(name="t", work_dir=tmp_path / "w", backend_options={"threads": 1},
+                      reference_normalize=False)
+    _, y, _ = Builder(raw).training_data(s, "conv")
+    np.testing.assert_allclose(y, [2.0, 2.0, 2.0, 2.4, 5.0])
+
+
 # ----------------------------------------------------------------------------- specs
 def test_channel_range_grows_as_maps_shrink():
     lo224, hi224 = channel_range(224)

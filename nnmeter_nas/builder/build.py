@@ -91,6 +91,11 @@ class BuildConfig:
     cold_flush_mb: float = 64.0
     time_budget_s: float | None = None
     progress: bool = True
+    # Scale every kernel timing by (the build's median reference time) / (the reference time
+    # in its own batch): the reference network (measure.reference_model) is timed in every
+    # batch, so a batch timed while other processes' memory traffic slowed the machine is
+    # brought back to the build's typical state instead of teaching the regressors noise.
+    reference_normalize: bool = True
 
     def __post_init__(self) -> None:
         self.work_dir = Path(self.work_dir)
@@ -262,14 +267,18 @@ class Builder:
         return self._cold_flush_mb if spec.cold_weights else self.cfg.flush_mb
 
     # ------------------------------------------------------------------ fitting
-    @staticmethod
-    def training_data(store: MeasurementStore, regressor: str,
+    def training_data(self, store: MeasurementStore, regressor: str,
                       phases: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray,
                                                                     list[dict]]:
+        """Features ``X`` (n, n_features), kernel latencies ``y`` (n,) in ms, and the records
+        of ``regressor`` in ``phases`` (all when None); latencies reference-normalised when
+        the config asks for it (:func:`reference_factors`)."""
         recs = [r for r in store.records() if r["regressor"] == regressor and
                 (phases is None or r.get("phase") in set(phases))]
         X = np.asarray([r["features"] for r in recs], dtype=float)
         y = np.asarray([r["latency_ms"] for r in recs], dtype=float)
+        if self.cfg.reference_normalize and len(y):
+            y = y * reference_factors(recs, reference_median(store))
         return X, y, recs
 
     def fit_all(self, store: MeasurementStore, phases: Iterable[str] | None = None,
@@ -416,7 +425,9 @@ class Builder:
             "machine_state": {
                 "reference_ms": stats(refs), "loadavg_1min": stats(loads),
                 "note": "latency of builder.measure.reference_model() timed in each batch, and "
-                        "the 1-minute load average: how busy the machine was while measuring"},
+                        "the 1-minute load average: how busy the machine was while measuring",
+                "kernel_latencies_normalized_to_ms": (
+                    reference_median(store) if self.cfg.reference_normalize else None)},
             "flops_baseline": baseline,
             "config": {k: (str(v) if isinstance(v, Path) else v)
                        for k, v in asdict(self.cfg).items()
@@ -433,6 +444,34 @@ class Builder:
             fusion_rules=rules, feature_set=self.cfg.feature_set,
             kernel_info={r: f.info() for r, f in fits.items()}, free_kernel_types=free,
             source=source, extra={"free_kernel_notes": notes}, overwrite=True)
+
+
+# A batch whose reference time is more than 1.5x off the build's median was timed in a state
+# this correction cannot describe (a preempted batch); it is left as measured.
+_MAX_REFERENCE_FACTOR = 1.5
+
+
+def reference_median(store: MeasurementStore) -> float | None:
+    """Median reference-network time (ms) over the kernel records of ``store`` (None when no
+    record has one): the machine state every timing is normalised to."""
+    refs = [r["ref_ms"] for r in store.records() if r.get("ref_ms")]
+    return float(np.median(refs)) if refs else None
+
+
+def reference_factors(records: Sequence[dict], ref_median: float | None) -> np.ndarray:
+    """Per record, ``ref_median / ref_ms`` (the reference network's time in the build overall
+    over its time in the record's batch); 1 for records without a reference time or with a
+    ratio beyond 1/1.5..1.5."""
+    out = np.ones(len(records))
+    if not ref_median:
+        return out
+    for i, r in enumerate(records):
+        ref = r.get("ref_ms")
+        if ref:
+            f = ref_median / float(ref)
+            if 1.0 / _MAX_REFERENCE_FACTOR <= f <= _MAX_REFERENCE_FACTOR:
+                out[i] = f
+    return out
 
 
 def reuse_measurements(old_work_dir: str | Path, config: BuildConfig, *,
