@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-cold", type=Path, default=None, metavar="OLD_WORK_DIR",
                     help="start the cold regime from an earlier cold build's measurements")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--refit", action="store_true",
+                    help="measure no kernel: fit both regimes from the stores in --work-dir as "
+                         "they are, then measure the join's networks and write the package")
     ap.add_argument("--reuse", type=Path, default=None, metavar="OLD_WORK_DIR",
                     help="start from an earlier build's measurements, features recomputed "
                          "(nnmeter_nas.builder.reuse_measurements)")
@@ -96,12 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             kept = reuse_measurements(args.reuse_cold, cold_cfg)
             print(f"reused {kept} measurements of {args.reuse_cold} (cold regime)")
         path, model = build_two_regimes(cfg, cold_flush_mb=args.cold_regime_mb,
-                                        networks=args.networks)
+                                        networks=args.networks, refit=args.refit)
         print(f"cache model: {cache_model_summary(model)}")
         size = sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
         print(f"package: {path} ({size / 1e6:.2f} MB)")
         return 0
-    result = build_predictor(cfg)
+    result = build_predictor(cfg, refit=args.refit)
     print(f"{'regressor':16s} {'model':8s} {'n':>5s} {'cv RMSPE':>9s} {'cv <=10%':>9s}")
     for reg, f in sorted(result.fits.items()):
         v = f.validation

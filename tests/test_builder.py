@@ -107,13 +107,17 @@ def test_training_data_normalises_each_batch_by_its_reference_time(tmp_path):
                   "latency_ms": lat, "ref_ms": ref, "phase": "prior"})
     s.append({"key": "noref", "regressor": "conv", "features": [9.0], "latency_ms": 5.0,
               "phase": "prior"})
+    # a batch timed with caches flushed: its reference is slower, and is compared with the
+    # other flushed batches only
+    s.append({"key": "cold", "regressor": "conv", "features": [8.0], "latency_ms": 7.0,
+              "ref_ms": 1.3, "flush_mb": 64.0, "phase": "prior"})
     cfg = BuildConfig(name="t", work_dir=tmp_path / "w", backend_options={"threads": 1})
     _, y, _ = Builder(cfg).training_data(s, "conv")
-    np.testing.assert_allclose(y, [2.0, 2.0, 2.0, 2.0, 5.0])
+    np.testing.assert_allclose(y, [2.0, 2.0, 2.0, 2.0, 5.0, 7.0])
     raw = BuildConfig(name="t", work_dir=tmp_path / "w", backend_options={"threads": 1},
                       reference_normalize=False)
     _, y, _ = Builder(raw).training_data(s, "conv")
-    np.testing.assert_allclose(y, [2.0, 2.0, 2.0, 2.4, 5.0])
+    np.testing.assert_allclose(y, [2.0, 2.0, 2.0, 2.4, 5.0, 7.0])
 
 
 # ----------------------------------------------------------------------------- specs
@@ -286,6 +290,21 @@ def test_tiny_build_end_to_end_and_resume(tmp_path):
         warnings.simplefilter("ignore")
         again = build_predictor(cfg)
     assert again.n_measurements == res.n_measurements
+
+    # refit: measures nothing, fits the stored timings (here without the reference
+    # normalisation, so the kernel files change and the manifest says so)
+    size_before = (tmp_path / "work" / "measurements.jsonl").stat().st_size
+    from dataclasses import replace as _replace
+
+    raw = build_predictor(_replace(cfg, output=tmp_path / "pkg-raw", reference_normalize=False),
+                          refit=True)
+    assert (tmp_path / "work" / "measurements.jsonl").stat().st_size == size_before
+    assert raw.n_measurements == res.n_measurements and set(raw.fits) == set(res.fits)
+    state = PredictorPackage.load(raw.package).manifest["source"]["machine_state"]
+    assert state["kernel_latencies_normalized_to_ms"] is None
+    assert man["source"]["machine_state"]["kernel_latencies_normalized_to_ms"]["8.0"] > 0
+    with pytest.raises(FileNotFoundError, match="no measurements"):
+        build_predictor(_replace(cfg, work_dir=tmp_path / "empty"), refit=True)
 
     # reuse under another feature set: same timings, features recomputed by the engine
     from dataclasses import replace

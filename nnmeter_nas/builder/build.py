@@ -278,7 +278,7 @@ class Builder:
         X = np.asarray([r["features"] for r in recs], dtype=float)
         y = np.asarray([r["latency_ms"] for r in recs], dtype=float)
         if self.cfg.reference_normalize and len(y):
-            y = y * reference_factors(recs, reference_median(store))
+            y = y * reference_factors(recs, reference_medians(store))
         return X, y, recs
 
     def fit_all(self, store: MeasurementStore, phases: Iterable[str] | None = None,
@@ -374,6 +374,24 @@ class Builder:
             jobs = self.adaptive_jobs(store, specs, counts, rnd)
             self.measure_configs(measurer, store, jobs, f"adaptive-{rnd}", f"adaptive {rnd}")
 
+        return self._fit_and_write(store, rules)
+
+    def refit(self) -> BuildResult:
+        """Fit and write the package from the measurements already in ``work_dir``'s store,
+        measuring nothing: for when how timings are fitted changes (e.g.
+        ``reference_normalize``) but the timings do not. Raises FileNotFoundError when the
+        store is empty."""
+        self._t0 = time.time()
+        store = MeasurementStore(self.cfg.work_dir / STORE_NAME)
+        if len(store) == 0:
+            raise FileNotFoundError(f"no measurements in {self.cfg.work_dir / STORE_NAME}")
+        stored = store.records(kind="fusion_rules")
+        if not stored:
+            raise ValueError(f"{store.path} has no fusion rules; run the build first")
+        return self._fit_and_write(store, FusionRules.from_dict(stored[-1]["rules"]))
+
+    def _fit_and_write(self, store: MeasurementStore, rules: FusionRules) -> BuildResult:
+        cfg = self.cfg
         fits = self.fit_all(store)
         recs = store.records()
         baseline = fit_flops_baseline([kernel_flops(r["regressor"], r["features"]) for r in recs],
@@ -427,7 +445,8 @@ class Builder:
                 "note": "latency of builder.measure.reference_model() timed in each batch, and "
                         "the 1-minute load average: how busy the machine was while measuring",
                 "kernel_latencies_normalized_to_ms": (
-                    reference_median(store) if self.cfg.reference_normalize else None)},
+                    {str(k): v for k, v in sorted(reference_medians(store).items())}
+                    if self.cfg.reference_normalize else None)},
             "flops_baseline": baseline,
             "config": {k: (str(v) if isinstance(v, Path) else v)
                        for k, v in asdict(self.cfg).items()
@@ -451,24 +470,27 @@ class Builder:
 _MAX_REFERENCE_FACTOR = 1.5
 
 
-def reference_median(store: MeasurementStore) -> float | None:
-    """Median reference-network time (ms) over the kernel records of ``store`` (None when no
-    record has one): the machine state every timing is normalised to."""
-    refs = [r["ref_ms"] for r in store.records() if r.get("ref_ms")]
-    return float(np.median(refs)) if refs else None
+def reference_medians(store: MeasurementStore) -> dict[float, float]:
+    """Median reference-network time (ms) over the kernel records of ``store``, per cache
+    flush the batch was timed with (records' ``flush_mb``; the reference is timed under its
+    batch's plan, so a flushed batch's reference is slower): the machine state every timing
+    is normalised to."""
+    refs: dict[float, list[float]] = {}
+    for r in store.records():
+        if r.get("ref_ms"):
+            refs.setdefault(float(r.get("flush_mb") or 0.0), []).append(float(r["ref_ms"]))
+    return {k: float(np.median(v)) for k, v in refs.items()}
 
 
-def reference_factors(records: Sequence[dict], ref_median: float | None) -> np.ndarray:
-    """Per record, ``ref_median / ref_ms`` (the reference network's time in the build overall
-    over its time in the record's batch); 1 for records without a reference time or with a
-    ratio beyond 1/1.5..1.5."""
+def reference_factors(records: Sequence[dict], medians: dict[float, float]) -> np.ndarray:
+    """Per record, ``median / ref_ms``: the reference network's median time over the build
+    (for the record's cache flush, :func:`reference_medians`) over its time in the record's
+    batch; 1 for records without a reference time or with a ratio beyond 1/1.5..1.5."""
     out = np.ones(len(records))
-    if not ref_median:
-        return out
     for i, r in enumerate(records):
-        ref = r.get("ref_ms")
-        if ref:
-            f = ref_median / float(ref)
+        ref, med = r.get("ref_ms"), medians.get(float(r.get("flush_mb") or 0.0))
+        if ref and med:
+            f = med / float(ref)
             if 1.0 / _MAX_REFERENCE_FACTOR <= f <= _MAX_REFERENCE_FACTOR:
                 out[i] = f
     return out
@@ -528,6 +550,8 @@ def reuse_measurements(old_work_dir: str | Path, config: BuildConfig, *,
     return kept
 
 
-def build_predictor(config: BuildConfig, **kwargs: Any) -> BuildResult:
-    """Run a build (see :class:`BuildConfig`); returns the fits and the package path."""
-    return Builder(config, **kwargs).run()
+def build_predictor(config: BuildConfig, *, refit: bool = False, **kwargs: Any) -> BuildResult:
+    """Run a build (see :class:`BuildConfig`); returns the fits and the package path. With
+    ``refit=True``, only fit and write from the stored measurements (:meth:`Builder.refit`)."""
+    builder = Builder(config, **kwargs)
+    return builder.refit() if refit else builder.run()

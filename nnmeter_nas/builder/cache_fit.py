@@ -273,11 +273,13 @@ def cache_model_summary(model: CacheModel) -> str:
 
 
 def build_two_regimes(config: Any, *, cold_flush_mb: float = 16.0, networks: int = 160,
-                      passes: int = 10, **kwargs: Any) -> tuple[Path, CacheModel]:
+                      passes: int = 10, refit: bool = False,
+                      **kwargs: Any) -> tuple[Path, CacheModel]:
     """Build ``config`` twice, warm and with ``cold_flush_mb`` MiB flushed before every kernel
     run (same fusion rules, measurements under ``work_dir`` and ``work_dir/cold``; each
-    resumable), then :func:`join_regimes` into ``config.output``. Returns the package path
-    and the fitted cache model."""
+    resumable), then :func:`join_regimes` into ``config.output``. ``refit=True`` measures no
+    kernel again: both regimes are fitted from their stores as they are (the networks of the
+    join are measured anew). Returns the package path and the fitted cache model."""
     from dataclasses import replace
 
     from .build import build_predictor
@@ -288,13 +290,14 @@ def build_two_regimes(config: Any, *, cold_flush_mb: float = 16.0, networks: int
         raise ValueError(f"cold_flush_mb ({cold_flush_mb}) must exceed flush_mb "
                          f"({config.flush_mb})")
     work = Path(config.work_dir)
-    warm = build_predictor(replace(config, output=work / "warm-package"), **kwargs)
+    warm = build_predictor(replace(config, output=work / "warm-package"), refit=refit,
+                           **kwargs)
     if warm.package is None:
         raise RuntimeError(f"the warm build in {work} wrote no package (nothing measured?)")
     cold_cfg = replace(config, work_dir=work / "cold", output=work / "cold-package",
                        flush_mb=cold_flush_mb,
                        fusion_rules=Path(warm.package) / "fusion_rules.json")
-    cold = build_predictor(cold_cfg, **kwargs)
+    cold = build_predictor(cold_cfg, refit=refit, **kwargs)
     if cold.package is None:
         raise RuntimeError(f"the cold build in {work / 'cold'} wrote no package")
     return join_regimes(warm.package, cold.package, config.output, networks=networks,
