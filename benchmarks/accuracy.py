@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compose > 0:
         groups["composed"] = list(composed(args.compose, args.seed))
     breakdowns: dict[str, object] = {}
-    from nnmeter_nas.builder.measure import reference_model
+    from nnmeter_nas.builder.measure import reference_model, reference_state_ms
     from nnmeter_nas.builder.network_timing import measure_interleaved
 
     reference = reference_model()
@@ -254,9 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"measuring {len(items)} networks, {args.passes} interleaved passes "
           f"{args.pause:g} s apart ({time.time() - t0:.0f} s so far) ...", flush=True)
+    # the machine's state, timed as the build timed it (warm), before and after the passes
+    state_refs = [reference_state_ms(backend, model=reference)]
     visits = measure_interleaved(backend, [it["model"] for it in items] + [reference],
                                  args.passes, seed=args.seed, loads=loads, pause_s=args.pause)
     ref_visits.extend(visits.pop())
+    state_refs.append(reference_state_ms(backend, model=reference))
     half = args.passes // 2
     for it, v in zip(items, visits):
         v = np.asarray(v)
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         others[label] = {r["name"]: other.predict(args.cache / f"{r['name']}.onnx") for r in rows}
     state = man["source"].get("machine_state") or {}
     build_ref = (state.get("reference_ms") or {}).get("median")
-    bench_ref = float(np.median(ref_visits)) if ref_visits else None
+    bench_ref = float(np.median(state_refs))
     if build_ref and bench_ref:
         # how much of the error is the machine's state: the predictions scaled by how much
         # slower (or faster) the reference network runs now than while the kernels were timed
@@ -305,7 +308,16 @@ def main(argv: list[str] | None = None) -> int:
                 bd = breakdowns[r["name"]]
                 r["calibrated_pred_ms"] = cal.latency_ms(bd, bd.overhead_ms)
         if args.save_calibrations:
-            save_calibration(args.package, space, cal)
+            # What is stored describes the device in the state its kernels were timed in, as
+            # the cache model does: fitted on the truths brought to the build's machine state
+            # (x build reference / reference now), so a slower hour is not made permanent.
+            to_build = build_ref / bench_ref if build_ref and bench_ref else 1.0
+            stored = fit_calibration([breakdowns[r["name"]] for r in cal_rows],
+                                     [r["truth_ms"] * to_build for r in cal_rows], space=space)
+            stored.info["truth_scaled_to_build_state_by"] = to_build
+            save_calibration(args.package, space, stored)
+            print(f"saved the {space!r} calibration into {args.package}, fitted on its "
+                  f"networks' latencies x{to_build:.3f} (this run's machine state -> the build's)")
     generic = None
     comp_rows = [r for r in rows if r["group"] == "composed"]
     if comp_rows:
@@ -376,8 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {group}: " + ", ".join(parts))
     print(f"\nnoise: |truth from the first {half} passes - truth from the last "
           f"{args.passes - half}| / truth (median, 90th percentile over the group); reference "
-          f"workload over the passes: min {min(ref_visits):.3f} ms, median "
-          f"{np.median(ref_visits):.3f} ms, max {max(ref_visits):.3f} ms")
+          f"workload visited between the networks: min {min(ref_visits):.3f} ms, median "
+          f"{np.median(ref_visits):.3f} ms, max {max(ref_visits):.3f} ms (its caches evicted by "
+          f"the network before it); timed warm as the build times it: "
+          + ", ".join(f"{r:.3f}" for r in state_refs) + " ms (before, after the passes)")
     for group in test_groups:
         rs = [r for r in rows if r["group"] == group]
         if rs:
@@ -391,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     build_load = (state.get("loadavg_1min") or {}).get("median")
     bench_load = float(np.median(loads)) if loads else None
     machine = {"build_reference_ms": build_ref, "benchmark_reference_ms": bench_ref,
+               "benchmark_reference_visits_median_ms": float(np.median(ref_visits)),
                "build_loadavg": build_load, "benchmark_loadavg": bench_load}
     if build_ref and bench_ref:
         print(f"\nmachine state: reference workload {build_ref:.3f} ms while building, "

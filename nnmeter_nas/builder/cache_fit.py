@@ -220,22 +220,24 @@ def _check_joinable(wp: Any, cp: Any) -> float:
 
 def _measure(backend: Any, models: list[bytes], passes: int, seed: int, pause_s: float,
              progress: bool) -> tuple[list[float], float]:
-    """Each model's median latency (ms) over ``passes`` interleaved visits, and the
-    reference network's, timed in the same passes."""
+    """Each model's median latency (ms) over ``passes`` interleaved visits, and the reference
+    network's time (ms) timed as the build timed it, before and after the passes
+    (:func:`~nnmeter_nas.builder.measure.reference_state_ms`; the median of both)."""
     from tqdm.auto import tqdm
 
     from . import network_timing
-    from .measure import reference_model
+    from .measure import reference_state_ms
 
+    before = reference_state_ms(backend)
     bar = tqdm(total=passes, desc=f"measuring {len(models)} networks", unit="pass",
                disable=not progress, dynamic_ncols=True)
     try:
-        visits = network_timing.measure_interleaved(backend, models + [reference_model()],
-                                                    passes, seed=seed, pause_s=pause_s,
+        visits = network_timing.measure_interleaved(backend, models, passes, seed=seed,
+                                                    pause_s=pause_s,
                                                     on_pass=lambda p: bar.update(1))
     finally:
         bar.close()
-    ref = float(np.median(visits.pop()))
+    ref = float(np.median([before, reference_state_ms(backend)]))
     return [float(np.median(v)) for v in visits], ref
 
 

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..errors import KernelMismatchError
 from ..features import extract_features, regressor_name
 from ..kernels import FusionRules, detect_kernels
@@ -124,6 +126,21 @@ def reference_model() -> bytes:
         for prm in mod.parameters():
             prm.copy_(torch.randn(prm.shape, generator=g) * 0.05)
     return export_onnx(mod, [[1, 64, 28, 28], [1, 96, 56, 56]])
+
+
+def reference_state_ms(backend: Backend, *, repeats: int = 3,
+                       model: bytes | None = None) -> float:
+    """How fast the machine runs now: the median time (ms) of :func:`reference_model` timed
+    as a build batch times it (the backend's plan, repeats interleaved with a tiny model, so
+    with warm caches), over ``repeats`` calls. Comparable with the ``ref_ms`` of the build's
+    records; a visit of the reference between large networks is not (it starts with caches
+    the network before it evicted: 20-80% slower on an AVX2 host)."""
+    from .onnx_utils import tiny_relu_model
+
+    ref = model if model is not None else reference_model()
+    tiny = tiny_relu_model()
+    times = [backend.measure_many([ref, tiny])[0].raw_ms for _ in range(max(1, repeats))]
+    return float(np.median(times))
 
 
 def config_key(spec: str, config: Config) -> str:
