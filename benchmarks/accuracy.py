@@ -308,16 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 bd = breakdowns[r["name"]]
                 r["calibrated_pred_ms"] = cal.latency_ms(bd, bd.overhead_ms)
         if args.save_calibrations:
-            # What is stored describes the device in the state its kernels were timed in, as
-            # the cache model does: fitted on the truths brought to the build's machine state
-            # (x build reference / reference now), so a slower hour is not made permanent.
-            to_build = build_ref / bench_ref if build_ref and bench_ref else 1.0
-            stored = fit_calibration([breakdowns[r["name"]] for r in cal_rows],
-                                     [r["truth_ms"] * to_build for r in cal_rows], space=space)
-            stored.info["truth_scaled_to_build_state_by"] = to_build
-            save_calibration(args.package, space, stored)
-            print(f"saved the {space!r} calibration into {args.package}, fitted on its "
-                  f"networks' latencies x{to_build:.3f} (this run's machine state -> the build's)")
+            save_calibration(args.package, space, cal)
+            print(f"saved the {space!r} calibration into {args.package}")
     generic = None
     comp_rows = [r for r in rows if r["group"] == "composed"]
     if comp_rows:

@@ -141,15 +141,17 @@ def regime_totals(warm_predictor: Any, cold_predictor: Any, models: Sequence[Any
 
 def join_regimes(warm_package: str | Path, cold_package: str | Path, output: str | Path, *,
                  networks: int = 160, seed: int = 0, passes: int = 10, pause_s: float = 0.5,
-                 progress: bool = True) -> tuple[Path, CacheModel]:
+                 progress: bool = True,
+                 scale_to_build_state: bool = True) -> tuple[Path, CacheModel]:
     """Measure ``networks`` composed networks on this host, fit the cache model that mixes
     ``warm_package``'s and ``cold_package``'s regressors, and write the two-regime package
     to ``output`` (replaced atomically). Both packages must come from the builder, with the
     same backend, feature set and fusion rules, built on this host (measured networks of
     another host would fit another device). The networks' latencies are scaled by the
     reference network's time during the warm build over its time now (timed in the same
-    passes), so the model describes the machine in the state its kernels were timed in.
-    Returns the package path and the model."""
+    passes), so the model describes the machine in the state its kernels were timed in
+    (``scale_to_build_state=False``: as measured now). Returns the package path and the
+    model."""
     from ..graph.torch_export import export_onnx
     from ..packages.format import PredictorPackage
     from ..predictor import LatencyPredictor
@@ -172,7 +174,9 @@ def join_regimes(warm_package: str | Path, cold_package: str | Path, output: str
     # model's scale describes the device, not the hour it was fitted in.
     ref_build = (((wp.manifest.get("source") or {}).get("machine_state") or {})
                  .get("reference_ms") or {}).get("median")
-    factor = float(ref_build) / ref_now if ref_build else 1.0
+    # scale_to_build_state=False fits the networks as measured now (for hosts whose
+    # networks do not slow down with the reference workload; docs/results.md, AVX2 rebuild)
+    factor = float(ref_build) / ref_now if ref_build and scale_to_build_state else 1.0
     tot = regime_totals(warm, cold, models)
     model = fit_cache_model(tot["warm_ms"], tot["cold_ms"], tot["weight_mib"],
                             [ms * factor for ms in measured], n_kernels=tot["n_kernels"],
