@@ -52,8 +52,11 @@ class ConstrainedEvolution(LatencyAwareStrategy):
         Tournament size.
     reward : "constrained" or MnasNetReward, default="constrained"
         ``"constrained"`` (hard budgets, fitness = metric) or a :class:`MnasNetReward`.
-    seed, patience, log_every, devices
-        See :class:`~nnmeter_nas.strategies.LatencyAwareStrategy`.
+    seed, patience, log_every : int
+        See :class:`~nnmeter_nas.strategies.LatencyAwareStrategy` (defaults None, 1000, 10).
+    devices : list of str, default=()
+        Devices whose latency the strategy also needs (see
+        :class:`~nnmeter_nas.strategies.LatencyAwareStrategy`).
     max_neighbours : int, default=None
         Look at no more than this many one-dimension neighbours per mutation (None: all).
     budget_preference : float, default=10.0

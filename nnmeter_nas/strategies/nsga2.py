@@ -40,8 +40,8 @@ class MultiObjectiveEvolution(LatencyAwareStrategy):
         Architectures per generation.
     crossover_prob : float, default=0.9
         Probability that a child is bred by uniform crossover (else copied from one parent).
-    seed, patience, log_every
-        See :class:`~nnmeter_nas.strategies.LatencyAwareStrategy`.
+    seed, patience, log_every : int
+        See :class:`~nnmeter_nas.strategies.LatencyAwareStrategy` (defaults None, 1000, 10).
 
     Examples
     --------

@@ -26,8 +26,11 @@ class ConstrainedRandom(LatencyAwareStrategy):
         ``sample -> {device: ms}`` (see :class:`~nnmeter_nas.strategies.LatencyAwareStrategy`).
     budgets : dict, default=None
         ``{device: max_ms}``; None for plain random search.
-    seed, patience, log_every, devices
-        See :class:`~nnmeter_nas.strategies.LatencyAwareStrategy`.
+    seed, patience, log_every : int
+        See :class:`~nnmeter_nas.strategies.LatencyAwareStrategy` (defaults None, 1000, 10).
+    devices : list of str, default=()
+        Devices whose latency the strategy also needs (see
+        :class:`~nnmeter_nas.strategies.LatencyAwareStrategy`).
 
     Examples
     --------
