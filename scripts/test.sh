@@ -10,6 +10,7 @@ if [ "$workers" -gt 1 ]; then
     # One torch thread per worker: the workers already fill the cores, and batch-1 tracing
     # gains nothing from more threads on a loaded core.
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-    set -- -n "$workers" --dist worksteal "$@"
+    # loadgroup: tests marked xdist_group("ray-cluster") share one worker (one Ray cluster).
+    set -- -n "$workers" --dist loadgroup "$@"
 fi
 python -m pytest -q -p no:cacheprovider "$@"
