@@ -112,7 +112,7 @@ def test_sweep_parts_cover_every_candidate_once():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # 20 ONNX exports: 10-25 s idle, far longer on a shared core
+@pytest.mark.timeout(900)  # 20 ONNX exports: 10-35 CPU s, far longer on a shared core
 @pytest.mark.parametrize("part", range(SWEEP_PARTS))
 @pytest.mark.parametrize("space", ["spos-small", "spos", "nb201"])
 def test_200_random_candidates_kernel_lists_equal_onnx_path(space, part):
