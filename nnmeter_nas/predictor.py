@@ -107,22 +107,49 @@ class KernelBreakdown(list):
 class LatencyPredictor:
     """Predicts a network's inference latency (ms) on one device as the sum of its kernels'.
 
+    Usually obtained with :func:`nnmeter_nas.load_predictor` rather than built directly.
+
     Parameters
     ----------
-    package:
-        A loaded :class:`~nnmeter_nas.packages.format.PredictorPackage` (see
-        :func:`nnmeter_nas.load_predictor`).
-    strict:
+    package : PredictorPackage
+        A loaded :class:`~nnmeter_nas.packages.format.PredictorPackage`.
+    strict : bool, default=False
         Raise :class:`~nnmeter_nas.errors.MissingRegressorError` when a network has kernel
         types without a regressor, instead of warning once and counting them as 0 ms.
-    calibration:
+    calibration : str, default=None
         Name of one of the package's per-space calibrations (``calibrations`` in its
         manifest, see :mod:`nnmeter_nas.calibration`), applied to every predicted kernel;
-        None (default) predicts uncalibrated.
-    cache_model:
+        None predicts uncalibrated.
+    cache_model : bool, default=True
         Mix the package's warm- and cold-cache kernel regressors by each network's weight
-        size (:mod:`nnmeter_nas.cache_model`), for packages that hold both (default). False
-        predicts with the warm regressors alone, as a package without them does.
+        size (:mod:`nnmeter_nas.cache_model`), for packages that hold both. False predicts
+        with the warm regressors alone, as a package without them does.
+
+    See Also
+    --------
+    nnmeter_nas.load_predictor : Load a predictor by device name.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from nnmeter_nas import load_predictor
+    >>> predictor = load_predictor("cortexA76cpu_tflite21")
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, stride=2, padding=1),
+    ...                           torch.nn.BatchNorm2d(32), torch.nn.ReLU())
+    >>> ms = predictor.predict(net, input_shape=(1, 3, 224, 224))
+    >>> ms > 0
+    True
+
+    The breakdown by kernel (fused as the device's runtime fuses them; the batch norm folds
+    into the convolution), and several networks in one call:
+
+    >>> [k.kernel_type for k in predictor.predict_kernels(net, input_shape=(1, 3, 224, 224))]
+    ['conv-relu']
+    >>> wider = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, stride=2, padding=1),
+    ...                             torch.nn.BatchNorm2d(64), torch.nn.ReLU())
+    >>> small, big = predictor.predict_many([net, wider], input_shape=(1, 3, 224, 224))
+    >>> small == ms and small < big
+    True
     """
 
     def __init__(self, package: PredictorPackage, *, strict: bool = False,
@@ -280,14 +307,64 @@ class LatencyPredictor:
     # ---------------------------------------------------------------- public API
     def predict_kernels(self, model: Any, *, input_shape: Sequence[int] | None = None
                         ) -> KernelBreakdown:
-        """Per-kernel breakdown of ``model``'s predicted latency (ms)."""
+        """Per-kernel breakdown of ``model``'s predicted latency.
+
+        Parameters
+        ----------
+        model : torch.nn.Module, str, path, onnx.ModelProto, bytes, dict or OpGraph
+            As for :meth:`predict`.
+        input_shape : tuple of int, default=None
+            NCHW input shape, batch included (required for a torch module).
+
+        Returns
+        -------
+        KernelBreakdown
+            One :class:`KernelPrediction` per kernel (``latency_ms`` in ms, ``status``,
+            ``in_domain``); ``.latency_ms`` is the network's total and ``.table()`` a
+            printable summary.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from nnmeter_nas import load_predictor
+        >>> predictor = load_predictor("cortexA76cpu_tflite21")
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+        ...                           torch.nn.Conv2d(16, 16, 1), torch.nn.ReLU())
+        >>> bd = predictor.predict_kernels(net, input_shape=(1, 3, 56, 56))
+        >>> [(k.kernel_type, k.status) for k in bd]
+        [('conv-relu', 'predicted'), ('conv-relu', 'predicted')]
+        >>> abs(bd.latency_ms - sum(k.latency_ms for k in bd) - bd.overhead_ms) < 1e-9
+        True
+        """
         return self._run([self._plan(self.kernels(model, input_shape=input_shape))])[0]
 
     def predict(self, model: Any, *, input_shape: Sequence[int] | None = None) -> float:
-        """Predicted latency of ``model`` in ms.
+        """Predicted latency of ``model``.
 
-        ``model``: a ``torch.nn.Module`` (with ``input_shape``, NCHW), an ONNX file path,
-        ``onnx.ModelProto`` or bytes, an nn-Meter IR dict or ``.json`` file, or an ``OpGraph``.
+        Parameters
+        ----------
+        model : torch.nn.Module, str, path, onnx.ModelProto, bytes, dict or OpGraph
+            A torch module (with ``input_shape``), an ONNX file path, ``onnx.ModelProto`` or
+            serialized bytes, an nn-Meter IR dict or ``.json`` file, or an ``OpGraph``.
+        input_shape : tuple of int, default=None
+            NCHW input shape, batch included, e.g. ``(1, 3, 224, 224)``. Required for a torch
+            module; for an ONNX model it overrides dynamic input dimensions.
+
+        Returns
+        -------
+        float
+            Predicted latency in ms (the kernels' sum plus the package's per-network
+            overhead).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from nnmeter_nas import load_predictor
+        >>> predictor = load_predictor("cortexA76cpu_tflite21")
+        >>> conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        >>> predictor.predict(conv, input_shape=(1, 3, 64, 64)) < predictor.predict(
+        ...     conv, input_shape=(1, 3, 128, 128))
+        True
         """
         return self.predict_kernels(model, input_shape=input_shape).latency_ms
 

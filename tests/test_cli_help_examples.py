@@ -47,6 +47,13 @@ SLOW = {
     "nnmeter-nas predictors calibrate x86avx2cpu_onnxruntime --space nb201 --networks 40",
 }
 
+# Examples whose work is big enough for score() to start a local Ray: under pytest-xdist they
+# share the worker of the tests that start a Ray cluster (one cluster at a time).
+STARTS_RAY = {
+    "nnmeter-nas score --space spos --devices cortexA76cpu_tflite21,adreno640gpu_tflite21 "
+    "--n 100000 --out scores.parquet",
+}
+
 
 # ---------------------------------------------------------------------------- collection
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -257,7 +264,9 @@ def _as_the_shell_would(example: str) -> list[str]:
 
 # ---------------------------------------------------------------------------- the examples
 @pytest.mark.parametrize("example", [
-    pytest.param(e, id=e[len(PROG) + 1:], marks=[pytest.mark.slow] if e in SLOW else [])
+    pytest.param(e, id=e[len(PROG) + 1:],
+                 marks=([pytest.mark.slow] if e in SLOW else [])
+                 + ([pytest.mark.xdist_group("ray-cluster")] if e in STARTS_RAY else []))
     for e in sorted(EXAMPLES)])
 def test_help_example_runs_as_printed(example, template, workspace, capsys):
     _stage(example, template, workspace)
@@ -271,3 +280,10 @@ def test_help_example_runs_as_printed(example, template, workspace, capsys):
     out, err = capsys.readouterr()
     assert status == 0, f"{example!r} (printed by `{EXAMPLES[example][0]} --help`) exited " \
                         f"{status}:\n{err[-2000:]}"
+
+
+def test_marked_examples_are_printed_examples():
+    """The examples marked slow or Ray-starting above are ones `--help` prints (a reworded
+    example would otherwise lose its mark silently)."""
+    assert SLOW <= set(EXAMPLES), sorted(SLOW - set(EXAMPLES))
+    assert STARTS_RAY <= set(EXAMPLES), sorted(STARTS_RAY - set(EXAMPLES))

@@ -222,6 +222,7 @@ def _join(cluster):
     return dict(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": root}})
 
 
+@pytest.mark.xdist_group("ray-cluster")  # one cluster at a time under pytest-xdist
 @pytest.mark.slow
 def test_ray_table_mode_spreads_over_nodes_and_equals_serial(two_node_cluster, predictors):
     import ray
@@ -239,6 +240,7 @@ def test_ray_table_mode_spreads_over_nodes_and_equals_serial(two_node_cluster, p
     pd.testing.assert_frame_equal(parallel, serial)
 
 
+@pytest.mark.xdist_group("ray-cluster")  # one cluster at a time under pytest-xdist
 @pytest.mark.slow
 def test_ray_full_mode_survives_a_killed_worker(two_node_cluster, predictors, toy_full, tmp_path):
     psutil = pytest.importorskip("psutil")

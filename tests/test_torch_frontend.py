@@ -92,20 +92,38 @@ def test_few_random_candidates_kernel_lists_equal_onnx_path(space):
         assert_same_as_onnx(net, shape)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(3600)  # 200 ONNX exports: 2-5 min idle, far longer on a shared core
-@pytest.mark.parametrize("space", ["spos-small", "spos", "nb201"])
-def test_200_random_candidates_kernel_lists_equal_onnx_path(space):
+SWEEP_SIZE = 200    # candidates per space (issue 18: 200 SPOS at each input size, 200 NB201)
+SWEEP_PARTS = 10    # one test per part, so that pytest-xdist spreads a sweep over the workers
+SWEEP_SEED = 2024
+
+
+def _sweep_part(space, part):
+    """Every ``SWEEP_PARTS``-th of the sweep's ``SWEEP_SIZE`` candidates, from ``part``."""
     from nnmeter_nas.search_spaces.sampling import random_networks
 
+    return list(random_networks(space, SWEEP_SIZE, seed=SWEEP_SEED))[part::SWEEP_PARTS]
+
+
+def test_sweep_parts_cover_every_candidate_once():
+    for space in ("spos-small", "spos", "nb201"):
+        keys = [repr(arch) for part in range(SWEEP_PARTS) for arch, _, _ in
+                _sweep_part(space, part)]
+        assert len(keys) == SWEEP_SIZE and len(set(keys)) == SWEEP_SIZE, space
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # 20 ONNX exports: 10-35 CPU s, far longer on a shared core
+@pytest.mark.parametrize("part", range(SWEEP_PARTS))
+@pytest.mark.parametrize("space", ["spos-small", "spos", "nb201"])
+def test_200_random_candidates_kernel_lists_equal_onnx_path(space, part):
     differing = []
-    for arch, make, shape in random_networks(space, 200, seed=2024):
-        net = make()
+    for arch, make, shape in _sweep_part(space, part):
         try:
-            assert_same_as_onnx(net, shape)
+            assert_same_as_onnx(make(), shape)
         except AssertionError:
             differing.append(arch)
-    assert not differing, f"{len(differing)} of 200 {space} candidates differ: {differing[:3]}"
+    assert not differing, (f"{len(differing)} of {SWEEP_SIZE // SWEEP_PARTS} {space} candidates "
+                           f"(part {part} of the {SWEEP_SIZE}) differ: {differing[:3]}")
 
 
 def test_examples_networks_kernel_lists_equal_onnx_path():

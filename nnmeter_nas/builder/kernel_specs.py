@@ -615,11 +615,35 @@ def register_kernel_spec(name: str, *, prior: Callable[[random.Random], Config] 
         Other :class:`KernelSpec` fields: ``regressor``, ``flops``, ``max_flops``, ``folds``,
         ``weight``, ``doc``, ``cold_weights``, ``variants``.
 
+    Raises
+    ------
+    ValueError
+        If ``name`` is registered already and ``replace`` is False.
+    TypeError
+        For an unknown field, or without ``prior`` (or ``for_rules``).
+
     Examples
     --------
-    >>> register_kernel_spec(  # doctest: +SKIP
-    ...     "gelu", prior=_hwc_prior(), perturb=_hwc_perturb, build=my_gelu_module,
-    ...     neighbours=lambda cfg: ([True], [True]), flops=_hwc_flops, weight=0.5)
+    A GELU kernel on ``(1, c, hw, hw)`` inputs; ``neighbours`` says a convolution-like
+    operator sits before and after it in real networks:
+
+    >>> import random, torch
+    >>> from nnmeter_nas.builder.kernel_specs import kernel_specs, register_kernel_spec
+    >>> def prior(rng):
+    ...     return {"hw": rng.choice([7, 14, 28, 56]), "c": rng.choice([16, 32, 64])}
+    >>> def perturb(cfg, rng):
+    ...     return dict(cfg, c=max(8, cfg["c"] + rng.choice([-8, 8])))
+    >>> def build(cfg):
+    ...     return torch.nn.GELU(), [[1, cfg["c"], cfg["hw"], cfg["hw"]]]
+    >>> register_kernel_spec("gelu", prior=prior, perturb=perturb, build=build,
+    ...                      neighbours=lambda cfg: ([True], [True]),
+    ...                      flops=lambda cfg: cfg["hw"] ** 2 * cfg["c"], weight=0.5)
+    >>> spec = kernel_specs()["gelu"]                 # the builder now measures it too
+    >>> spec.regressor, spec.weight
+    ('gelu', 0.5)
+    >>> module, input_shapes = spec.build(spec.sample(random.Random(0)))
+    >>> type(module).__name__, len(input_shapes)
+    ('GELU', 1)
     """
     if name in _REGISTRY and not replace:
         raise ValueError(f"kernel spec {name!r} is already registered; pass replace=True")

@@ -36,8 +36,8 @@ def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None,
     MAX_INPUT_ELEMENTS`) before any tensor is allocated.
 
     ``torch_frontend`` says how a torch module is read: ``"auto"`` (default) runs the
-    shape-only forward pass of :mod:`~nnmeter_nas.graph.torch_frontend` (about 20x faster than
-    exporting) and falls back to the ONNX export, with a :class:`TorchFallbackWarning` naming
+    shape-only forward pass of :mod:`~nnmeter_nas.graph.torch_frontend` (much faster than
+    exporting; see ``benchmarks/results/torch_frontend.txt``) and falls back to the ONNX export, with a :class:`TorchFallbackWarning` naming
     the submodule at fault, for what it cannot map; ``"trace"`` raises
     :class:`~nnmeter_nas.errors.TorchFrontEndError` instead; ``"onnx"`` always exports. Both
     give the same graph wherever the front end applies.

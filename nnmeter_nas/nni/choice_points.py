@@ -48,17 +48,17 @@ class ChoicePoint:
 
     Attributes
     ----------
-    name
+    name : str
         Module path in the model space (``"features.0"``; a Repeat block is ``"stage.blocks.2"``).
-    frozen_path
+    frozen_path : str
         Module path of the same part in a frozen network (``"features.0"``, ``"stage.2"``).
-    kind
+    kind : str
         ``"LayerChoice"``, ``"InputChoice"``, ``"Repeat block"`` or the mutable module's class.
-    labels
+    labels : tuple of str
         The labels the part depends on, in a fixed order.
-    combos
+    combos : list of tuple
         Every combination of the labels' values (hashable, see :func:`hashable_value`).
-    inactive
+    inactive : frozenset of int
         Indices of combos in which the part is absent from the network (a Repeat block beyond
         the depth); their latency is 0.
     """

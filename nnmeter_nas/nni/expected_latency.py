@@ -64,9 +64,9 @@ class ExpectedLatency(nn.Module):
 
     Parameters
     ----------
-    table
+    table : LatencyTable, LatencyProfiler, str or path
         A :class:`LatencyTable`, a :class:`~nnmeter_nas.nni.LatencyProfiler` or a table path.
-    device
+    device : str, default=None
         The table's device to use (default: its first).
     """
 

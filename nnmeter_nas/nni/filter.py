@@ -107,29 +107,59 @@ def _is_predictor_like(obj: Any) -> bool:
 class LatencyFilter(Filter):
     """Accept an architecture iff ``min_ms <= latency <= max_ms`` on every checked device.
 
+    Works as NNI middleware (``Chain(strategy, LatencyFilter(...))``), as the ``filter=`` of
+    NNI's ``RandomOneShot``, and as a plain callable on a sample or a frozen model.
+
     Parameters
     ----------
-    max_ms
+    max_ms : float, dict or None
         Budget in ms: one number (all ``devices``), a ``{device: ms}`` dict, or None (no upper
         bound; then ``min_ms`` is required).
-    predictor
+    predictor : LatencyProfiler, LatencyTable, callable, LatencyPredictor, str or list
         What gives the latency: a :class:`LatencyProfiler` or :class:`LatencyTable`; any callable
         ``sample -> ms`` or ``sample -> {device: ms}``; or a :class:`~nnmeter_nas.LatencyPredictor`
         / predictor name / list of them, from which a profiler is built once the model space is
         known (``model_space=...`` here, or the experiment's space when used as middleware).
-    min_ms
-        Lower bound(s), same forms as ``max_ms`` (e.g. to search a latency band).
-    devices
+    min_ms : float, dict or None, default=None
+        Lower bound(s) in ms, same forms as ``max_ms`` (e.g. to search a latency band).
+    devices : list of str, default=None
         Devices that must meet the budget; default: the keys of a dict budget, else every device
         the predictor reports.
-    model_space, input_shape
+    model_space : nni.nas.nn.pytorch.ModelSpace, default=None
         To build the profiler now rather than when the middleware is attached.
-    patience
+    input_shape : tuple of int, default=None
+        NCHW input shape of ``model_space`` (batch included), if it has no ``input_shape``.
+    patience : int, default=1000
         Consecutive rejections after which the middleware reports no budget left (NNI ``Filter``).
-    metric_for_invalid
+    metric_for_invalid : float, default=None
         Metric reported to the strategy for rejected models (None: none, as NNI's default).
-    log_every
+    retain_history : bool, default=True
+        As NNI's ``Filter``: record the rejected models too (False saves memory).
+    log_every : int, default=100
         Log a summary line every this many checks (0: never).
+
+    Raises
+    ------
+    LatencyBudgetError
+        For a budget that is not a finite positive number or names a device the predictor
+        does not give.
+
+    Examples
+    --------
+    >>> from nnmeter_nas.nni import LatencyFilter
+    >>> latency = {"k3": 8.0, "k5": 11.0}                       # ms, e.g. from a table
+    >>> keep = LatencyFilter(10.0, lambda sample: {"a76": latency[sample["conv"]]})
+    >>> keep({"conv": "k3"}), keep({"conv": "k5"})
+    (True, False)
+    >>> keep.summary()
+    'rejected 1 of 2 architectures (50%) for latency outside [None, 10.0] ms'
+
+    As middleware of a multi-trial strategy (the filter then builds or reads its latencies
+    for the experiment's model space):
+
+    >>> from nni.nas.strategy import Random
+    >>> from nni.nas.strategy.middleware import Chain
+    >>> strategy = Chain(Random(), keep)
     """
 
     def __init__(self, max_ms: float | Mapping[str, float] | None, predictor: Any = None, *,

@@ -64,19 +64,48 @@ def _has_grad(probs: Any) -> bool:
 class LatencyPenalty(ExpectationProfilerPenalty):
     """Latency penalty on a loss (see the module docstring for the forms).
 
+    Pass it as the ``penalty=`` of NNI's ``DARTS``, ``Proxyless`` or ``GumbelDARTS``, or call
+    ``penalty(loss, probs)`` in a training loop.
+
     Parameters
     ----------
-    table
-        A :class:`~nnmeter_nas.nni.LatencyTable`, :class:`~nnmeter_nas.nni.LatencyProfiler`,
-        :class:`ExpectedLatency` or a table path.
-    form
-        ``"add#linear"``, ``"mul#log"``, ``"fbnet"`` or ``"hinge"``.
-    target_ms
+    table : LatencyTable, LatencyProfiler, ExpectedLatency, str or path
+        The latencies: a :class:`~nnmeter_nas.nni.LatencyTable` (usually
+        ``LatencyProfiler(space, predictor).table``), a
+        :class:`~nnmeter_nas.nni.LatencyProfiler`, an :class:`ExpectedLatency` or the path of a
+        saved table.
+    form : {"hinge", "add#linear", "mul#log", "fbnet"}, default="hinge"
+        The penalty's formula (see the module docstring).
+    target_ms : float, default=None
         The reference/target latency in ms (required by every form but ``fbnet``).
-    strength, alpha, beta
-        The forms' coefficients; None takes the published defaults above.
-    device
+    strength, alpha, beta : float, default=None
+        The forms' coefficients; None takes the published defaults (module docstring).
+    device : str, default=None
         The table's device (default: its first).
+    log_unit_ms : float, default=1.0
+        Unit (ms) of the logarithms of ``mul#log`` and ``fbnet``.
+
+    Examples
+    --------
+    A table with one choice point (``conv``: 2 ms as ``k3``, 4 ms as ``k5``) and 1 ms of fixed
+    layers; with even odds the expected latency is 4 ms, a third over a 3 ms target:
+
+    >>> import torch
+    >>> from nnmeter_nas.nni import LatencyPenalty
+    >>> from nnmeter_nas.nni.table import LatencyTable, TablePoint
+    >>> point = TablePoint(name="conv", frozen_path="conv", kind="layer", labels=("conv",),
+    ...                    combos=[("k3",), ("k5",)], ms=[[2.0], [4.0]], active=[True, True])
+    >>> table = LatencyTable(devices=["a76"], input_shape=[1, 3, 32, 32], points=[point],
+    ...                      space={"class": "Net", "labels": {"conv": ["k3", "k5"]}},
+    ...                      fixed_ms={"a76": 1.0})
+    >>> penalty = LatencyPenalty(table, "hinge", target_ms=3.0)
+    >>> probs = {"conv": torch.tensor([0.5, 0.5], requires_grad=True)}
+    >>> loss, details = penalty(torch.tensor(1.0), probs)
+    >>> round(float(details["expected_latency_ms"]), 3), round(float(loss), 3)
+    (4.0, 1.333)
+    >>> loss.backward()                 # the gradient favours the faster k3
+    >>> bool(probs["conv"].grad[0] < probs["conv"].grad[1])
+    True
     """
 
     def __init__(self, table: Any, form: str = "hinge", *, target_ms: float | None = None,

@@ -44,21 +44,53 @@ def space_input_shape(model_space: Any, input_shape: Sequence[int] | None) -> li
 class LatencyProfiler(Profiler):
     """Predicted latency (ms) of samples of an NNI model space, from a lookup table.
 
+    The table (:class:`LatencyTable`) is built once by predicting frozen networks of the
+    space: the latency of each choice point under each of its values, plus the fixed part. A
+    lookup then adds one entry per choice point, without building the network.
+
     Parameters
     ----------
-    model_space
-        An NNI 3 PyTorch ``ModelSpace`` (or an ``ExecutableModelSpace`` wrapping one). May be None
+    model_space : nni.nas.nn.pytorch.ModelSpace, default=None
+        An NNI 3 PyTorch model space (or an ``ExecutableModelSpace`` wrapping one). May be None
         when ``table`` is given.
-    predictor
-        A :class:`~nnmeter_nas.LatencyPredictor`, a predictor name (``load_predictor``), or a list
-        of them for several devices.
-    input_shape
+    predictor : LatencyPredictor, str or list, default=None
+        A :class:`~nnmeter_nas.LatencyPredictor`, a predictor name (see
+        :func:`~nnmeter_nas.load_predictor`), or a list of them for several devices.
+    input_shape : tuple of int, default=None
         NCHW input shape, batch included; defaults to ``model_space.input_shape`` if it has one.
-    table
-        A :class:`LatencyTable` or the path of a saved one, instead of building a new table.
-        Checked against ``model_space`` and ``input_shape`` when they are given.
-    max_combinations, progress, fast_freeze
+    table : LatencyTable, str or path, default=None
+        A table or the path of a saved one, instead of building a new table. Checked against
+        ``model_space`` and ``input_shape`` when they are given.
+    max_combinations : int, default=256
         See :func:`~nnmeter_nas.nni.table_builder.build_latency_table`.
+    progress : bool, default=False
+        Show a progress bar while the table is built.
+    fast_freeze : bool, default=True
+        See :func:`~nnmeter_nas.nni.table_builder.build_latency_table`.
+
+    See Also
+    --------
+    DirectLatencyProfiler : Full prediction of every sample, for spaces a table cannot describe.
+    LatencyFilter : Rejects samples over a latency budget, from a profiler.
+
+    Examples
+    --------
+    >>> import torch.nn as nn
+    >>> from nni.nas.nn.pytorch import LayerChoice, ModelSpace
+    >>> from nnmeter_nas.nni import LatencyProfiler
+    >>> class Space(ModelSpace):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.conv = LayerChoice({"k3": nn.Conv2d(3, 16, 3, padding=1),
+    ...                                  "k5": nn.Conv2d(3, 16, 5, padding=2)}, label="conv")
+    ...         self.relu = nn.ReLU()
+    ...     def forward(self, x):
+    ...         return self.relu(self.conv(x))
+    >>> profiler = LatencyProfiler(Space(), "cortexA76cpu_tflite21", (1, 3, 32, 32))
+    >>> profiler.devices
+    ['cortexA76cpu_tflite21']
+    >>> profiler.profile({"conv": "k3"}) < profiler.profile({"conv": "k5"})  # ms
+    True
     """
 
     def __init__(self, model_space: Any = None, predictor: Any = None,
@@ -147,13 +179,21 @@ class DirectLatencyProfiler(Profiler):
     """Latency (ms) of each sample from a full prediction of its frozen network, cached.
 
     Exact by construction; each new sample is frozen and read by the torch front end
-    (:mod:`nnmeter_nas.graph.torch_frontend`, tens of ms for a 224x224 mobile CNN; networks it
-    cannot map go through the ONNX export, 1-2 s). Use it for spaces a lookup table cannot describe,
-    e.g. a space whose own ``freeze`` builds a differently laid-out network
+    (:mod:`nnmeter_nas.graph.torch_frontend`; networks it cannot map go through the slower ONNX
+    export; timings in benchmarks/results/torch_frontend.txt). Use it for spaces a lookup table
+    cannot describe, e.g. a space whose own ``freeze`` builds a differently laid-out network
     (``NasBench201Space`` prunes dead edges), or to check a table.
 
-    Parameters are those of :class:`LatencyProfiler` (without ``table``); ``cache_size`` bounds
-    the number of remembered samples.
+    Parameters
+    ----------
+    model_space : nni.nas.nn.pytorch.ModelSpace
+        As for :class:`LatencyProfiler`.
+    predictor : LatencyPredictor, str or list
+        As for :class:`LatencyProfiler`.
+    input_shape : tuple of int, default=None
+        As for :class:`LatencyProfiler`.
+    cache_size : int, default=100_000
+        Number of samples whose latencies are remembered.
     """
 
     def __init__(self, model_space: Any, predictor: Any,

@@ -27,11 +27,11 @@ class TabularEvaluator(Evaluator):
 
     Parameters
     ----------
-    metric_fn
+    metric_fn : callable
         ``sample dict -> float`` (e.g. the tabular accuracy of the architecture).
-    instantiate
+    instantiate : bool, default=False
         Also build the network (``model.executable_model()``) before looking the metric up, as a
-        training evaluator would. Off by default: building costs milliseconds per trial and the
+        training evaluator would. Off by default: building costs time on every trial and the
         metric does not depend on it.
     """
 

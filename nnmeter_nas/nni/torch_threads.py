@@ -1,8 +1,8 @@
 """``torch_threads``: run torch on a given number of intra-op threads for a while.
 
 Tracing and scoring run one small network at a time at batch 1 (mostly Python-side export
-work), where extra OpenMP threads only spin; on a busy machine they made a 32x32 forward pass
-30x slower. The latency table builder, the profiler and the scoring workers share this one
+work), where extra OpenMP threads only spin and, on a busy machine, slow the pass down many
+times over. The latency table builder, the profiler and the scoring workers share this one
 context manager. torch is imported when it is entered, not when this module is imported.
 """
 from __future__ import annotations

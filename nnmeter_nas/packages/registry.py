@@ -118,8 +118,24 @@ def _version_key(v: str) -> tuple:
 
 
 def list_predictors() -> list[PredictorInfo]:
-    """Every predictor known here: installed, built-in and downloadable, with the one
-    :func:`load_predictor` would use for each name marked ``"in use"``."""
+    """Every predictor known here: installed, built-in and downloadable.
+
+    Returns
+    -------
+    list of PredictorInfo
+        One row per (name, version, source), sorted by name; for each name the package
+        :func:`load_predictor` would use has ``status == "in use"`` (others are
+        ``"shadowed"`` or ``"not installed"``).
+
+    Examples
+    --------
+    >>> from nnmeter_nas import list_predictors
+    >>> rows = [r for r in list_predictors() if r.status == "in use"]
+    >>> "cortexA76cpu_tflite21" in {r.name for r in rows}
+    True
+    >>> {"builtin", "downloadable"} <= {r.source for r in list_predictors()}
+    True
+    """
     rows = _scan(installed_dir(), "installed") + _scan(builtin_dir(), "builtin")
     have = {(r.name, r.version) for r in rows}
     for name, info in NNMETER_PREDICTORS.items():
@@ -158,8 +174,42 @@ def load_predictor(name: str | None = None, version: str | None = None, *,
 
     An installed package wins over a built-in one; an nn-Meter device that is neither is
     downloaded (``download=True``), verified, imported and installed into the user cache.
-    ``calibration`` names one of the package's per-space calibrations (see
-    :mod:`nnmeter_nas.calibration`).
+
+    Parameters
+    ----------
+    name : str, default=None
+        Predictor name, e.g. ``"cortexA76cpu_tflite21"`` (see :func:`list_predictors`).
+    version : str, default=None
+        A version of that name; None takes the newest.
+    path : str or path, default=None
+        A package directory or ``.zip`` to load instead of a name.
+    strict : bool, default=False
+        See :class:`~nnmeter_nas.LatencyPredictor`.
+    download : bool, default=True
+        Download an nn-Meter predictor that is not installed (else raise).
+    calibration : str, default=None
+        One of the package's per-space calibrations (see :mod:`nnmeter_nas.calibration`).
+
+    Returns
+    -------
+    LatencyPredictor
+
+    Raises
+    ------
+    UnknownPredictorError
+        For an unknown name or version (the message lists the known ones and the closest
+        names).
+
+    Examples
+    --------
+    >>> from nnmeter_nas import load_predictor
+    >>> predictor = load_predictor("cortexA76cpu_tflite21")
+    >>> predictor.device
+    'cortexA76cpu_tflite21'
+    >>> load_predictor("a76")
+    Traceback (most recent call last):
+    ...
+    nnmeter_nas.errors.UnknownPredictorError: unknown predictor 'a76'; did you mean ...
     """
     from ..predictor import LatencyPredictor
 

@@ -58,44 +58,78 @@ def score(space: Any, samples: Sequence[Mapping[str, Any]] | None = None, *,
           in_process: bool | None = None, overwrite: bool = False, progress: bool = True,
           runtime_env: dict | None = None, flush_seconds: float = 5.0,
           on_progress: Callable[[int, int], Any] | None = None) -> Any:
-    """Score candidates of ``space`` on ``devices``; returns a pandas DataFrame.
+    """Score candidates of ``space`` on ``devices``: predicted latency (ms), FLOPs and params.
 
     Parameters
     ----------
-    space:
-        ``"spos"``, ``"spos-small"``, ``"nb201"``, ``"MODULE:CLASS"`` or an NNI model space.
-    samples, n:
-        The candidates: a list of NNI samples, or ``n`` uniformly random ones (``seed``), or
-        ``n="all"`` for every candidate of a small space.
-    devices:
+    space : str or nni.nas.nn.pytorch.ModelSpace
+        ``"spos"``, ``"spos-small"``, ``"nb201"`` (full mode only: its ``freeze`` lays networks
+        out anew, so it cannot be tabulated), ``"toy"``, a space added with
+        :func:`~nnmeter_nas.search_spaces.registry.register_space`, ``"MODULE:CLASS"`` or an NNI
+        model space.
+    samples : list of dict, default=None
+        The candidates as NNI samples; or give ``n``.
+    n : int or "all", default=None
+        Number of uniformly random candidates (drawn with ``seed``), or ``"all"`` for every
+        candidate of a small space.
+    devices : "all", str, list or LatencyPredictor, default="all"
         ``"all"`` (installed and built-in predictors), names, package paths or predictors.
-    mode:
-        ``"table"`` (lookup tables, millions of candidates per second) or ``"full"`` (each
-        candidate exported and predicted kernel by kernel; exact, about 0.1-1 s per candidate).
-    address:
-        An existing Ray cluster (``"auto"``, ``"ray://host:10001"``); by default a local Ray
-        with ``num_workers`` CPUs (all cores) is started when the job is big enough, and small
-        jobs run in this process (``in_process`` forces either).
-    seed:
+    mode : {"table", "full"}, default="table"
+        ``"table"``: one lookup table per device (built first), then a sum per candidate.
+        ``"full"``: each candidate frozen and predicted kernel by kernel (exact, much slower;
+        see ``benchmarks/results/scoring.txt``).
+    address : str, default=None
+        An existing Ray cluster (``"auto"``, ``"ray://host:10001"``). By default a local Ray
+        with ``num_workers`` CPUs is started when the job is big enough, and small jobs run in
+        this process (``in_process`` forces either).
+    num_workers : int, default=None
+        CPUs of the local Ray (None: all cores).
+    seed : int, default=None
         Random stream of ``n`` random candidates; None draws one (and a rerun with the same
         ``out`` reuses the stored one).
-    out:
+    out : str or path, default=None
         ``*.parquet`` or ``*.csv`` written incrementally; a rerun with the same arguments
-        resumes where the previous run stopped (``overwrite=True`` starts over).
-    input_shape:
-        NCHW input shape (defaults to the space's).
-    kernels:
+        resumes where the previous run stopped.
+    input_shape : tuple of int, default=None
+        NCHW input shape, batch included (defaults to the space's).
+    kernels : bool, default=False
         ``full`` mode: add a ``<device>_kernels`` column of JSON ``[[kernel, type, ms, status],
         ...]``.
-    table:
+    table : LatencyTable, str or path, default=None
         A :class:`~nnmeter_nas.nni.table.LatencyTable` (or its JSON path, see ``nnmeter-nas
         lut``) to use instead of building tables for the devices it holds.
+    chunk_size : int, default=None
+        Candidates per unit of work (and per resume step); None takes the mode's default.
+    in_process : bool, default=None
+        True: never start Ray; False: always use Ray; None: decide by the work's size.
+    overwrite : bool, default=False
+        Start over instead of resuming ``out``.
+    progress : bool, default=True
+        Show a progress bar.
+    runtime_env : dict, default=None
+        Ray ``runtime_env`` for the workers.
+    flush_seconds : float, default=5.0
+        Write finished rows to ``out`` at most this often (seconds).
+    on_progress : callable, default=None
+        ``(done, total) -> None``, called as candidates finish.
 
     Returns
     -------
-    DataFrame with one row per candidate, sorted by ``index``: ``index``, one categorical
-    column per label, ``flops`` (2 x conv/linear multiply-accumulates), ``params``, and
-    ``<device>_ms`` per device. ``df.attrs["nnmeter_nas"]`` describes the run (backend, nodes).
+    pandas.DataFrame
+        One row per candidate, sorted by ``index``: ``index``, one categorical column per
+        label, ``flops`` (2 x conv/linear multiply-accumulates), ``params``, and
+        ``<device>_ms`` per device. ``df.attrs["nnmeter_nas"]`` describes the run (backend,
+        nodes, seed).
+
+    Examples
+    --------
+    >>> from nnmeter_nas.parallel import score
+    >>> df = score("toy", n=5, seed=0, devices=["cortexA76cpu_tflite21"], in_process=True,
+    ...            progress=False)
+    >>> list(df.columns)
+    ['index', 'op1', 'op2', 'depth', 'head', 'flops', 'params', 'cortexA76cpu_tflite21_ms']
+    >>> len(df), bool((df["cortexA76cpu_tflite21_ms"] > 0).all())
+    (5, True)
     """
     if mode not in ("table", "full"):
         raise NnMeterNasError(f"mode must be 'table' or 'full', not {mode!r}")

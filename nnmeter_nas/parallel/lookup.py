@@ -1,4 +1,4 @@
-"""Vectorised additive lookup tables: score millions of candidates with a few numpy gathers.
+"""Vectorised additive lookup tables: score many candidates at once with a few numpy gathers.
 
 A :class:`CodeTable` holds, for several output columns at once (device latencies in ms, FLOPs,
 parameters), the fixed part plus one row per value combination of each choice point::

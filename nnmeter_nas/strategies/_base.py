@@ -81,20 +81,21 @@ class LatencyAwareStrategy(Strategy):
 
     Parameters
     ----------
-    latency
-        Callable ``sample -> {device: ms}`` (or a number when only one device is involved).
-    budgets
-        ``{device: max_ms}``; ``None`` or empty for no latency constraint.
-    devices
+    latency : callable
+        ``sample -> {device: ms}`` (or a number when only one device is involved), e.g. a
+        :class:`~nnmeter_nas.nni.LatencyProfiler`'s ``profile_all``.
+    budgets : dict, default=None
+        ``{device: max_ms}``; None or empty for no latency constraint.
+    devices : list of str, default=()
         Devices the strategy must know the latency of besides the budgeted ones (e.g. objectives).
-    seed
+    seed : int, default=None
         Seed of the strategy's ``numpy.random.RandomState``.
-    patience
+    patience : int, default=1000
         How many consecutive new candidate samples may be rejected (duplicate, invalid or over
         budget) before the strategy gives up. If none of them was ever feasible it raises
         :class:`InfeasibleBudgetError` naming the smallest latency seen per device, before
         training anything.
-    log_every
+    log_every : int, default=10
         Log progress every this many finished trials.
     """
 

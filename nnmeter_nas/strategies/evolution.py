@@ -42,22 +42,44 @@ class ConstrainedEvolution(LatencyAwareStrategy):
 
     Parameters
     ----------
-    latency
-        Callable ``sample -> {device: ms}`` (lookup table, ``LatencyProfiler``, ...).
-    budgets
+    latency : callable
+        ``sample -> {device: ms}`` (lookup table, ``LatencyProfiler``, ...).
+    budgets : dict
         ``{device: max_ms}`` (targets for the MnasNet reward). Required.
-    population_size, sample_size
-        Population kept and tournament size.
-    reward
+    population_size : int, default=20
+        Number of trained architectures kept.
+    sample_size : int, default=5
+        Tournament size.
+    reward : "constrained" or MnasNetReward, default="constrained"
         ``"constrained"`` (hard budgets, fitness = metric) or a :class:`MnasNetReward`.
-    seed, patience, log_every
-        See :class:`~nnmeter_nas.strategies._base.LatencyAwareStrategy`.
-    max_neighbours
-        Look at no more than this many one-dimension neighbours per mutation (``None``: all).
-    budget_preference
+    seed, patience, log_every : int
+        See :class:`~nnmeter_nas.strategies.LatencyAwareStrategy` (defaults None, 1000, 10).
+    devices : list of str, default=()
+        Devices whose latency the strategy also needs (see
+        :class:`~nnmeter_nas.strategies.LatencyAwareStrategy`).
+    max_neighbours : int, default=None
+        Look at no more than this many one-dimension neighbours per mutation (None: all).
+    budget_preference : float, default=10.0
         Lean of the mutation towards children that use the budget (see above; hard budgets only).
-        The default 10 was picked on a pilot run of the NAS-Bench-201 benchmark (seeds 0-5, CPU
+        The default was picked on a pilot run of the NAS-Bench-201 benchmark (seeds 0-5, CPU
         and VPU tasks); 0 gives uniform latency-feasible mutation.
+
+    Examples
+    --------
+    >>> latency = {"k3": 3.0, "k5": 4.5, "k7": 6.0}             # ms, e.g. a LatencyProfiler
+    >>> def lookup(sample):
+    ...     return {"a76": latency[sample["conv"]]}
+    >>> from nnmeter_nas.strategies import ConstrainedEvolution, MnasNetReward
+    >>> hard = ConstrainedEvolution(lookup, budgets={"a76": 5.0}, population_size=10,
+    ...                             sample_size=3, seed=0)
+    >>> hard.soft, hard.is_feasible(lookup({"conv": "k7"}))
+    (False, False)
+    >>> soft = ConstrainedEvolution(lookup, budgets={"a76": 5.0}, reward=MnasNetReward())
+    >>> soft.soft
+    True
+
+    Either is the ``strategy`` of an NNI ``NasExperiment`` (see
+    ``examples/multi_trial_spos.py``); ``hard`` never trains an architecture over 5 ms.
     """
 
     _name = "ConstrainedEvolution"

@@ -30,16 +30,31 @@ class MultiObjectiveEvolution(LatencyAwareStrategy):
 
     Parameters
     ----------
-    latency
-        Callable ``sample -> {device: ms}``.
-    devices
+    latency : callable
+        ``sample -> {device: ms}``.
+    devices : str or list of str
         Devices whose latency is an objective (at least one).
-    budgets
+    budgets : dict, default=None
         Optional hard budgets ``{device: max_ms}`` (any devices).
-    population_size, crossover_prob
-        See above.
-    seed, patience, log_every
-        See :class:`~nnmeter_nas.strategies._base.LatencyAwareStrategy`.
+    population_size : int, default=20
+        Architectures per generation.
+    crossover_prob : float, default=0.9
+        Probability that a child is bred by uniform crossover (else copied from one parent).
+    seed, patience, log_every : int
+        See :class:`~nnmeter_nas.strategies.LatencyAwareStrategy` (defaults None, 1000, 10).
+
+    Examples
+    --------
+    >>> latency = {"k3": 3.0, "k5": 4.5, "k7": 6.0}             # ms, e.g. a LatencyProfiler
+    >>> def lookup(sample):
+    ...     return {"a76": latency[sample["conv"]]}
+    >>> from nnmeter_nas.strategies import MultiObjectiveEvolution
+    >>> strategy = MultiObjectiveEvolution(lookup, devices=["a76"], population_size=8, seed=0)
+    >>> strategy.devices
+    ('a76',)
+
+    After an NNI experiment with it has run, ``strategy.export_pareto_front()`` lists the
+    non-dominated trained architectures, fastest first.
     """
 
     _name = "MultiObjectiveEvolution"

@@ -20,7 +20,34 @@ class ConstrainedRandom(LatencyAwareStrategy):
     :class:`~nnmeter_nas.strategies.InfeasibleBudgetError` (with the smallest latency seen) after
     ``patience`` draws, before anything is trained.
 
-    Parameters are those of :class:`~nnmeter_nas.strategies._base.LatencyAwareStrategy`.
+    Parameters
+    ----------
+    latency : callable
+        ``sample -> {device: ms}`` (see :class:`~nnmeter_nas.strategies.LatencyAwareStrategy`).
+    budgets : dict, default=None
+        ``{device: max_ms}``; None for plain random search.
+    seed, patience, log_every : int
+        See :class:`~nnmeter_nas.strategies.LatencyAwareStrategy` (defaults None, 1000, 10).
+    devices : list of str, default=()
+        Devices whose latency the strategy also needs (see
+        :class:`~nnmeter_nas.strategies.LatencyAwareStrategy`).
+
+    Examples
+    --------
+    The latency source is any callable ``sample -> {device: ms}``:
+
+    >>> latency = {"k3": 3.0, "k5": 4.5, "k7": 6.0}             # ms, e.g. a LatencyProfiler
+    >>> def lookup(sample):
+    ...     return {"a76": latency[sample["conv"]]}
+    >>> from nnmeter_nas.strategies import ConstrainedRandom
+    >>> strategy = ConstrainedRandom(lookup, budgets={"a76": 5.0}, seed=0)
+    >>> strategy.latency_of({"conv": "k5"})
+    {'a76': 4.5}
+    >>> strategy.is_feasible({"a76": 4.5}), strategy.is_feasible({"a76": 6.0})
+    (True, False)
+
+    It is then the ``strategy`` of an NNI ``NasExperiment`` (or of
+    :func:`~nnmeter_nas.nni.run_sequential_experiment`).
     """
 
     _name = "ConstrainedRandom"

@@ -18,6 +18,24 @@ class MnasNetReward:
     ``alpha`` applies under the target, ``beta`` over it. MnasNet's soft setting is
     ``alpha = beta = -0.07`` (the default); its hard-ish setting is ``alpha = 0, beta = -1``
     (:meth:`hard`). Latencies and targets in ms; the metric is used as given (e.g. accuracy in %).
+
+    Parameters
+    ----------
+    alpha : float, default=-0.07
+        Exponent under the target.
+    beta : float, default=-0.07
+        Exponent over the target.
+
+    Examples
+    --------
+    >>> from nnmeter_nas.strategies import MnasNetReward
+    >>> reward = MnasNetReward()
+    >>> reward(75.0, {"a76": 10.0}, targets={"a76": 10.0})       # on target: the metric
+    75.0
+    >>> round(reward(75.0, {"a76": 20.0}, targets={"a76": 10.0}), 2)  # twice as slow
+    71.45
+    >>> MnasNetReward.hard()(75.0, {"a76": 20.0}, targets={"a76": 10.0})
+    37.5
     """
 
     alpha: float = -0.07
