@@ -225,6 +225,35 @@ def test_inplace_ops_update_the_tensor_they_modify():
     assert {graph[i].type for i in add.inputs} == {"conv", "relu"}
 
 
+class _ReluConv(nn.Conv2d):
+    """A convolution subclass whose ``_conv_forward`` adds an activation."""
+
+    def _conv_forward(self, x, weight, bias):
+        return F.relu(super()._conv_forward(x, weight, bias))
+
+
+class _OverriddenLayers(nn.Module):
+    """Layers the front end would otherwise read without running their ``forward``: a subclass
+    overriding a method that ``forward`` calls, a layer with a forward hook that changes its
+    output, and one called with a keyword argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = _ReluConv(3, 8, 3, padding=1)
+        self.hooked = nn.Conv2d(8, 8, 1)
+        self.hooked.register_forward_hook(lambda m, inp, out: out * 2.0)
+        self.bn = nn.BatchNorm2d(8)
+        self.act = nn.ReLU6()
+
+    def forward(self, x):
+        return self.act(self.bn(input=self.hooked(self.conv(x))))
+
+
+def test_layers_whose_forward_is_overridden_or_hooked_are_read_through_it():
+    graph = assert_same_as_onnx(_OverriddenLayers().eval(), (1, 3, 8, 8))
+    assert [n.type for n in graph] == ["conv", "relu", "conv", "mul", "bn", "relu"]
+
+
 # ------------------------------------------------------------------------------ fallback
 
 class _WithUpsample(nn.Module):
