@@ -254,6 +254,28 @@ def test_layers_whose_forward_is_overridden_or_hooked_are_read_through_it():
     assert [n.type for n in graph] == ["conv", "relu", "conv", "mul", "bn", "relu"]
 
 
+class _SamePadding(nn.Module):
+    """Convolutions with ``padding='same'`` (odd, even and dilated kernels), which the exporter
+    writes with ``auto_pad`` instead of pads."""
+
+    def __init__(self):
+        super().__init__()
+        self.odd = nn.Conv2d(3, 8, 3, padding="same")
+        self.even = nn.Conv2d(8, 8, 4, padding="same", bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.dilated = nn.Conv2d(8, 8, 3, padding="same", dilation=2, groups=8)
+
+    def forward(self, x):
+        return self.dilated(torch.relu(self.bn(self.even(self.odd(x)))))
+
+
+def test_same_padding_is_mapped():
+    graph = assert_same_as_onnx(_SamePadding().eval(), (1, 3, 9, 9))
+    assert [n.type for n in graph] == ["conv", "conv", "relu", "dwconv"]
+    assert all(n.attrs["auto_pad"] == "SAME_UPPER" and n.output_shapes[0][1:3] == [9, 9]
+               for n in graph if n.type in ("conv", "dwconv"))
+
+
 # ------------------------------------------------------------------------------ fallback
 
 class _WithUpsample(nn.Module):

@@ -305,27 +305,35 @@ class _Ops:
         torch = self.torch
         if not isinstance(weight, torch.Tensor) or isinstance(bias, _Data):
             raise _Unsupported("convolution weights computed from activations")
-        if isinstance(padding, str):
+        same = padding == "same" if isinstance(padding, str) else False
+        if isinstance(padding, str) and not same:
             raise _Unsupported(f"padding={padding!r}")
         if weight.dim() != 4 or len(x.shape) != 4:
             raise _Unsupported("only 2-D convolutions are mapped")
-        s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+        s, d = _pair(stride), _pair(dilation)
+        p = [0, 0] if same else _pair(padding)
+        if same and s != [1, 1]:
+            raise _Unsupported("padding='same' with a stride (torch refuses it)")
         k = [int(v) for v in weight.shape[2:]]
         n, _, h, w = x.shape
         out = (n, int(weight.shape[0]), _conv_out(h, k[0], s[0], p[0], d[0]),
                _conv_out(w, k[1], s[1], p[1], d[1]))
+        if same:  # the exporter writes auto_pad (upper) and no pads: the size is kept
+            out = (n, int(weight.shape[0]), h, w)
 
         def make() -> _Data:
             attrs = {"dilations": d, "group": int(groups), "kernel_shape": k,
                      "pads": p + p, "strides": s,
                      # what the weights take, as the ONNX reader records it for validation
                      "in_channels": int(weight.shape[1]) * int(groups)}
+            if same:
+                attrs["auto_pad"] = "SAME_UPPER"
             r = self.b.emit1("Conv", [x], out, attrs)
             self.b.conv_params.add(r.src)
             return r
 
         return self.b.cached(("conv", self.b.key(x), self.b.key(weight), self.b.key(bias),
-                              tuple(s), tuple(p), tuple(d), int(groups)), make)
+                              tuple(s), tuple(p), tuple(d), int(groups), same), make)
 
     def batch_norm(self, x: _Data, mean: Any, var: Any, weight: Any, bias: Any,
                    training: bool, momentum: float | None, eps: float) -> _Data:
