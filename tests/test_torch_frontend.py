@@ -276,25 +276,45 @@ def test_same_padding_is_mapped():
                for n in graph if n.type in ("conv", "dwconv"))
 
 
-# ------------------------------------------------------------------------------ fallback
+class _Upsampling(nn.Module):
+    """Nearest-neighbour upsampling by whole factors (``nn.Upsample``, ``F.interpolate``)."""
 
-class _WithUpsample(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Upsample(scale_factor=2))
+        self.up = nn.Upsample(scale_factor=2)
+
+    def forward(self, x):
+        y = self.up(self.conv(x))
+        return torch.cat([y, F.interpolate(x, scale_factor=(2, 2))], 1), \
+            F.interpolate(y, scale_factor=3.0)
+
+
+def test_nearest_upsampling_is_mapped():
+    graph = assert_same_as_onnx(_Upsampling().eval(), (1, 3, 5, 7))
+    assert [n.output_shapes[0] for n in graph if n.type == "resize"] == \
+        [[1, 10, 14, 4], [1, 10, 14, 3], [1, 30, 42, 4]]
+
+
+# ------------------------------------------------------------------------------ fallback
+
+class _WithGelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.GELU())
 
     def forward(self, x):
         return self.head(torch.relu(self.conv(x)))
 
 
 def test_unmapped_op_falls_back_to_onnx_with_a_warning_naming_the_module():
-    model = _WithUpsample().eval()
-    with pytest.warns(TorchFallbackWarning, match=r"head\.1 \(Upsample\)"):
+    model = _WithGelu().eval()
+    with pytest.warns(TorchFallbackWarning, match=r"head\.1 \(GELU\)"):
         graph = load_graph(model, input_shape=(1, 3, 16, 16))
     assert graph_signature(graph) == graph_signature(
         load_graph(model, input_shape=(1, 3, 16, 16), torch_frontend="onnx"))
-    with pytest.raises(TorchFrontEndError, match="interpolate") as info:
+    with pytest.raises(TorchFrontEndError, match="gelu") as info:
         load_graph(model, input_shape=(1, 3, 16, 16), torch_frontend="trace")
     assert info.value.module.startswith("head.1")
 

@@ -561,6 +561,27 @@ class _Ops:
         return self.unary("ReduceSum", x, {"keepdims": int(bool(keepdim))},
                           key=("sum", self.b.key(dim), bool(keepdim)), out=out)
 
+    def interpolate(self, x: _Data, size: Any, scale_factor: Any, mode: str,
+                    align_corners: Any, recompute_scale_factor: Any, antialias: bool) -> _Data:
+        if mode != "nearest" or size is not None or scale_factor is None or antialias or \
+                align_corners is not None or recompute_scale_factor:
+            raise _Unsupported(f"interpolate with mode={mode!r}, size={size!r}, "
+                               f"recompute_scale_factor={recompute_scale_factor!r} (only "
+                               "nearest with a scale factor is mapped)")
+        if len(x.shape) != 4:
+            raise _Unsupported("only 2-D interpolation is mapped")
+        factors = [float(f) for f in (scale_factor if isinstance(scale_factor, (list, tuple))
+                                      else (scale_factor, scale_factor))]
+        if len(factors) != 2 or not all(f.is_integer() and f >= 1 for f in factors):
+            raise _Unsupported(f"interpolate with scale_factor={scale_factor!r} (whole "
+                               "factors only)")
+        n, c, h, w = x.shape
+        out = (n, c, int(h * factors[0]), int(w * factors[1]))
+        # what the exporter writes for nearest upsampling (opset 13), the scales a constant
+        attrs = {"coordinate_transformation_mode": "asymmetric", "cubic_coeff_a": -0.75,
+                 "mode": "nearest", "nearest_mode": "floor"}
+        return self.unary("Resize", x, attrs, key=("resize", tuple(factors)), out=out)
+
     def softmax(self, op: str, x: _Data, dim: Any) -> _Data:
         if dim is None:
             raise _Unsupported("softmax without dim")
@@ -704,6 +725,10 @@ def _build_table(torch: Any) -> tuple[dict, set]:
         torch.sum: lambda o, a, k: o.reduce_sum(a[0], _arg(a, k, 1, "dim"),
                                                 _arg(a, k, 2, "keepdim", False)),
         torch.squeeze: lambda o, a, k: o.squeeze(a[0], _arg(a, k, 1, "dim")),
+        F.interpolate: lambda o, a, k: o.interpolate(
+            a[0], _arg(a, k, 1, "size"), _arg(a, k, 2, "scale_factor"),
+            _arg(a, k, 3, "mode", "nearest"), _arg(a, k, 4, "align_corners"),
+            _arg(a, k, 5, "recompute_scale_factor"), _arg(a, k, 6, "antialias", False)),
     }
     methods: dict[str, Callable] = {
         "add": binary("Add"), "__add__": binary("Add"), "__radd__": binary("Add", swap=True),
