@@ -296,13 +296,37 @@ def test_nearest_upsampling_is_mapped():
         [[1, 10, 14, 4], [1, 10, 14, 3], [1, 30, 42, 4]]
 
 
+class _GeluLayerNorm(nn.Module):
+    """GELU and LayerNorm (over the last one and two axes, with and without affine weights),
+    which opset 13 has no operator for: the exporter decomposes them."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.GELU()
+        self.ln_w = nn.LayerNorm(6)
+        self.ln_hw = nn.LayerNorm([5, 6], elementwise_affine=False)
+        self.fc = nn.Linear(4 * 5 * 6, 8)
+        self.ln_fc = nn.LayerNorm(8)
+
+    def forward(self, x):
+        y = self.ln_hw(self.ln_w(self.act(self.conv(x))))
+        return F.gelu(self.ln_fc(self.fc(torch.flatten(y, 1)))), self.act(self.conv(x))
+
+
+def test_gelu_and_layer_norm_are_mapped():
+    graph = assert_same_as_onnx(_GeluLayerNorm().eval(), (1, 3, 5, 6))
+    assert sum(n.type == "erf" for n in graph) == 2    # the repeated GELU is computed once
+    assert sum(n.type == "sqrt" for n in graph) == 3
+
+
 # ------------------------------------------------------------------------------ fallback
 
 class _WithGelu(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.GELU())
+        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.GELU(approximate="tanh"))
 
     def forward(self, x):
         return self.head(torch.relu(self.conv(x)))

@@ -299,6 +299,47 @@ class _Ops:
         self.b.keep.append(x)
         return self.b.cached(("silu", id(x)), make)
 
+    def gelu(self, x: _Data, approximate: str) -> _Data:
+        if approximate != "none":
+            raise _Unsupported(f"gelu with approximate={approximate!r}")
+
+        def make() -> _Data:  # the exporter's x * (1 + erf(x / sqrt 2)) * 0.5 (opset 13)
+            erf = self.b.emit1("Erf", [self.b.emit1("Div", [x], x.shape, {})], x.shape, {})
+            one_plus = self.b.emit1("Add", [erf], x.shape, {})
+            return self.b.emit1("Mul", [self.b.emit1("Mul", [x, one_plus], x.shape, {})],
+                                x.shape, {})
+        self.b.keep.append(x)
+        return self.b.cached(("gelu", id(x)), make)
+
+    def layer_norm(self, x: _Data, normalized_shape: Any, weight: Any, bias: Any,
+                   eps: float) -> _Data:
+        if _has_data([weight, bias]):
+            raise _Unsupported("layer norm weights computed from activations")
+        dims = [normalized_shape] if isinstance(normalized_shape, int) else \
+            list(normalized_shape)
+        if not dims or list(x.shape[-len(dims):]) != [int(d) for d in dims]:
+            raise _Unsupported(f"layer norm over {dims} of a {list(x.shape)} tensor")
+        axes = list(range(-len(dims), 0))
+        reduced = tuple(1 if i >= len(x.shape) - len(dims) else d
+                        for i, d in enumerate(x.shape))
+
+        def make() -> _Data:  # the exporter's decomposition (opset 13 has no LayerNorm op)
+            b = self.b
+            centred = b.emit1("Sub", [x, b.emit1("ReduceMean", [x], reduced, {"axes": axes})],
+                              x.shape, {})
+            var = b.emit1("ReduceMean", [b.emit1("Pow", [centred], x.shape, {})], reduced,
+                          {"axes": axes})
+            std = b.emit1("Sqrt", [b.emit1("Add", [var], reduced, {})], reduced, {})
+            out = b.emit1("Div", [centred, std], x.shape, {})
+            if weight is not None:
+                out = b.emit1("Mul", [out], x.shape, {})
+            if bias is not None:
+                out = b.emit1("Add", [out], x.shape, {})
+            return out
+
+        return self.b.cached(("layer_norm", self.b.key([x, weight, bias]), tuple(axes), eps),
+                             make)
+
     # -- layers
     def conv(self, x: _Data, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
              groups: int) -> _Data:
@@ -725,6 +766,10 @@ def _build_table(torch: Any) -> tuple[dict, set]:
         torch.sum: lambda o, a, k: o.reduce_sum(a[0], _arg(a, k, 1, "dim"),
                                                 _arg(a, k, 2, "keepdim", False)),
         torch.squeeze: lambda o, a, k: o.squeeze(a[0], _arg(a, k, 1, "dim")),
+        F.gelu: lambda o, a, k: o.gelu(a[0], _arg(a, k, 1, "approximate", "none")),
+        F.layer_norm: lambda o, a, k: o.layer_norm(
+            a[0], _arg(a, k, 1, "normalized_shape"), _arg(a, k, 2, "weight"),
+            _arg(a, k, 3, "bias"), _arg(a, k, 4, "eps", 1e-5)),
         F.interpolate: lambda o, a, k: o.interpolate(
             a[0], _arg(a, k, 1, "size"), _arg(a, k, 2, "scale_factor"),
             _arg(a, k, 3, "mode", "nearest"), _arg(a, k, 4, "align_corners"),
