@@ -22,10 +22,8 @@ def _networks():
     from nnmeter_nas import zoo
     from nnmeter_nas.search_spaces.sampling import random_networks
 
-    nets = [(zoo.build(name), (1, 3, 32, 32)) for name in ("cifar_resnet20",)]
-    nets += [(zoo.build("mobilenet_v3_small"), (1, 3, 224, 224))]
-    for space in ("spos-small", "nb201"):
-        nets += [(make(), shape) for _, make, shape in random_networks(space, 2, 3)]
+    nets = [(zoo.build("cifar_resnet20"), (1, 3, 32, 32))]
+    nets += [(make(), shape) for _, make, shape in random_networks("nb201", 2, 3)]
     return nets
 
 
@@ -61,6 +59,7 @@ def test_graph_and_costs_of_a_network_the_front_end_cannot_read():
         [n.type for n in load_graph(net, input_shape=(1, 3, 8, 8), torch_frontend="onnx")]
 
 
+@pytest.mark.slow
 def test_space_freezer_shares_fixed_layers_and_gives_nni_s_graph():
     from nnmeter_nas.nni.choice_points import SpaceFreezer
     from nnmeter_nas.search_spaces import SPOSSpace, spos_random_sample
@@ -70,7 +69,7 @@ def test_space_freezer_shares_fixed_layers_and_gives_nni_s_graph():
         space = SPOSSpace(small_input=True)
     freezer = SpaceFreezer(space)
     space_params = {id(p) for p in space.parameters()}
-    for seed in (1, 2):
+    for seed in (1,):
         sample = dict(spos_random_sample(seed))
         view = freezer.freeze(sample)
         # every layer is the space's own (nothing re-built, no weights re-initialised)
@@ -107,13 +106,14 @@ def test_predict_many_shares_detection_between_devices_with_equal_rules(dummy_pr
     assert len(detections) == 2          # once per graph, not once per graph and device
 
 
+@pytest.mark.slow
 def test_full_scorer_equals_predicting_each_candidate_alone(dummy_predictor):
     from nnmeter_nas.parallel.full import FullScorer
     from nnmeter_nas.parallel.spaces import resolve_space
 
     spec = resolve_space("spos-small")
     scorer = FullScorer(spec, [dummy_predictor])
-    codes = scorer.label_space.random_codes(3, 1, 7)
+    codes = scorer.label_space.random_codes(2, 1, 7)
     got = scorer.score_codes(codes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
