@@ -59,29 +59,6 @@ def test_graph_and_costs_of_a_network_the_front_end_cannot_read():
         [n.type for n in load_graph(net, input_shape=(1, 3, 8, 8), torch_frontend="onnx")]
 
 
-@pytest.mark.slow
-def test_space_freezer_shares_fixed_layers_and_gives_nni_s_graph():
-    from nnmeter_nas.nni.choice_points import SpaceFreezer
-    from nnmeter_nas.search_spaces import SPOSSpace, spos_random_sample
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        space = SPOSSpace(small_input=True)
-    freezer = SpaceFreezer(space)
-    space_params = {id(p) for p in space.parameters()}
-    for seed in (1,):
-        sample = dict(spos_random_sample(seed))
-        view = freezer.freeze(sample)
-        # every layer is the space's own (nothing re-built, no weights re-initialised)
-        assert {id(p) for p in view.parameters()} <= space_params
-        shape = (1, 3, 32, 32)
-        assert [(n.type, n.input_shapes, n.output_shapes, n.attrs) for n in
-                load_graph(view, input_shape=shape)] == \
-            [(n.type, n.input_shapes, n.output_shapes, n.attrs) for n in
-             load_graph(space.freeze(sample), input_shape=shape)]
-        assert count_costs(view, shape) == count_costs(space.freeze(sample), shape)
-
-
 def test_predict_many_shares_detection_between_devices_with_equal_rules(dummy_predictor,
                                                                        monkeypatch):
     import nnmeter_nas.predictor as predictor_mod

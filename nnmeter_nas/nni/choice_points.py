@@ -21,8 +21,7 @@ from typing import Any, Mapping, Sequence
 import torch.nn as nn
 from nni.mutable import Categorical, CategoricalMultiple, Mutable
 from nni.mutable.annotation import MutableAnnotation
-from nni.nas.nn.pytorch import (InputChoice, LayerChoice, ModelSpace, MutableModule,
-                                ParametrizedModule, Repeat)
+from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace, MutableModule, Repeat
 
 from ..errors import UnsupportedSpaceError
 from .sample_values import hashable_value, jsonable_value
@@ -116,13 +115,6 @@ def _module_labels(module: nn.Module) -> dict[str, Any]:
     for _, desc in MutableModule.named_mutable_descendants(module):  # type: ignore[arg-type]
         labels.update(desc.simplify())
     return labels
-
-
-def _fixed_layer(module: nn.Module) -> bool:
-    """An NNI wrapper of a torch layer (``nni.nas.nn.pytorch.Conv2d``...) whose arguments are
-    all fixed: its ``freeze`` builds the same layer anew (and re-initialises its weights)."""
-    return isinstance(module, ParametrizedModule) and not module.mutables and \
-        getattr(module, "_bound_type", None) is not None
 
 
 def _is_plain_container(module: nn.Module) -> bool:
@@ -268,8 +260,7 @@ class SpaceFreezer:
 
     ``LayerChoice`` becomes its chosen candidate, ``Repeat`` an ``nn.Sequential`` of the first
     ``depth`` blocks, other mutable modules their own ``freeze(sample)``; modules without
-    mutables inside (NNI's wrappers of torch layers with fixed arguments among them) are shared
-    with the space, not copied (so no weights are re-initialised).
+    mutables inside are shared with the space, not copied (so no weights are re-initialised).
     Spaces with mutables registered on the space itself fall back to ``model_space.freeze``.
     The returned network is for tracing and export; train ``model_space.freeze(sample)`` instead.
     """
@@ -286,7 +277,7 @@ class SpaceFreezer:
         self._mark(model_space)
 
     def _mark(self, module: nn.Module) -> bool:
-        found = isinstance(module, Mutable) and not _fixed_layer(module)
+        found = isinstance(module, Mutable)
         for child in module.children():
             found = self._mark(child) or found
         if found:
