@@ -67,15 +67,16 @@ NNMETER_RUNNER = textwrap.dedent("""
     rules = os.path.join(pkg, "fusion_rules.json")
     out = {}
     for f in files:
-        times = []
+        times, cpu = [], []
         for _ in range(repeats):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             graph = OnnxConverter(onnx.load(f)).convert()
             kd = KernelDetector(rules)
             kd.load_graph(graph)
             kernels = kd.get_kernels()
             lat = nn_predict(predictors, kernels)
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
         feats = get_predict_features(kernels)
         klist = []
         for layer in feats.values():
@@ -83,7 +84,7 @@ NNMETER_RUNNER = textwrap.dedent("""
             name = get_kernel_name(op)
             if name in predictors:
                 klist.append([name, [float(x) for x in fv]])
-        out[f] = {"latency_ms": float(lat), "times_s": times, "kernels": klist}
+        out[f] = {"latency_ms": float(lat), "times_s": times, "cpu_s": cpu, "kernels": klist}
     print(json.dumps(out))
 """)
 
@@ -137,12 +138,20 @@ def networks(n_spos: int, seed: int):
 
 
 def median_time(fn, repeats: int) -> float:
-    times = []
+    """Median wall-clock seconds of ``repeats`` calls of ``fn``."""
+    return median_times(fn, repeats)[0]
+
+
+def median_times(fn, repeats: int) -> tuple[float, float]:
+    """Medians of ``repeats`` calls of ``fn``: (wall-clock s, this process's CPU s). On a
+    shared core the CPU time is what the work costs; the wall time adds the waits for it."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -153,6 +162,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
 
     from nnmeter_nas.graph.constant_folding import fold_constants
     from nnmeter_nas.graph.torch_export import export_onnx
@@ -206,7 +216,7 @@ def main() -> None:
     print(f"regressors: {len(forests)} random forests, {how}")
     print(f"{'network':20s} {'nn-Meter ms':>12s} {'ours ms':>12s} {'rel diff':>10s} "
           f"{'kernels equal':>14s} {'nnm s':>8s} {'ours s':>8s}")
-    diffs, speed_file, nnm_total, ours_only_hswish = [], [], 0.0, []
+    diffs, speed_file, nnm_total, nnm_cpu, ours_only_hswish = [], [], 0.0, 0.0, []
     for name, path in files.items():
         r = ref[path]
         bd = ours.predict_kernels(path)
@@ -219,6 +229,7 @@ def main() -> None:
         t_ours = median_time(lambda: ours.predict(path), args.repeats)
         t_nnm = statistics.median(r["times_s"])
         nnm_total += t_nnm
+        nnm_cpu += statistics.median(r["cpu_s"])
         speed_file.append(t_nnm / t_ours)
         note = ""
         if not equal:
@@ -231,18 +242,21 @@ def main() -> None:
         print(f"{name:20s} {r['latency_ms']:12.4f} {bd.latency_ms:12.4f} {rel:10.2e} "
               f"{str(equal):>14s} {t_nnm:8.3f} {t_ours:8.3f}{note}")
 
-    t_many = median_time(lambda: ours.predict_many(list(files.values())), args.repeats)
+    t_many, c_many = median_times(lambda: ours.predict_many(list(files.values())), args.repeats)
     shape = (1, 3, 224, 224)
     mods = list(nets.values())
-    t_many_torch = median_time(lambda: ours.predict_many(mods, input_shape=shape), args.repeats)
+    t_many_torch, c_many_torch = median_times(
+        lambda: ours.predict_many(mods, input_shape=shape), args.repeats)
     # torch module -> latency: the torch front end (default) and the ONNX export it replaces
     from nnmeter_nas.graph import load_graph
 
     def via_export(m):
         return ours.predict(load_graph(m, input_shape=shape, torch_frontend="onnx"))
 
-    t_torch = {name: median_time(lambda m=m: ours.predict(m, input_shape=shape), args.repeats)
+    t_torch = {name: median_times(lambda m=m: ours.predict(m, input_shape=shape), args.repeats)
                for name, m in nets.items()}
+    c_torch = {name: t[1] for name, t in t_torch.items()}
+    t_torch = {name: t[0] for name, t in t_torch.items()}
     t_export = {name: median_time(lambda m=m: via_export(m), args.repeats)
                 for name, m in list(nets.items())[:4]}
     # the torch front end gives the kernels the exported file gives
@@ -261,19 +275,24 @@ def main() -> None:
     print(f"speed per ONNX file (median over networks of nn-Meter time / ours): "
           f"{statistics.median(speed_file):.1f}x")
     print(f"predict_many over {len(files)} files: {t_many:.3f} s vs nn-Meter "
-          f"{nnm_total:.3f} s one by one: {nnm_total / t_many:.1f}x")
+          f"{nnm_total:.3f} s one by one: {nnm_total / t_many:.1f}x (CPU time: {c_many:.3f} s "
+          f"vs {nnm_cpu:.3f} s: {nnm_cpu / c_many:.1f}x)")
     print(f"predict_many over the {len(mods)} torch modules (torch front end): "
           f"{t_many_torch:.3f} s vs nn-Meter {nnm_total:.3f} s one by one on their files: "
-          f"{nnm_total / t_many_torch:.1f}x")
+          f"{nnm_total / t_many_torch:.1f}x (CPU time: {c_many_torch:.3f} s vs {nnm_cpu:.3f} s: "
+          f"{nnm_cpu / c_many_torch:.1f}x)")
     print(f"torch front end kernel lists equal to the exported files': {same_torch} of "
           f"{len(nets)}")
     print(f"torch module -> latency (torch front end), MobileNetV2: "
-          f"{1000 * t_torch['mobilenet_v2']:.1f} ms; median over the {len(t_torch)} networks: "
-          f"{1000 * statistics.median(t_torch.values()):.1f} ms")
+          f"{1000 * t_torch['mobilenet_v2']:.1f} ms (CPU {1000 * c_torch['mobilenet_v2']:.1f} ms); "
+          f"median over the {len(t_torch)} networks: "
+          f"{1000 * statistics.median(t_torch.values()):.1f} ms "
+          f"(CPU {1000 * statistics.median(c_torch.values()):.1f} ms)")
     print(f"torch module -> latency through the ONNX export, median over "
           f"{', '.join(t_export)}: {statistics.median(t_export.values()):.3f} s "
           f"(torch front end on the same: "
           f"{1000 * statistics.median(t_torch[n] for n in t_export):.1f} ms)")
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The public :class:`LatencyPredictor`: model -> kernels -> features -> regressors -> ms."""
 from __future__ import annotations
 
+import json
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -168,6 +170,7 @@ class LatencyPredictor:
                     "nnmeter_nas.builder.calibrate on networks measured on the device)")
             self._calibration = Calibration.from_dict(known[calibration])
         self._warned: set[tuple[str, str]] = set()
+        self._rules_json: str | None = None
         self._ranges = {reg: package.feature_range(reg) for reg in package.regressors}
 
     # ---------------------------------------------------------------- descriptions
@@ -216,16 +219,26 @@ class LatencyPredictor:
         return detect_kernels(self.graph(model, input_shape=input_shape),
                               self.package.fusion_rules)
 
-    def _plan(self, kernels: list[Kernel]) -> list[tuple[Kernel, str, list[float] | None, str]]:
-        plan = []
+    def _kernel_features(self, kernels: list[Kernel]
+                         ) -> list[tuple[Kernel, str, list[float] | None]]:
+        """``(kernel, regressor name, features)`` per kernel (the device-independent part of
+        a plan: it depends on the kernels and the package's feature set only)."""
         fs = self.package.feature_set
+        return [(k, regressor_name(k.type), extract_features(k, fs)) for k in kernels]
+
+    def _plan(self, kernels: list[Kernel] | list[tuple[Kernel, str, list[float] | None]]
+              ) -> list[tuple[Kernel, str, list[float] | None, str]]:
+        """Each kernel with its regressor, features and status (``predicted``, ``free`` or
+        ``missing``); ``kernels`` may be given with their features already extracted."""
+        if kernels and isinstance(kernels[0], Kernel):
+            kernels = self._kernel_features(kernels)  # type: ignore[arg-type]
+        plan = []
         free = self.package.free_kernel_types
-        for k in kernels:
-            reg = regressor_name(k.type)
-            feats = extract_features(k, fs)
+        regressors = self.package.regressors
+        for k, reg, feats in kernels:  # type: ignore[misc]
             if k.type in free or reg in free:
                 status = "free"
-            elif feats is not None and reg in self.package.regressors:
+            elif feats is not None and reg in regressors:
                 status = "predicted"
             else:
                 status = "missing"
@@ -254,9 +267,11 @@ class LatencyPredictor:
         tol = 1e-9 * np.maximum(1.0, np.abs(hi))
         return np.all((X >= lo - tol) & (X <= hi + tol), axis=1)
 
-    def _run(self, plans: list[list[tuple[Kernel, str, list[float] | None, str]]]
-             ) -> list[KernelBreakdown]:
-        """Evaluate several networks' plans with one regressor call per kernel type."""
+    def _evaluate(self, plans: list[list[tuple[Kernel, str, list[float] | None, str]]]
+                  ) -> tuple[list[np.ndarray], list[list[bool | None]], list[float],
+                             list[float] | None]:
+        """Kernel latencies (ms) and in-domain flags of several networks' plans, with one
+        regressor call per kernel type; and each network's weight MiB and cold share."""
         groups: dict[str, list[tuple[int, int]]] = {}
         for m, plan in enumerate(plans):
             for i, (_, reg, _, status) in enumerate(plan):
@@ -283,6 +298,22 @@ class LatencyPredictor:
             for r, (m, i) in enumerate(idx):
                 lat[m][i] = y[r]
                 dom[m][i] = None if inside is None else bool(inside[r])
+        return lat, dom, mib, share
+
+    def _warn_out_of_domain(self, regressors: Iterable[str], stacklevel: int = 5) -> None:
+        new = [r for r in sorted(set(regressors))
+               if (self.device, "domain:" + r) not in self._warned]
+        if new:
+            self._warned.update((self.device, "domain:" + r) for r in new)
+            warnings.warn(f"predictor {self.name!r}: kernels of type {new} lie outside "
+                          "the feature range their regressors were trained on; their "
+                          "latencies are extrapolated, not calibrated (in_domain=False "
+                          "in predict_kernels)", LatencyWarning, stacklevel=stacklevel)
+
+    def _run(self, plans: list[list[tuple[Kernel, str, list[float] | None, str]]]
+             ) -> list[KernelBreakdown]:
+        """Evaluate several networks' plans with one regressor call per kernel type."""
+        lat, dom, mib, share = self._evaluate(plans)
         out = []
         for m, plan in enumerate(plans):
             bd = KernelBreakdown(
@@ -293,14 +324,7 @@ class LatencyPredictor:
                 overhead_ms=self.network_overhead_ms,
                 weight_mib=mib[m],
                 cold_share=None if share is None else share[m])
-            outside = sorted({k.regressor for k in bd if k.in_domain is False})
-            new = [r for r in outside if (self.device, "domain:" + r) not in self._warned]
-            if new:
-                self._warned.update((self.device, "domain:" + r) for r in new)
-                warnings.warn(f"predictor {self.name!r}: kernels of type {new} lie outside "
-                              "the feature range their regressors were trained on; their "
-                              "latencies are extrapolated, not calibrated (in_domain=False "
-                              "in predict_kernels)", LatencyWarning, stacklevel=4)
+            self._warn_out_of_domain(k.regressor for k in bd if k.in_domain is False)
             out.append(bd)
         return out
 
@@ -369,32 +393,73 @@ class LatencyPredictor:
         return self.predict_kernels(model, input_shape=input_shape).latency_ms
 
     def predict_many(self, models: Iterable[Any], *,
-                     input_shape: Sequence[int] | None = None) -> list[float]:
+                     input_shape: Sequence[int] | None = None,
+                     shared: dict | None = None) -> list[float]:
         """Latency (ms) of each model; all kernels of a type across the models go to their
         regressor in one vectorised call.
 
         Each distinct model is read once (the same object, file path or bytes repeated in
         ``models`` is not re-read), and kernels are detected once per distinct graph
         (networks whose graphs are equal, e.g. one architecture sampled twice, share it).
+
+        Parameters
+        ----------
+        models : iterable
+            Models as :meth:`predict` takes them.
+        input_shape : sequence of int, default=None
+            NCHW input shape of torch modules (and override for ONNX inputs).
+        shared : dict, default=None
+            A dict handed to the ``predict_many`` of several predictors over the same models
+            (e.g. one per device): the graphs read, their kernels (per fusion rules) and
+            feature vectors (per feature set) are kept in it and reused, so each is computed
+            once for all the devices. It holds the graphs: drop it with the models.
         """
-        graphs: dict[Any, tuple[Any, OpGraph]] = {}
-        plans: dict[Any, list] = {}
-        out = []
+        memo: dict = {} if shared is None else shared
+        shape_key = repr(input_shape)
+        rules_key = self._rules_key()
+        fs = self.package.feature_set
+        plans, planned = [], {}
         for m in models:
             key, ref = _model_key(m)
-            hit = graphs.get(key) if key is not None else None
+            hit = memo.get(("graph", key, shape_key)) if key is not None else None
             if hit is not None and (ref is None or hit[0]() is m):
                 g = hit[1]
             else:
                 g = self.graph(m, input_shape=input_shape)
                 if key is not None:
-                    graphs[key] = (ref, g)
-            sig = _graph_signature(g)
-            plan = plans.get(sig)
-            if plan is None:
-                plan = plans[sig] = self._plan(detect_kernels(g, self.package.fusion_rules))
-            out.append(plan)
-        return [bd.latency_ms for bd in self._run(out)]
+                    memo[("graph", key, shape_key)] = (ref, g)
+            seen = memo.get(("signature", id(g)))
+            if seen is not None and seen[0]() is g:
+                sig = seen[1]
+            else:
+                sig = _graph_signature(g)
+                memo[("signature", id(g))] = (weakref.ref(g), sig)
+            plan = planned.get(sig)
+            if plan is not None:
+                plans.append(plan)
+                continue
+            kernels = memo.get(("kernels", sig, rules_key))
+            if kernels is None:
+                kernels = memo[("kernels", sig, rules_key)] = detect_kernels(
+                    g, self.package.fusion_rules)
+            feats = memo.get(("features", sig, rules_key, fs))
+            if feats is None:
+                feats = memo[("features", sig, rules_key, fs)] = self._kernel_features(kernels)
+            plan = planned[sig] = self._plan(feats)
+            plans.append(plan)
+        lat, dom, _, _ = self._evaluate(plans)
+        self._warn_out_of_domain((plan[i][1] for plan, flags in zip(plans, dom)
+                                  for i, f in enumerate(flags) if f is False), stacklevel=4)
+        overhead = self.network_overhead_ms
+        # summed as KernelBreakdown.latency_ms sums (same order, same result)
+        return [float(sum(v.tolist())) + overhead for v in lat]
+
+    def _rules_key(self) -> str:
+        """The fusion rules as a string: predictors with equal rules detect equal kernels."""
+        if self._rules_json is None:
+            self._rules_json = json.dumps(self.package.fusion_rules.to_dict(), sort_keys=True,
+                                          default=str)
+        return self._rules_json
 
     def predict_kernel_features(self, regressor: str, X: np.ndarray) -> np.ndarray:
         """Latency (ms) of raw feature rows for one kernel regressor (shape ``(n, f)``)."""
@@ -412,8 +477,6 @@ def _model_key(model: Any) -> tuple[Any, Any]:
     """``(key, weak reference or None)`` identifying ``model`` within one ``predict_many``
     call; key None: never shared. Objects are known by id, checked through a weak reference
     (an id can be reused once its object is gone; models are not kept alive)."""
-    import weakref
-
     if isinstance(model, (str, Path)):
         return ("path", str(Path(model).resolve())), None
     if isinstance(model, (bytes, bytearray)):
@@ -424,11 +487,9 @@ def _model_key(model: Any) -> tuple[Any, Any]:
         return None, None
 
 
-def _graph_signature(graph: OpGraph) -> tuple:
+def _graph_signature(graph: OpGraph) -> str:
     """A hashable description of everything kernel detection and features read from
     ``graph``: node types, source ops, shapes, attributes and links, in order."""
     index = {name: i for i, name in enumerate(graph.nodes)}
-    return tuple(
-        (n.type, n.source_op, repr(n.input_shapes), repr(n.output_shapes),
-         repr(sorted(n.attrs.items())), tuple(index[i] for i in n.inputs))
-        for n in graph)
+    return repr([(n.type, n.source_op, n.input_shapes, n.output_shapes,
+                  sorted(n.attrs.items()), [index[i] for i in n.inputs]) for n in graph])

@@ -243,25 +243,120 @@ def test_inplace_ops_update_the_tensor_they_modify():
     assert {graph[i].type for i in add.inputs} == {"conv", "relu"}
 
 
-# ------------------------------------------------------------------------------ fallback
+class _ReluConv(nn.Conv2d):
+    """A convolution subclass whose ``_conv_forward`` adds an activation."""
 
-class _WithUpsample(nn.Module):
+    def _conv_forward(self, x, weight, bias):
+        return F.relu(super()._conv_forward(x, weight, bias))
+
+
+class _OverriddenLayers(nn.Module):
+    """Layers the front end would otherwise read without running their ``forward``: a subclass
+    overriding a method that ``forward`` calls, a layer with a forward hook that changes its
+    output, and one called with a keyword argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = _ReluConv(3, 8, 3, padding=1)
+        self.hooked = nn.Conv2d(8, 8, 1)
+        self.hooked.register_forward_hook(lambda m, inp, out: out * 2.0)
+        self.bn = nn.BatchNorm2d(8)
+        self.act = nn.ReLU6()
+
+    def forward(self, x):
+        return self.act(self.bn(input=self.hooked(self.conv(x))))
+
+
+def test_layers_whose_forward_is_overridden_or_hooked_are_read_through_it():
+    graph = assert_same_as_onnx(_OverriddenLayers().eval(), (1, 3, 8, 8))
+    assert [n.type for n in graph] == ["conv", "relu", "conv", "mul", "bn", "relu"]
+
+
+class _SamePadding(nn.Module):
+    """Convolutions with ``padding='same'`` (odd, even and dilated kernels), which the exporter
+    writes with ``auto_pad`` instead of pads."""
+
+    def __init__(self):
+        super().__init__()
+        self.odd = nn.Conv2d(3, 8, 3, padding="same")
+        self.even = nn.Conv2d(8, 8, 4, padding="same", bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.dilated = nn.Conv2d(8, 8, 3, padding="same", dilation=2, groups=8)
+
+    def forward(self, x):
+        return self.dilated(torch.relu(self.bn(self.even(self.odd(x)))))
+
+
+def test_same_padding_is_mapped():
+    graph = assert_same_as_onnx(_SamePadding().eval(), (1, 3, 9, 9))
+    assert [n.type for n in graph] == ["conv", "conv", "relu", "dwconv"]
+    assert all(n.attrs["auto_pad"] == "SAME_UPPER" and n.output_shapes[0][1:3] == [9, 9]
+               for n in graph if n.type in ("conv", "dwconv"))
+
+
+class _Upsampling(nn.Module):
+    """Nearest-neighbour upsampling by whole factors (``nn.Upsample``, ``F.interpolate``)."""
+
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Upsample(scale_factor=2))
+        self.up = nn.Upsample(scale_factor=2)
+
+    def forward(self, x):
+        y = self.up(self.conv(x))
+        return torch.cat([y, F.interpolate(x, scale_factor=(2, 2))], 1), \
+            F.interpolate(y, scale_factor=3.0)
+
+
+def test_nearest_upsampling_is_mapped():
+    graph = assert_same_as_onnx(_Upsampling().eval(), (1, 3, 5, 7))
+    assert [n.output_shapes[0] for n in graph if n.type == "resize"] == \
+        [[1, 10, 14, 4], [1, 10, 14, 3], [1, 30, 42, 4]]
+
+
+class _GeluLayerNorm(nn.Module):
+    """GELU and LayerNorm (over the last one and two axes, with and without affine weights),
+    which opset 13 has no operator for: the exporter decomposes them."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.GELU()
+        self.ln_w = nn.LayerNorm(6)
+        self.ln_hw = nn.LayerNorm([5, 6], elementwise_affine=False)
+        self.fc = nn.Linear(4 * 5 * 6, 8)
+        self.ln_fc = nn.LayerNorm(8)
+
+    def forward(self, x):
+        y = self.ln_hw(self.ln_w(self.act(self.conv(x))))
+        return F.gelu(self.ln_fc(self.fc(torch.flatten(y, 1)))), self.act(self.conv(x))
+
+
+def test_gelu_and_layer_norm_are_mapped():
+    graph = assert_same_as_onnx(_GeluLayerNorm().eval(), (1, 3, 5, 6))
+    assert sum(n.type == "erf" for n in graph) == 2    # the repeated GELU is computed once
+    assert sum(n.type == "sqrt" for n in graph) == 3
+
+
+# ------------------------------------------------------------------------------ fallback
+
+class _WithGelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.GELU(approximate="tanh"))
 
     def forward(self, x):
         return self.head(torch.relu(self.conv(x)))
 
 
 def test_unmapped_op_falls_back_to_onnx_with_a_warning_naming_the_module():
-    model = _WithUpsample().eval()
-    with pytest.warns(TorchFallbackWarning, match=r"head\.1 \(Upsample\)"):
+    model = _WithGelu().eval()
+    with pytest.warns(TorchFallbackWarning, match=r"head\.1 \(GELU\)"):
         graph = load_graph(model, input_shape=(1, 3, 16, 16))
     assert graph_signature(graph) == graph_signature(
         load_graph(model, input_shape=(1, 3, 16, 16), torch_frontend="onnx"))
-    with pytest.raises(TorchFrontEndError, match="interpolate") as info:
+    with pytest.raises(TorchFrontEndError, match="gelu") as info:
         load_graph(model, input_shape=(1, 3, 16, 16), torch_frontend="trace")
     assert info.value.module.startswith("head.1")
 

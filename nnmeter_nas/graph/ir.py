@@ -68,11 +68,13 @@ class OpGraph:
     def toposort(self) -> None:
         """Reorder ``nodes`` topologically (stable: keeps the given order where it can)."""
         order = list(self.nodes)
+        pos = {k: i for i, k in enumerate(order)}
+        if all(pos[o] > i for i, n in enumerate(self.nodes.values()) for o in n.outputs):
+            return  # already topological: the stable sort below would keep this order
         indeg = {k: 0 for k in order}
         for n in self.nodes.values():
             for o in set(n.outputs):
                 indeg[o] += 1
-        pos = {k: i for i, k in enumerate(order)}
         import heapq
 
         heap = [pos[k] for k in order if indeg[k] == 0]

@@ -41,7 +41,7 @@ from .ir import OpGraph, OpNode
 from .onnx_import import fold_batchnorm
 from .op_types import ONNX_OP_TYPES
 
-__all__ = ["torch_to_graph"]
+__all__ = ["torch_to_graph", "traced_shape"]
 
 Shape = tuple
 
@@ -58,8 +58,9 @@ def _pair(v: Any) -> list[int]:
 
 
 def _nhwc(shape: Sequence[int]) -> list[int]:
-    s = [int(d) for d in shape]
-    return [s[0], s[2], s[3], s[1]] if len(s) == 4 else s
+    if len(shape) == 4:
+        return [int(shape[0]), int(shape[2]), int(shape[3]), int(shape[1])]
+    return [int(d) for d in shape]
 
 
 class _Unsupported(Exception):
@@ -72,7 +73,7 @@ class _Data:
     __slots__ = ("shape", "src", "piece")
 
     def __init__(self, shape: Shape, src: str | None, piece: list | None = None) -> None:
-        self.shape = tuple(int(d) for d in shape)
+        self.shape = tuple(map(int, shape))
         self.src = src
         self.piece = piece  # [used] flag of one slice of a merged split node
 
@@ -83,6 +84,25 @@ def _shape_of(v: Any, torch: Any) -> Shape:
     if isinstance(v, torch.Tensor):
         return tuple(v.shape)
     return ()
+
+
+def _broadcast(a: Shape, b: Shape) -> Shape:
+    """The broadcast shape of ``a`` and ``b`` (numpy's rule, as ``torch.broadcast_shapes``,
+    which costs 30x more)."""
+    if a == b:
+        return a
+    n = max(len(a), len(b))
+    a = (1,) * (n - len(a)) + tuple(a)
+    b = (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise ValueError(f"shapes {list(a)} and {list(b)} do not broadcast")
+    return tuple(out)
 
 
 def _has_data(v: Any) -> bool:
@@ -121,7 +141,7 @@ class _Builder:
         self.no_cse = False
 
     def key(self, v: Any) -> Any:
-        if isinstance(v, _Data) or isinstance(v, self.torch.Tensor):
+        if type(v) is _Data or isinstance(v, self.torch.Tensor):
             self.keep.append(v)
             return ("id", id(v))
         if isinstance(v, (list, tuple)):
@@ -171,10 +191,12 @@ class _Builder:
         for d in ins:
             if d.piece is not None:
                 d.piece[0] = True
+        if len(ins) == 1:
+            inputs = [] if ins[0].src is None else [ins[0].src]
+        else:
+            inputs = list(dict.fromkeys(d.src for d in ins if d.src is not None))
         self.nodes[name] = OpNode(
-            name=name, type=ctype,
-            inputs=list(dict.fromkeys(d.src for d in ins if d.src is not None)),
-            input_shapes=[_nhwc(d.shape) for d in ins],
+            name=name, type=ctype, inputs=inputs, input_shapes=[_nhwc(d.shape) for d in ins],
             output_shapes=[_nhwc(o) for o in outs], attrs=attrs, source_op=op)
         return [_Data(o, name) for o in outs]
 
@@ -254,7 +276,7 @@ class _Ops:
                     c == (0 if op in ("Add", "Sub") else 1):
                 return x
         ins = [v for v in (a, b) if isinstance(v, _Data)]
-        out = tuple(torch.broadcast_shapes(_shape_of(a, torch), _shape_of(b, torch)))
+        out = _broadcast(_shape_of(a, torch), _shape_of(b, torch))
         return self.b.cached((op, self.b.key(a), self.b.key(b)),
                              lambda: self.b.emit1(op, ins, out, {}, op))
 
@@ -277,33 +299,82 @@ class _Ops:
         self.b.keep.append(x)
         return self.b.cached(("silu", id(x)), make)
 
+    def gelu(self, x: _Data, approximate: str) -> _Data:
+        if approximate != "none":
+            raise _Unsupported(f"gelu with approximate={approximate!r}")
+
+        def make() -> _Data:  # the exporter's x * (1 + erf(x / sqrt 2)) * 0.5 (opset 13)
+            erf = self.b.emit1("Erf", [self.b.emit1("Div", [x], x.shape, {})], x.shape, {})
+            one_plus = self.b.emit1("Add", [erf], x.shape, {})
+            return self.b.emit1("Mul", [self.b.emit1("Mul", [x, one_plus], x.shape, {})],
+                                x.shape, {})
+        self.b.keep.append(x)
+        return self.b.cached(("gelu", id(x)), make)
+
+    def layer_norm(self, x: _Data, normalized_shape: Any, weight: Any, bias: Any,
+                   eps: float) -> _Data:
+        if _has_data([weight, bias]):
+            raise _Unsupported("layer norm weights computed from activations")
+        dims = [normalized_shape] if isinstance(normalized_shape, int) else \
+            list(normalized_shape)
+        if not dims or list(x.shape[-len(dims):]) != [int(d) for d in dims]:
+            raise _Unsupported(f"layer norm over {dims} of a {list(x.shape)} tensor")
+        axes = list(range(-len(dims), 0))
+        reduced = tuple(1 if i >= len(x.shape) - len(dims) else d
+                        for i, d in enumerate(x.shape))
+
+        def make() -> _Data:  # the exporter's decomposition (opset 13 has no LayerNorm op)
+            b = self.b
+            centred = b.emit1("Sub", [x, b.emit1("ReduceMean", [x], reduced, {"axes": axes})],
+                              x.shape, {})
+            var = b.emit1("ReduceMean", [b.emit1("Pow", [centred], x.shape, {})], reduced,
+                          {"axes": axes})
+            std = b.emit1("Sqrt", [b.emit1("Add", [var], reduced, {})], reduced, {})
+            out = b.emit1("Div", [centred, std], x.shape, {})
+            if weight is not None:
+                out = b.emit1("Mul", [out], x.shape, {})
+            if bias is not None:
+                out = b.emit1("Add", [out], x.shape, {})
+            return out
+
+        return self.b.cached(("layer_norm", self.b.key([x, weight, bias]), tuple(axes), eps),
+                             make)
+
     # -- layers
     def conv(self, x: _Data, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
              groups: int) -> _Data:
         torch = self.torch
         if not isinstance(weight, torch.Tensor) or isinstance(bias, _Data):
             raise _Unsupported("convolution weights computed from activations")
-        if isinstance(padding, str):
+        same = padding == "same" if isinstance(padding, str) else False
+        if isinstance(padding, str) and not same:
             raise _Unsupported(f"padding={padding!r}")
         if weight.dim() != 4 or len(x.shape) != 4:
             raise _Unsupported("only 2-D convolutions are mapped")
-        s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+        s, d = _pair(stride), _pair(dilation)
+        p = [0, 0] if same else _pair(padding)
+        if same and s != [1, 1]:
+            raise _Unsupported("padding='same' with a stride (torch refuses it)")
         k = [int(v) for v in weight.shape[2:]]
         n, _, h, w = x.shape
         out = (n, int(weight.shape[0]), _conv_out(h, k[0], s[0], p[0], d[0]),
                _conv_out(w, k[1], s[1], p[1], d[1]))
+        if same:  # the exporter writes auto_pad (upper) and no pads: the size is kept
+            out = (n, int(weight.shape[0]), h, w)
 
         def make() -> _Data:
             attrs = {"dilations": d, "group": int(groups), "kernel_shape": k,
                      "pads": p + p, "strides": s,
                      # what the weights take, as the ONNX reader records it for validation
                      "in_channels": int(weight.shape[1]) * int(groups)}
+            if same:
+                attrs["auto_pad"] = "SAME_UPPER"
             r = self.b.emit1("Conv", [x], out, attrs)
             self.b.conv_params.add(r.src)
             return r
 
         return self.b.cached(("conv", self.b.key(x), self.b.key(weight), self.b.key(bias),
-                              tuple(s), tuple(p), tuple(d), int(groups)), make)
+                              tuple(s), tuple(p), tuple(d), int(groups), same), make)
 
     def batch_norm(self, x: _Data, mean: Any, var: Any, weight: Any, bias: Any,
                    training: bool, momentum: float | None, eps: float) -> _Data:
@@ -531,6 +602,27 @@ class _Ops:
         return self.unary("ReduceSum", x, {"keepdims": int(bool(keepdim))},
                           key=("sum", self.b.key(dim), bool(keepdim)), out=out)
 
+    def interpolate(self, x: _Data, size: Any, scale_factor: Any, mode: str,
+                    align_corners: Any, recompute_scale_factor: Any, antialias: bool) -> _Data:
+        if mode != "nearest" or size is not None or scale_factor is None or antialias or \
+                align_corners is not None or recompute_scale_factor:
+            raise _Unsupported(f"interpolate with mode={mode!r}, size={size!r}, "
+                               f"recompute_scale_factor={recompute_scale_factor!r} (only "
+                               "nearest with a scale factor is mapped)")
+        if len(x.shape) != 4:
+            raise _Unsupported("only 2-D interpolation is mapped")
+        factors = [float(f) for f in (scale_factor if isinstance(scale_factor, (list, tuple))
+                                      else (scale_factor, scale_factor))]
+        if len(factors) != 2 or not all(f.is_integer() and f >= 1 for f in factors):
+            raise _Unsupported(f"interpolate with scale_factor={scale_factor!r} (whole "
+                               "factors only)")
+        n, c, h, w = x.shape
+        out = (n, c, int(h * factors[0]), int(w * factors[1]))
+        # what the exporter writes for nearest upsampling (opset 13), the scales a constant
+        attrs = {"coordinate_transformation_mode": "asymmetric", "cubic_coeff_a": -0.75,
+                 "mode": "nearest", "nearest_mode": "floor"}
+        return self.unary("Resize", x, attrs, key=("resize", tuple(factors)), out=out)
+
     def softmax(self, op: str, x: _Data, dim: Any) -> _Data:
         if dim is None:
             raise _Unsupported("softmax without dim")
@@ -674,6 +766,14 @@ def _build_table(torch: Any) -> tuple[dict, set]:
         torch.sum: lambda o, a, k: o.reduce_sum(a[0], _arg(a, k, 1, "dim"),
                                                 _arg(a, k, 2, "keepdim", False)),
         torch.squeeze: lambda o, a, k: o.squeeze(a[0], _arg(a, k, 1, "dim")),
+        F.gelu: lambda o, a, k: o.gelu(a[0], _arg(a, k, 1, "approximate", "none")),
+        F.layer_norm: lambda o, a, k: o.layer_norm(
+            a[0], _arg(a, k, 1, "normalized_shape"), _arg(a, k, 2, "weight"),
+            _arg(a, k, 3, "bias"), _arg(a, k, 4, "eps", 1e-5)),
+        F.interpolate: lambda o, a, k: o.interpolate(
+            a[0], _arg(a, k, 1, "size"), _arg(a, k, 2, "scale_factor"),
+            _arg(a, k, 3, "mode", "nearest"), _arg(a, k, 4, "align_corners"),
+            _arg(a, k, 5, "recompute_scale_factor"), _arg(a, k, 6, "antialias", False)),
     }
     methods: dict[str, Callable] = {
         "add": binary("Add"), "__add__": binary("Add"), "__radd__": binary("Add", swap=True),
@@ -736,6 +836,8 @@ _INPLACE_POS: dict = {}
 # ---------------------------------------------------------------------------- the tracer
 
 def _make_shape_tensor_class(torch: Any) -> type:
+    make_subclass = torch.Tensor._make_subclass
+
     class ShapeTensor(torch.Tensor):
         """A data-less stand-in for an activation; every torch op on it is recorded."""
 
@@ -744,13 +846,18 @@ def _make_shape_tensor_class(torch: Any) -> type:
 
         @staticmethod
         def __new__(cls, data: _Data, session: Any) -> "ShapeTensor":
-            t = torch.Tensor._make_subclass(cls, torch.empty(data.shape, device="meta"))
+            base = session.meta.get(data.shape)
+            if base is None:  # one storage-less tensor per shape, shared by its wrappers
+                base = session.meta[data.shape] = torch.empty(data.shape, device="meta")
+            t = make_subclass(cls, base)
             t._d = data
             t._session = session
             return t
 
         @classmethod
         def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: N805
+            if args and type(args[0]) is cls:  # the common case: an op on an activation
+                return args[0]._session.dispatch(func, args, kwargs or {})
             session = None
             for a in args:
                 if isinstance(a, ShapeTensor):
@@ -773,6 +880,11 @@ def _make_shape_tensor_class(torch: Any) -> type:
 
 
 _SHAPE_TENSOR: type | None = None
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def _func_name(func: Any) -> str:
+    return getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
 
 
 class _Session:
@@ -783,24 +895,31 @@ class _Session:
         self.builder = _Builder(torch)
         self.ops = _Ops(torch, self.builder)
         self.root = root
+        self.meta: dict[Shape, Any] = {}  # shape -> storage-less tensor the wrappers share
 
     def wrap(self, v: Any) -> Any:
-        if isinstance(v, _Data):
+        t = type(v)
+        if t is _Data:
             return _SHAPE_TENSOR(v, self)  # type: ignore[misc]
-        if isinstance(v, tuple):
+        if t is tuple:
             return tuple(self.wrap(a) for a in v)
-        if isinstance(v, list):
+        if t is list:
             return [self.wrap(a) for a in v]
         return v
 
     def unwrap(self, v: Any) -> Any:
-        if isinstance(v, _SHAPE_TENSOR):  # type: ignore[arg-type]
+        t = type(v)
+        if t is _SHAPE_TENSOR:
             return v._d
+        if t in _PLAIN:
+            return v
         if isinstance(v, (list, tuple)):
             out = [self.unwrap(a) for a in v]
             return out if isinstance(v, list) else tuple(out)
         if isinstance(v, slice):
             return slice(self.unwrap(v.start), self.unwrap(v.stop), self.unwrap(v.step))
+        if isinstance(v, _SHAPE_TENSOR):  # type: ignore[arg-type]
+            return v._d
         return v
 
     def module_label(self, frame: Any = None) -> str:
@@ -819,17 +938,16 @@ class _Session:
         return type(self.root).__name__
 
     def dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        torch = self.torch
-        if getattr(func, "__name__", "") == "__get__":
-            return self._attribute(func, args)
         handler = _TABLE.get(func)  # type: ignore[union-attr]
-        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
         if handler is None:
+            if getattr(func, "__name__", "") == "__get__":
+                return self._attribute(func, args)
             raise TorchFrontEndError(
-                f"the torch front end does not map {name} (called in module "
+                f"the torch front end does not map {_func_name(func)} (called in module "
                 f"{self.module_label()})", module=self.module_label())
-        a = self.unwrap(args)
-        k = {key: self.unwrap(v) for key, v in kwargs.items()}
+        st = _SHAPE_TENSOR
+        a = tuple(v._d if type(v) is st else self.unwrap(v) for v in args)
+        k = {key: self.unwrap(v) for key, v in kwargs.items()} if kwargs else {}
         pos = _INPLACE_POS.get(func)
         inplace = func in _INPLACE or kwargs.get("inplace") is True or \
             (pos is not None and len(args) > pos and args[pos] is True)
@@ -837,21 +955,24 @@ class _Session:
         try:
             out = handler(self.ops, a, k)
         except _Unsupported as exc:
+            name = _func_name(func)
             raise TorchFrontEndError(
                 f"the torch front end cannot map {name} in module {self.module_label()}: {exc}",
                 module=self.module_label()) from None
         except TorchFrontEndError:
             raise
         except Exception as exc:  # a shape rule met an input it does not cover
+            name = _func_name(func)
             raise TorchFrontEndError(
                 f"the torch front end failed on {name} in module {self.module_label()}: "
                 f"{type(exc).__name__}: {exc}", module=self.module_label()) from exc
         finally:
             self.builder.no_cse = False
-        if inplace and args and isinstance(args[0], _SHAPE_TENSOR) and \
-                isinstance(out, _Data):  # type: ignore[arg-type]
-            args[0]._d = out
-            return args[0]
+        if type(out) is _Data:
+            if inplace and args and type(args[0]) is st:
+                args[0]._d = out
+                return args[0]
+            return st(out, self)  # type: ignore[misc]
         return self.wrap(out)
 
     def _attribute(self, func: Any, args: tuple) -> Any:
@@ -875,11 +996,101 @@ class _Session:
                                  module=self.module_label())
 
 
+# ---------------------------------------------------------------------------- leaf layers
+
+def _fast_forwards(torch: Any) -> dict:
+    """``{layer class: (attributes its forward reads, factory)}`` for the common torch layers:
+    ``factory(session, module)`` gives a ``forward`` that hands the session the very call the
+    layer's own ``forward`` makes (same function, same arguments), without the Python of
+    ``forward`` and ``torch.nn.functional`` in between; or None where that call would differ
+    (the layer's own ``forward`` then runs)."""
+    nn, F = torch.nn, torch.nn.functional
+
+    def guarded(session: Any, module: Any, call: Callable[[Any], Any]) -> Callable:
+        own = type(module).forward.__get__(module)
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if len(args) == 1 and not kwargs and type(args[0]) is _SHAPE_TENSOR:
+                return call(args[0])
+            return own(*args, **kwargs)
+        return forward
+
+    def conv(session, m):
+        if m.padding_mode != "zeros":
+            return None
+        return guarded(session, m, lambda x: session.dispatch(
+            torch.conv2d, (x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups), {}))
+
+    def batch_norm_2d(session, m):
+        def call(x):
+            if len(x._d.shape) != 4 or m.training:  # the layer's own error / training mode
+                return type(m).forward(m, x)
+            bn_training = m.running_mean is None and m.running_var is None
+            return session.dispatch(F.batch_norm, (
+                x, m.running_mean, m.running_var), {
+                "weight": m.weight, "bias": m.bias, "training": bn_training,
+                "momentum": 0.0 if m.momentum is None else m.momentum, "eps": m.eps})
+        return guarded(session, m, call)
+
+    def relu(session, m):
+        return guarded(session, m, lambda x: session.dispatch(
+            F.relu, (x,), {"inplace": m.inplace}))
+
+    def hardtanh(session, m):
+        return guarded(session, m, lambda x: session.dispatch(
+            F.hardtanh, (x,), {"min_val": m.min_val, "max_val": m.max_val,
+                               "inplace": m.inplace}))
+
+    def hardswish(session, m):
+        return guarded(session, m, lambda x: session.dispatch(
+            F.hardswish, (x,), {"inplace": m.inplace}))
+
+    def linear(session, m):
+        return guarded(session, m, lambda x: session.dispatch(
+            F.linear, (x, m.weight, m.bias), {}))
+
+    return {nn.Conv2d: (("forward", "_conv_forward"), conv),
+            nn.BatchNorm2d: (("forward", "_check_input_dim"), batch_norm_2d),
+            nn.ReLU: (("forward",), relu), nn.Hardtanh: (("forward",), hardtanh),
+            nn.Hardswish: (("forward",), hardswish), nn.Linear: (("forward",), linear)}
+
+
+_FAST: dict = {}
+_FAST_OF_CLASS: dict = {}  # layer class -> factory or None (memo of _fast_factory)
+
+
+def _fast_factory(cls: type) -> Callable | None:
+    """The fast-forward factory of layers of class ``cls``: that of the torch layer it
+    derives from, if it overrides none of the methods that layer's ``forward`` runs."""
+    try:
+        return _FAST_OF_CLASS[cls]
+    except KeyError:
+        pass
+    found = None
+    for base, (attrs, factory) in _FAST.items():
+        if issubclass(cls, base) and all(getattr(cls, a) is getattr(base, a) for a in attrs):
+            found = factory
+            break
+    _FAST_OF_CLASS[cls] = found
+    return found
+
+
+def traced_shape(tensor: Any) -> tuple[int, ...]:
+    """Shape (NCHW) of ``tensor``, a real tensor or an activation of a running
+    :func:`torch_to_graph` pass (as a forward hook receives it), read without recording a
+    shape query. ``tensor.shape`` on an activation is recorded, as the exporter records
+    ``aten::size``: a convolution whose output shape is read keeps its batch norm unfused."""
+    if _SHAPE_TENSOR is not None and type(tensor) is _SHAPE_TENSOR:
+        return tensor._d.shape
+    return tuple(int(d) for d in tensor.shape)
+
+
 def _setup(torch: Any) -> None:
     global _TABLE, _INPLACE, _SHAPE_TENSOR, _INPLACE_POS
     if _TABLE is None:
         _SHAPE_TENSOR = _make_shape_tensor_class(torch)
         _INPLACE_POS = _inplace_positions(torch)
+        _FAST.update(_fast_forwards(torch))
         _TABLE, _INPLACE = _build_table(torch)
 
 
@@ -912,10 +1123,19 @@ def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[i
     label = name or type(module).__name__
     session = _Session(torch, module)
     # eval mode as the exporter sets it (set directly: Module.eval() costs ~1 ms per 100
-    # modules), restored afterwards
-    training = [m for m in module.modules() if m.training]
-    for m in training:
-        m.__dict__["training"] = False
+    # modules), restored afterwards; common layers get a forward that skips their Python
+    # (an instance attribute, removed afterwards)
+    training, patched = [], []
+    for m in module.modules():
+        if m.training:
+            m.__dict__["training"] = False
+            training.append(m)
+        factory = _fast_factory(type(m))
+        if factory is not None and "forward" not in m.__dict__:
+            forward = factory(session, m)
+            if forward is not None:
+                m.__dict__["forward"] = forward
+                patched.append(m)
     try:
         inputs = [session.wrap(_Data(s, None)) for s in shapes]
         with torch.no_grad():
@@ -934,6 +1154,8 @@ def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[i
     finally:
         for m in training:
             m.__dict__["training"] = True
+        for m in patched:
+            m.__dict__.pop("forward", None)
     outputs: list[_Data] = []
 
     def collect(v: Any) -> None:

@@ -80,6 +80,7 @@ def _build_units(g: OpGraph, rules: FusionRules) -> list[_Unit]:
     units: list[_Unit] = []
     block_of = {n: i for i, (_, grp) in enumerate(blocks) for n in grp}
     emitted: set[int] = set()
+    pos = {name: i for i, name in enumerate(g.nodes)} if blocks else {}
     for node in g:  # units in topological order of their first node
         b = block_of.get(node.name)
         if b is None:
@@ -88,7 +89,7 @@ def _build_units(g: OpGraph, rules: FusionRules) -> list[_Unit]:
         elif b not in emitted:
             emitted.add(b)
             btype, grp = blocks[b]
-            order = [n for n in g.nodes if n in set(grp)]
+            order = sorted(dict.fromkeys(grp), key=pos.__getitem__)
             idx = len(units)
             units.append(_Unit(btype, order, _root(g, order)))
             for n in grp:

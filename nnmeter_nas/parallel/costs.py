@@ -11,6 +11,7 @@ Imports torch (and NNI through the choice points).
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -22,15 +23,17 @@ from ..nni.torch_threads import torch_threads
 from .codes import LabelSpace
 from .lookup import CodeTable
 
-__all__ = ["count_costs", "module_costs", "build_cost_table", "COST_COLUMNS", "torch_threads"]
+__all__ = ["count_costs", "module_costs", "graph_and_costs", "build_cost_table", "COST_COLUMNS",
+           "torch_threads"]
 
 COST_COLUMNS = ["flops", "params"]
 
 
-def module_costs(net: nn.Module, input_shape: Sequence[int]) -> dict[str, list[float]]:
-    """``{module path: [flops, params]}`` of the modules of ``net`` that have any, where
-    ``params`` counts only the module's own parameters and ``flops`` its own Conv2d/Linear
-    work (summed over calls). ``input_shape`` is NCHW."""
+def _hooked_costs(net: nn.Module, run: Callable[[], Any]) -> tuple[dict[str, list[float]], Any]:
+    """``({module path: [flops, params]}, run())``: ``run`` is one forward pass of ``net``
+    (real or shape-only) during which the Conv2d/Linear layers' work is counted."""
+    from ..graph.torch_frontend import traced_shape
+
     paths = {id(m): p for p, m in net.named_modules()}
     out: dict[str, list[float]] = {}
     for path, m in net.named_modules():
@@ -40,11 +43,12 @@ def module_costs(net: nn.Module, input_shape: Sequence[int]) -> dict[str, list[f
 
     def on_conv(m: nn.Conv2d, _inp: Any, y: torch.Tensor) -> None:
         k = m.kernel_size[0] * m.kernel_size[1]
-        macs = y.numel() * (m.in_channels // m.groups) * k
+        macs = math.prod(traced_shape(y)) * (m.in_channels // m.groups) * k
         out.setdefault(paths[id(m)], [0.0, 0.0])[0] += 2.0 * macs
 
     def on_linear(m: nn.Linear, _inp: Any, y: torch.Tensor) -> None:
-        out.setdefault(paths[id(m)], [0.0, 0.0])[0] += 2.0 * y.numel() * m.in_features
+        out.setdefault(paths[id(m)], [0.0, 0.0])[0] += \
+            2.0 * math.prod(traced_shape(y)) * m.in_features
 
     handles = []
     for m in net.modules():
@@ -52,22 +56,74 @@ def module_costs(net: nn.Module, input_shape: Sequence[int]) -> dict[str, list[f
             handles.append(m.register_forward_hook(on_conv))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(on_linear))
-    was_training = net.training
     try:
-        net.eval()
-        with torch.no_grad():
-            net(torch.zeros(*[int(d) for d in input_shape]))
+        result = run()
     finally:
-        net.train(was_training)
         for h in handles:
             h.remove()
-    return out
+    return out, result
+
+
+def _real_forward(net: nn.Module, input_shape: Sequence[int]) -> Callable[[], None]:
+    def run() -> None:
+        was_training = net.training
+        try:
+            net.eval()
+            with torch.no_grad():
+                net(torch.zeros(*[int(d) for d in input_shape]))
+        finally:
+            net.train(was_training)
+    return run
+
+
+def module_costs(net: nn.Module, input_shape: Sequence[int], *,
+                 shape_only: bool = True) -> dict[str, list[float]]:
+    """``{module path: [flops, params]}`` of the modules of ``net`` that have any, where
+    ``params`` counts only the module's own parameters and ``flops`` its own Conv2d/Linear
+    work (summed over calls). ``input_shape`` is NCHW.
+
+    The layers are counted during the torch front end's shape-only forward pass (no data,
+    no arithmetic); a network the front end cannot run (``TorchFrontEndError``), or
+    ``shape_only=False``, gets a real forward pass on zeros instead (same counts).
+    """
+    if shape_only:
+        from ..errors import TorchFrontEndError
+        from ..graph.torch_frontend import torch_to_graph
+
+        try:
+            return _hooked_costs(net, lambda: torch_to_graph(net, input_shape))[0]
+        except TorchFrontEndError:
+            pass
+    return _hooked_costs(net, _real_forward(net, input_shape))[0]
+
+
+def _totals(costs: dict[str, list[float]]) -> tuple[float, float]:
+    return (float(sum(v[0] for v in costs.values())), float(sum(v[1] for v in costs.values())))
 
 
 def count_costs(net: nn.Module, input_shape: Sequence[int]) -> tuple[float, float]:
     """``(flops, params)`` of a frozen network (see the module docstring for the convention)."""
-    costs = module_costs(net, input_shape)
-    return (float(sum(v[0] for v in costs.values())), float(sum(v[1] for v in costs.values())))
+    return _totals(module_costs(net, input_shape))
+
+
+def graph_and_costs(net: nn.Module, input_shape: Sequence[int]) -> tuple[Any, float, float]:
+    """``(graph, flops, params)`` of a frozen network from one shape-only forward pass: the
+    :class:`~nnmeter_nas.graph.OpGraph` ``load_graph(net, input_shape=...)`` gives, and the
+    costs :func:`count_costs` gives.
+
+    A network the torch front end cannot read is exported to ONNX as ``load_graph`` does
+    (with its ``TorchFallbackWarning``) and counted with a real forward pass.
+    """
+    from ..errors import TorchFrontEndError
+    from ..graph import load_graph
+
+    try:
+        costs, graph = _hooked_costs(net, lambda: load_graph(net, input_shape=input_shape,
+                                                             torch_frontend="trace"))
+    except TorchFrontEndError:
+        graph = load_graph(net, input_shape=input_shape)
+        costs = module_costs(net, input_shape, shape_only=False)
+    return (graph, *_totals(costs))
 
 
 def _owner(points: Sequence[Any]) -> Callable[[str], int]:

@@ -1,8 +1,9 @@
-"""``full`` scoring: freeze each candidate, export it once and predict it kernel by kernel.
+"""``full`` scoring: freeze each candidate, read it once and predict it kernel by kernel.
 
-One exported graph per candidate serves every device (each predictor splits it into kernels by
-its own fusion rules). :class:`FullScorer` holds the space and the predictors, so a Ray actor
-builds it once and then scores chunk after chunk.
+One graph per candidate (the torch front end's shape-only pass, which also counts its FLOPs
+and parameters: :func:`~nnmeter_nas.parallel.costs.graph_and_costs`) serves every device
+(each predictor splits it into kernels by its own fusion rules). :class:`FullScorer` holds the
+space and the predictors, so a Ray actor builds it once and then scores chunk after chunk.
 """
 from __future__ import annotations
 
@@ -63,20 +64,21 @@ class FullScorer:
     def score_codes(self, codes: np.ndarray) -> dict[str, Any]:
         """``{"flops": (n,), "params": (n,), device: (n,) ms, ...}`` and, with ``kernels``,
         ``"kernels:" + device`` lists of JSON breakdowns."""
-        from ..graph import load_graph
         from ..nni.torch_threads import torch_threads
-        from .costs import count_costs
+        from .costs import graph_and_costs
 
         samples = self.label_space.decode(np.asarray(codes))
         shape = self.spec.input_shape
         graphs, costs = [], []
         with torch_threads(1):
             for sample in samples:
-                net = self._freeze(sample)
-                costs.append(count_costs(net, shape))
-                graphs.append(load_graph(net, input_shape=shape))
+                # one shape-only forward pass gives the graph and the FLOPs/params
+                graph, flops, params = graph_and_costs(self._freeze(sample), shape)
+                graphs.append(graph)
+                costs.append((flops, params))
         cost = np.asarray(costs, dtype=np.float64).reshape(-1, 2)
         out: dict[str, Any] = {"flops": cost[:, 0], "params": cost[:, 1]}
+        shared: dict = {}  # devices with equal fusion rules share kernel detection
         for pred in self.predictors:
             if self.kernels:
                 bds = [pred.predict_kernels(g) for g in graphs]
@@ -84,5 +86,6 @@ class FullScorer:
                 out["kernels:" + pred.device] = [kernels_json(bd) for bd in bds]
             else:
                 # One regressor call per kernel type for the whole chunk.
-                out[pred.device] = np.asarray(pred.predict_many(graphs), dtype=np.float64)
+                out[pred.device] = np.asarray(pred.predict_many(graphs, shared=shared),
+                                              dtype=np.float64)
         return out
