@@ -53,7 +53,7 @@ DEVICE_FIT_PARAMS: dict = {"myriadvpu_openvino2019r2": {"source_weights": {"nb20
 
 def fit_params(dev: str) -> dict:
     return {**FIT_PARAMS, **DEVICE_FIT_PARAMS.get(dev, {})}
-PACKAGE_VERSION = "multi-1"
+PACKAGE_VERSION = "multi-2"
 
 
 def flops_of(sample) -> float:
