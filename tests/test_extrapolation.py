@@ -214,3 +214,30 @@ def test_fitted_models_never_plateau_even_for_families_the_data_lack():
         check_monotone_and_linear(models[reg], reg)
     one_by_one = np.asarray([conv_row(56, 64, 64, 1, 1)])  # only 3x3 convs were measured
     assert models["conv-bn-relu"].predict(one_by_one)[0] > 0
+
+
+@pytest.mark.parametrize("device", FOUR)
+def test_fully_connected_cost_follows_its_weights_not_its_shape(device):
+    """A fully connected layer streams each weight once: two layers with the same number of
+    weights cost the same whatever cin and cout are (the Pixel 4 GPU measured 80-91 us per
+    million weights on 18 shapes), more weights cost more, and twice the weights cost about
+    twice as much far outside the data (a per-output term had charged AlexNet's 9216x4096
+    layer what VGG's 25088x4096 one costs)."""
+    from nnmeter_nas.predictor import LatencyPredictor
+
+    if not (PKG_ROOT / device / "manifest.json").is_file():
+        pytest.skip("package not built")
+    pred = LatencyPredictor.from_path(PKG_ROOT / device)
+    if not pred.version.startswith("multi-"):
+        pytest.skip("not a multi-source package")
+
+    def fc(cin, cout):
+        flop = (2 * cin + 1) * cout
+        return pred.predict_kernel_features("fc", np.asarray([[cin, cout, flop / 2e6,
+                                                                flop / 1e6]]))[0]
+
+    # shapes no measured network holds (measured ones may carry their bounded correction)
+    assert fc(9000, 4000) == pytest.approx(fc(4000, 9000), rel=2e-3)
+    assert fc(25000, 4000) > fc(9000, 4000)
+    big = fc(2 ** 17, 2 ** 14)
+    assert fc(2 ** 18, 2 ** 14) == pytest.approx(2 * big, rel=0.05)

@@ -53,12 +53,14 @@ def terms_of(regressor: str) -> list[tuple[str, Term]]:
     if r in ("conv-bn-relu", "dwconv-bn-relu"):
         return _conv_terms(r)
     if r == "fc":
-        # a fully connected layer is a 1x1 convolution on a 1x1 map: the dense convolutions'
-        # rate per MAC, plus its own excess (weights streamed once, little reuse)
+        # a fully connected layer streams each weight once (one MAC per weight, no reuse at
+        # batch 1): launch + the dense convolutions' rate per MAC + its own rate per weight.
+        # No term in cin or cout alone: on the Pixel 4 GPU the 18 distinct FC layers of
+        # pixel4_ops_gpu.csv take 80-91 us per million weights whatever their shape, and a
+        # per-output term let the fit charge VGG's 4096-wide layers (102M weights) to
+        # AlexNet's (38M weights): +113 % on the Adreno 640 in leave-one-out, +3 % without.
         return [("fc:launch", Term("launch", {})), ("conv:macs", Term("macs", {"macs_1e6": 1})),
-                ("excess:fc:macs", Term("own_macs", {"macs_1e6": 1})),
-                ("fc:elements", Term("elements", {"cin": 1})),
-                ("fc:outputs", Term("outputs", {"cout": 1}))]
+                ("fc:weights", Term("weights", {"macs_1e6": 1}))]
     if r in ("avgpool", "maxpool"):
         out = []
         for prefix in ("pool", r):

@@ -25,7 +25,7 @@ from .device_fit import FREE_TYPES, DeviceLatencyFit, NetworkSample
 from .lookup_tree import empty_feature_range
 from .nb201_package import FEATURE_SET
 
-PACKAGE_VERSION = "multi-1"
+PACKAGE_VERSION = "multi-2"
 
 #: Kernel types every package gets a cost model for (those the data never held: their
 #: family's shared terms, an empty feature range, always ``in_domain=False``).

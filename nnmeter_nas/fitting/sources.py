@@ -55,7 +55,27 @@ def imagenet_samples(device: str, configs: Mapping[str, Counter], *,
     for m in reference_latencies(device, data_dir) + pixel4_latencies(device, data_dir):
         if m.name in configs:
             out.append(NetworkSample(m.label if m.source == "nnmeter-reference" else m.name,
-                                     m.source, configs[m.name], m.latency_ms))
+                                     m.source, full_map_pools_as_global(configs[m.name]),
+                                     m.latency_ms))
+    return out
+
+
+def full_map_pools_as_global(configs: Counter) -> Counter:
+    """The configurations with every average pooling that covers its whole input map (window
+    ``k >= hw``, one output pixel) written as the global average pooling the devices ran.
+
+    pytorchcv ends most networks with ``AvgPool2d(7)`` on a 7x7 map, nn-Meter's Keras networks
+    with ``GlobalAveragePooling2D``; in the measured TFLite graphs it is a ``MEAN`` operator
+    either way (``pixel4_ops_gpu.csv``: resnet18, mobilenet_w1...), which is what the
+    ``global-avgpool`` cost model and its feature range ``[hw, c]`` stand for."""
+    out: Counter = Counter()
+    for (reg, x), n in configs.items():
+        if reg == "avgpool" and len(x) >= 5:
+            hw, cin, _, k, s = x[:5]
+            if k >= hw and (hw - k) // max(s, 1.0) + 1 <= 1:
+                out[("global-avgpool", (float(hw), float(cin)))] += n
+                continue
+        out[(reg, x)] += n
     return out
 
 
@@ -67,7 +87,7 @@ def load_imagenet_configs(cache: str | Path | None = None) -> dict[str, Counter]
 
 
 __all__ = ["nb201_samples", "imagenet_samples", "load_imagenet_configs", "FEATURE_SET",
-           "pixel4_gpu_op_samples",
+           "pixel4_gpu_op_samples", "full_map_pools_as_global",
            "DEFAULT_CONFIG_CACHE"]
 
 
