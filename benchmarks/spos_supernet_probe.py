@@ -52,6 +52,8 @@ def main(argv=None) -> None:
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--width-mult", type=float, default=0.25)
+    p.add_argument("--image-size", type=int, default=32, help="digits upsampled to this size")
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--values", default="k3,k5,k7,xcep")
     p.add_argument("--same", action="store_true")
     p.add_argument("--fixed-random", action="store_true")
@@ -63,6 +65,9 @@ def main(argv=None) -> None:
     p.add_argument("--kaiming-init", action="store_true")
     p.add_argument("--zero-gamma", action="store_true")
     p.add_argument("--freeze-choices", action="store_true")
+    p.add_argument("--score", type=int, default=0,
+                   help="after training: inherited accuracy of this many random paths on the "
+                        "held-out digits (batch norms recalibrated on 2 training batches of 128)")
     p.add_argument("--adam", action="store_true")
     p.add_argument("--no-momentum", action="store_true")
     args = p.parse_args(argv)
@@ -75,11 +80,11 @@ def main(argv=None) -> None:
     from nni.nas.nn.pytorch import LayerChoice
 
     import _common
-    from nnmeter_nas.nni.supernet import shared_subnet
+    from nnmeter_nas.nni.supernet import inherited_accuracy, shared_subnet
     from nnmeter_nas.search_spaces.spos import SPOS_LABELS, SPOSSpace
 
     torch.set_num_threads(1)
-    x_tr, y_tr, _, _ = _common.digits_tensors(32)
+    x_tr, y_tr, x_te, y_te = _common.digits_tensors(args.image_size)
     vals = args.values.split(",")
     torch.manual_seed(0)
     space = SPOSSpace(small_input=True, num_labels=10, width_mult=args.width_mult)
@@ -154,7 +159,7 @@ def main(argv=None) -> None:
     tag = " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     t0, losses = time.time(), []
     for s in range(args.steps):
-        idx = torch.randint(0, len(y_tr), (64,), generator=g)
+        idx = torch.randint(0, len(y_tr), (args.batch_size,), generator=g)
         opt.zero_grad()
         if args.fair:
             perms = {label: rng.sample(vals, len(vals)) for label in SPOS_LABELS}
@@ -177,6 +182,18 @@ def main(argv=None) -> None:
             print(f"[{tag}] step {s + 1}: loss (mean of last {args.every}) "
                   f"{sum(losses[-args.every:]) / args.every:.3f}, {time.time() - t0:.0f} s",
                   flush=True)
+
+    if args.score:
+        import statistics
+
+        calib = [x_tr[torch.randint(0, len(y_tr), (128,), generator=g)] for _ in range(2)]
+        score_rng = random.Random(1)
+        accs = sorted(inherited_accuracy(shared_subnet(space, {label: score_rng.choice(vals)
+                                                               for label in SPOS_LABELS}),
+                                         calib, x_te, y_te) for _ in range(args.score))
+        print(f"[{tag}] inherited accuracy of {args.score} random paths on {len(y_te)} held-out "
+              f"digits: min {accs[0]:.1%}, median {statistics.median(accs):.1%}, "
+              f"max {accs[-1]:.1%}", flush=True)
 
 
 if __name__ == "__main__":
