@@ -63,6 +63,25 @@ def test_multi_trial_spos_searches_within_budget_and_exports_the_chosen(tmp_path
 
 
 @pytest.mark.slow
+def test_multi_trial_spos_with_nni_regularized_evolution(tmp_path):
+    """``--strategy nni-evolution``: NNI's RegularizedEvolution chained with LatencyFilter scores
+    candidates with inherited weights; only architectures within the budget are scored."""
+    _run("multi_trial_spos.py", "--out", str(tmp_path), "--predictors", "dummy",
+         "--strategy", "nni-evolution")
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["strategy"] == "nni-evolution"
+    budget = result["budget_ms"]
+    cands = pd.read_csv(tmp_path / "candidates.csv")
+    assert len(cands) == result["candidates_scored"] >= 1
+    assert (cands["dummy_ms"] <= budget * (1 + 1e-9)).all() and cands["within_budget"].all()
+    assert result["filter"]["checked"] >= len(cands)
+    chosen = result["chosen"]
+    assert chosen["latency_ms"]["dummy"] <= budget * (1 + 1e-9)
+    assert chosen["onnx_full_prediction_ms"]["dummy"] == pytest.approx(
+        chosen["latency_ms"]["dummy"], rel=1e-3)
+
+
+@pytest.mark.slow
 def test_train_latency_constrained_reports_derived_arch(tmp_path):
     stdout = _run("train_latency_constrained.py", "--out", str(tmp_path),
                   "--predictors", "dummy")
