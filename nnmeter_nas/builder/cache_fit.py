@@ -148,9 +148,9 @@ def join_regimes(warm_package: str | Path, cold_package: str | Path, output: str
     to ``output`` (replaced atomically). Both packages must come from the builder, with the
     same backend, feature set and fusion rules, built on this host (measured networks of
     another host would fit another device). The networks' latencies are scaled by the
-    reference network's time during the warm build over its time now (timed in the same
-    passes), so the model describes the machine in the state its kernels were timed in
-    (``scale_to_build_state=False``: as measured now). Returns the package path and the
+    reference network's time during the warm build over its time now (timed warm before and
+    after the passes), so the model describes the machine in the state its kernels were timed
+    in (``scale_to_build_state=False``: as measured now). Returns the package path and the
     model."""
     from ..graph.torch_export import export_onnx
     from ..packages.format import PredictorPackage

@@ -134,7 +134,7 @@ def reference_state_ms(backend: Backend, *, repeats: int = 3,
     as a build batch times it (the backend's plan, repeats interleaved with a tiny model, so
     with warm caches), over ``repeats`` calls. Comparable with the ``ref_ms`` of the build's
     records; a visit of the reference between large networks is not (it starts with caches
-    the network before it evicted: 20-80% slower on an AVX2 host)."""
+    the network before it evicted, so it reads slower than the machine runs)."""
     from .onnx_utils import tiny_relu_model
 
     ref = model if model is not None else reference_model()
