@@ -419,6 +419,7 @@ class LatencyPredictor:
         rules_key = self._rules_key()
         fs = self.package.feature_set
         plans, planned = [], {}
+        alive = []  # this call's graphs, so that equal ones can be found by signature
         for m in models:
             key, ref = _model_key(m)
             hit = memo.get(("graph", key, shape_key)) if key is not None else None
@@ -428,12 +429,8 @@ class LatencyPredictor:
                 g = self.graph(m, input_shape=input_shape)
                 if key is not None:
                     memo[("graph", key, shape_key)] = (ref, g)
-            seen = memo.get(("signature", id(g)))
-            if seen is not None and seen[0]() is g:
-                sig = seen[1]
-            else:
-                sig = _graph_signature(g)
-                memo[("signature", id(g))] = (weakref.ref(g), sig)
+            alive.append(g)
+            sig = _graph_class(memo, g)
             plan = planned.get(sig)
             if plan is not None:
                 plans.append(plan)
@@ -485,6 +482,39 @@ def _model_key(model: Any) -> tuple[Any, Any]:
         return ("object", id(model)), weakref.ref(model)
     except TypeError:  # dicts (nn-Meter IR) and protos take no weak references
         return None, None
+
+
+def _graph_class(memo: dict, graph: OpGraph) -> tuple:
+    """A key shared by the graphs in ``memo`` that :func:`_graph_signature` finds equal.
+
+    The full signature costs about as much as kernel detection, so it is computed only for
+    graphs that share their node count and node types with another graph seen (a network
+    read once, the common case, never pays it)."""
+    seen = memo.get(("class", id(graph)))
+    if seen is not None and seen[0]() is graph:
+        return seen[1]
+    coarse = (len(graph.nodes), tuple([n.type for n in graph]))
+    peers = memo.setdefault(("peers", coarse), [])  # [weak ref, signature or None, class]
+    cls = None
+    sig = None
+    if peers:
+        sig = _graph_signature(graph)
+        for peer in peers:
+            if peer[1] is None:
+                other = peer[0]()
+                if other is None:  # gone: nothing can share its class any more
+                    continue
+                peer[1] = _graph_signature(other)
+            if peer[1] == sig:
+                cls = peer[2]
+                break
+    if cls is None:
+        memo["classes"] = memo.get("classes", 0) + 1
+        cls = ("graph class", memo["classes"])
+    ref = weakref.ref(graph)
+    peers.append([ref, sig, cls])
+    memo[("class", id(graph))] = (ref, cls)
+    return cls
 
 
 def _graph_signature(graph: OpGraph) -> str:

@@ -30,6 +30,25 @@ def test_forest_matches_sklearn_exactly(est, data):
     assert te.n_features == 7
 
 
+def test_repeated_rows_and_leaves_match_sklearn(data):
+    """Equal rows are evaluated once (kernels repeat across a batch of networks): the
+    outputs, in order, and the leaves are scikit-learn's, row by row."""
+    X, y, Xt = data
+    rf = RandomForestRegressor(n_estimators=12, max_depth=10, random_state=2).fit(X, y)
+    te = TreeEnsemble.from_sklearn(rf)
+    rng = np.random.default_rng(3)
+    Xr = Xt[rng.integers(0, 40, 200)]  # 200 rows, at most 40 distinct, shuffled
+    Xr[::7] = Xr[::7].astype(np.float32)  # equal after the float32 cast only
+    assert np.array_equal(te.predict(Xr), rf.predict(Xr))
+    one_by_one = np.array([te.predict(r[None, :])[0] for r in Xr])
+    assert np.array_equal(te.predict(Xr), one_by_one)
+    leaves = te.apply(Xt)
+    sk_leaves = rf.apply(Xt.astype(np.float32))
+    for t, est in enumerate(rf.estimators_):  # local sklearn leaf ids -> values
+        assert np.array_equal(te.value[leaves[:, t]], est.tree_.value[sk_leaves[:, t], 0, 0])
+    assert te.predict(Xt[:0]).shape == (0,)
+
+
 def test_boosting_matches_sklearn(data):
     X, y, Xt = data
     gb = GradientBoostingRegressor(n_estimators=20, max_depth=3, random_state=0).fit(X, y)

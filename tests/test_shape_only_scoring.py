@@ -103,3 +103,25 @@ def test_full_scorer_equals_predicting_each_candidate_alone(dummy_predictor):
             assert got["flops"][i] == sum(v[0] for v in real)
             assert got["params"][i] == sum(v[1] for v in real)
     assert np.all(got["flops"] > 0)
+
+
+def test_gc_paused_restores_the_collector_state():
+    import gc
+
+    from nnmeter_nas.parallel.full import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with gc_paused():
+            raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller that turned the collector off keeps it off
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -294,6 +294,46 @@ def test_same_padding_is_mapped():
                for n in graph if n.type in ("conv", "dwconv"))
 
 
+class _Conv1d(nn.Module):
+    """1-D convolutions (plain with its batch norm, strided, dilated, depthwise, 'same')."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(8, 16, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm1d(16)
+        self.down = nn.Conv1d(16, 16, 5, stride=2, padding=2, dilation=1, groups=16)
+        self.dil = nn.Conv1d(16, 8, 3, dilation=2)
+        self.same = nn.Conv1d(8, 8, 4, padding="same")
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.dil(self.down(torch.relu(self.bn(self.conv(x)))))
+        return self.fc(F.conv1d(self.same(y), self.same.weight, padding=1).mean(-1))
+
+
+def test_conv1d_is_mapped_and_refused_like_the_export():
+    """Conv1d gives the export's graph (checked before validation); the predictors model 2-D
+    image operators only, so both paths then refuse it with the same error, and the torch
+    path no longer exports (no TorchFallbackWarning)."""
+    from nnmeter_nas.errors import GraphValidationError
+    from nnmeter_nas.graph import _front_end
+
+    model, shape = _Conv1d().eval(), (1, 8, 40)
+    traced = _front_end(model, input_shape=shape, torch_frontend="trace")
+    exported = _front_end(model, input_shape=shape, torch_frontend="onnx")
+    assert graph_signature(traced) == graph_signature(exported)
+    assert [n.type for n in traced][:4] == ["conv", "relu", "dwconv", "conv"]
+    assert traced.nodes[next(iter(traced.nodes))].attrs["ks"] == [3]
+    errors = []
+    for fe in ("auto", "onnx"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TorchFallbackWarning)
+            with pytest.raises(GraphValidationError, match="needs a 4-D NHWC input") as info:
+                load_graph(model, input_shape=shape, torch_frontend=fe)
+        errors.append(str(info.value).split("needs", 1)[1])
+    assert errors[0] == errors[1]
+
+
 class _Upsampling(nn.Module):
     """Nearest-neighbour upsampling by whole factors (``nn.Upsample``, ``F.interpolate``)."""
 
@@ -441,6 +481,29 @@ def test_predict_many_reads_each_distinct_model_once_and_shares_detection(dummy_
     assert many == pytest.approx(single, rel=1e-12)
     assert len(reads) == 3            # a, b, a2 (a and b repeated: not re-read)
     assert len(detections) == 2       # a2's graph equals a's
+
+
+def test_predict_many_tells_graphs_with_the_same_node_types_apart(dummy_predictor, monkeypatch):
+    """Graphs with the same node types but other kernel sizes or widths (SPOS's k3/k5/k7)
+    are detected apart; an equal one arriving later shares detection."""
+    import nnmeter_nas.predictor as predictor_mod
+
+    def net(k, c):
+        return nn.Sequential(nn.Conv2d(3, c, k, padding=k // 2), nn.ReLU(),
+                             nn.Conv2d(c, 8, 1)).eval()
+
+    shape = (1, 3, 16, 16)
+    nets = [net(3, 8), net(5, 8), net(3, 16), net(3, 8)]
+    detections = []
+    real_detect = predictor_mod.detect_kernels
+    monkeypatch.setattr(predictor_mod, "detect_kernels",
+                        lambda g, r: detections.append(g) or real_detect(g, r))
+    single = [dummy_predictor.predict(m, input_shape=shape) for m in nets]
+    assert len(set(single[:3])) == 3
+    detections.clear()
+    assert dummy_predictor.predict_many(nets, input_shape=shape) == pytest.approx(single,
+                                                                               rel=1e-12)
+    assert len(detections) == 3  # the fourth equals the first
 
 
 def test_predict_many_does_not_confuse_models_whose_ids_are_reused(dummy_predictor):

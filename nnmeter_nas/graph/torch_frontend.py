@@ -57,6 +57,11 @@ def _pair(v: Any) -> list[int]:
     return [int(v), int(v)]
 
 
+def _ntuple(v: Any, nd: int) -> list[int]:
+    """A 1-D or 2-D layer argument (int or sequence) as ``nd`` ints."""
+    return _pair(v) if nd == 2 else [int(v[0]) if isinstance(v, (list, tuple)) else int(v)]
+
+
 def _nhwc(shape: Sequence[int]) -> list[int]:
     if len(shape) == 4:
         return [int(shape[0]), int(shape[2]), int(shape[3]), int(shape[1])]
@@ -349,18 +354,20 @@ class _Ops:
         same = padding == "same" if isinstance(padding, str) else False
         if isinstance(padding, str) and not same:
             raise _Unsupported(f"padding={padding!r}")
-        if weight.dim() != 4 or len(x.shape) != 4:
-            raise _Unsupported("only 2-D convolutions are mapped")
-        s, d = _pair(stride), _pair(dilation)
-        p = [0, 0] if same else _pair(padding)
-        if same and s != [1, 1]:
+        nd = weight.dim() - 2  # spatial dims: Conv1d 1, Conv2d 2
+        if nd not in (1, 2) or len(x.shape) != nd + 2:
+            raise _Unsupported("only 1-D and 2-D convolutions are mapped")
+        s, d = _ntuple(stride, nd), _ntuple(dilation, nd)
+        p = [0] * nd if same else _ntuple(padding, nd)
+        if same and s != [1] * nd:
             raise _Unsupported("padding='same' with a stride (torch refuses it)")
         k = [int(v) for v in weight.shape[2:]]
-        n, _, h, w = x.shape
-        out = (n, int(weight.shape[0]), _conv_out(h, k[0], s[0], p[0], d[0]),
-               _conv_out(w, k[1], s[1], p[1], d[1]))
+        n, spatial = x.shape[0], x.shape[2:]
         if same:  # the exporter writes auto_pad (upper) and no pads: the size is kept
-            out = (n, int(weight.shape[0]), h, w)
+            out = (n, int(weight.shape[0]), *spatial)
+        else:
+            out = (n, int(weight.shape[0]),
+                   *(_conv_out(spatial[i], k[i], s[i], p[i], d[i]) for i in range(nd)))
 
         def make() -> _Data:
             attrs = {"dilations": d, "group": int(groups), "kernel_shape": k,
@@ -669,7 +676,7 @@ def _build_table(torch: Any) -> tuple[dict, set]:
     def clamp(o, a, k):
         return o.clip(a[0], _arg(a, k, 1, "min"), _arg(a, k, 2, "max"))
 
-    def conv2d(o, a, k):
+    def conv(o, a, k):  # conv1d and conv2d: the weight's rank says which
         return o.conv(a[0], _arg(a, k, 1, "weight"), _arg(a, k, 2, "bias"),
                       _arg(a, k, 3, "stride", 1), _arg(a, k, 4, "padding", 0),
                       _arg(a, k, 5, "dilation", 1), _arg(a, k, 6, "groups", 1))
@@ -727,8 +734,8 @@ def _build_table(torch: Any) -> tuple[dict, set]:
         return lambda o, a, k: o.softmax(op, a[0], _arg(a, k, 1, "dim"))
 
     table: dict[Any, Callable] = {
-        torch.conv2d: conv2d, F.batch_norm: batch_norm, F.linear: lambda o, a, k: o.linear(
-            a[0], _arg(a, k, 1, "weight"), _arg(a, k, 2, "bias")),
+        torch.conv2d: conv, torch.conv1d: conv, F.batch_norm: batch_norm,
+        F.linear: lambda o, a, k: o.linear(a[0], _arg(a, k, 1, "weight"), _arg(a, k, 2, "bias")),
         F.relu: unary("Relu"), torch.relu: unary("Relu"), torch.relu_: unary("Relu"),
         F.relu6: lambda o, a, k: o.clip(a[0], 0.0, 6.0), F.hardtanh: hardtanh,
         torch.clamp: clamp, torch.clip: clamp,

@@ -30,6 +30,11 @@ FORMAT = "nnmeter-nas-tree-ensemble"
 FORMAT_VERSION = 1
 
 _AGGREGATES = ("mean", "sum")
+# Batches of at least this many rows x trees are deduplicated first (below it np.unique costs
+# more than the tree walks it could save).
+_DEDUPE_WORK = 4096
+# From this many (row, tree) pairs on, the walk drops the pairs that reached their leaf.
+_ACTIVE_SET_PAIRS = 1024
 _TRANSFORMS = ("identity", "log")
 
 
@@ -98,7 +103,9 @@ class TreeEnsemble:
         if np.any(self.left[inner] >= n) or np.any(self.right[inner] >= n) or \
                 np.any(self.roots >= n) or np.any(self.roots < 0):
             raise ValueError("TreeEnsemble: a child or root index points outside the node arrays")
-        # Leaves point to themselves so that a fixed number of steps can be taken for all rows.
+        # children[2 * i] / children[2 * i + 1]: node i's left / right child
+        self._children = np.stack([self.left, self.right], axis=1).ravel()
+        # for small batches: leaves point to themselves, so all pairs take the same steps
         idx = np.arange(n, dtype=np.int32)
         self._left_walk = np.where(is_leaf, idx, self.left)
         self._right_walk = np.where(is_leaf, idx, self.right)
@@ -137,29 +144,68 @@ class TreeEnsemble:
     # ------------------------------------------------------------------ prediction
     def apply(self, X: np.ndarray) -> np.ndarray:
         """Leaf index reached by each row in each tree, shape ``(n_rows, n_trees)``."""
-        X = self._check_X(X)
-        idx = np.broadcast_to(self.roots, (X.shape[0], self.n_trees)).copy()
-        rows = np.arange(X.shape[0])[:, None]
-        for _ in range(self._depth):
-            f = self._feature_walk[idx]
-            go_left = X[rows, f] <= self.threshold[idx]
-            nxt = np.where(go_left, self._left_walk[idx], self._right_walk[idx])
-            if np.array_equal(nxt, idx):
-                break
-            idx = nxt
-        return idx
+        return self._apply_checked(self._check_X(X))
+
+    def _apply_checked(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`apply` for rows already through :meth:`_check_X`.
+
+        All (row, tree) pairs descend together, one level per step. In large batches a pair
+        leaves the active set once it reaches a leaf, so each step costs what the pairs still
+        inside a tree cost (trees are ragged: most paths end well above the deepest leaf)."""
+        n, nt, nf = X.shape[0], self.n_trees, X.shape[1]
+        if n * nt < _ACTIVE_SET_PAIRS:  # lockstep: less bookkeeping per step
+            idx = np.broadcast_to(self.roots, (n, nt)).copy()
+            rows = np.arange(n)[:, None]
+            for _ in range(self._depth):
+                go_left = X[rows, self._feature_walk[idx]] <= self.threshold[idx]
+                nxt = np.where(go_left, self._left_walk[idx], self._right_walk[idx])
+                if np.array_equal(nxt, idx):
+                    break
+                idx = nxt
+            return idx
+        node = np.tile(self.roots, n)  # pair p = row p // nt, tree p % nt
+        out = node.copy()
+        if node.size == 0:
+            return out.reshape(n, nt)
+        pos = np.arange(n * nt)
+        base = np.repeat(np.arange(n) * nf, nt)  # offset of each pair's row in X.ravel()
+        Xf = X.ravel()
+        feature, threshold, children = self.feature, self.threshold, self._children
+        active = feature[node] >= 0
+        if not active.all():  # single-leaf trees
+            node, pos, base = node[active], pos[active], base[active]
+        while node.size:
+            right = Xf[base + feature[node]] > threshold[node]  # left when x <= threshold
+            node = children[2 * node + right]
+            leaf = feature[node] < 0
+            if leaf.any():
+                out[pos[leaf]] = node[leaf]
+                inner = ~leaf
+                node, pos, base = node[inner], pos[inner], base[inner]
+        return out.reshape(n, nt)
 
     def predict_transformed(self, X: np.ndarray) -> np.ndarray:
-        """Ensemble output before the inverse target transform, shape ``(n_rows,)``."""
-        leaves = self.apply(X)
-        vals = self.value[leaves]
-        if vals.shape[0] == 0:
+        """Ensemble output before the inverse target transform, shape ``(n_rows,)``.
+
+        Equal rows are evaluated once (many kernels of a batch of networks share their
+        features); each row's output does not depend on the others, so this changes no bit."""
+        X = self._check_X(X)
+        if X.shape[0] == 0:
             return np.zeros(0)
+        inverse = None
+        if X.shape[0] > 1 and X.shape[0] * self.n_trees >= _DEDUPE_WORK:
+            uniq, inverse = np.unique(X, axis=0, return_inverse=True)
+            if uniq.shape[0] < X.shape[0]:
+                X, inverse = uniq, inverse.ravel()
+            else:
+                inverse = None
+        vals = self.value[self._apply_checked(X)]
         # cumsum adds trees in order, as scikit-learn does, so results match it exactly.
         out = np.cumsum(vals, axis=1)[:, -1]
         if self.aggregate == "mean":
             out = out / self.n_trees
-        return out + self.base
+        out = out + self.base
+        return out if inverse is None else out[inverse]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted latency (ms) for each row of ``X`` (shape ``(n_rows, n_features)``)."""
