@@ -2,9 +2,9 @@
 
 Prints, for this working tree and for ``--commit`` (default: main just before the torch front
 end came in, i.e. the first parent of the first main-line commit with
-``nnmeter_nas/graph/torch_frontend.py``: the code when issue 18 was taken up), the CPU time of this process
-(medians of --repeats, ``time.process_time``; on a shared core the CPU time is what the work
-costs) of:
+``nnmeter_nas/graph/torch_frontend.py``: the code when issue 18 was taken up), the CPU time of
+this process (medians of --repeats, ``time.process_time``; on a shared core the CPU time is
+what the work costs) of:
 
 - ``predict(file)`` of each exported ONNX file one by one (median over the files, and
   MobileNetV2's);

@@ -33,8 +33,8 @@ def gc_paused() -> Iterator[None]:
     Scoring a chunk allocates many short-lived objects (NNI's frozen layers, graph nodes,
     kernels), and each full collection walks every tracked object of the process: with torch,
     NNI and a built space about 450,000, about a quarter of full-mode scoring's CPU time on
-    SPOS at 224x224. Reference counting still frees everything acyclic at once; cyclic garbage made in the
-    block waits for the next collection after it."""
+    SPOS at 224x224. Reference counting still frees everything acyclic at once; cyclic garbage
+    made in the block waits for the next collection after it."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

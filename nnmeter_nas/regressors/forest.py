@@ -187,8 +187,9 @@ class TreeEnsemble:
     def predict_transformed(self, X: np.ndarray) -> np.ndarray:
         """Ensemble output before the inverse target transform, shape ``(n_rows,)``.
 
-        Equal rows are evaluated once (many kernels of a batch of networks share their
-        features); each row's output does not depend on the others, so this changes no bit."""
+        In large batches equal rows are evaluated once (many kernels of a batch of networks
+        share their features); each row's output does not depend on the others, so this
+        changes no bit."""
         X = self._check_X(X)
         if X.shape[0] == 0:
             return np.zeros(0)
