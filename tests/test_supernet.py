@@ -43,6 +43,22 @@ def test_shared_subnet_uses_the_supernets_own_weights(space, one_torch_thread):
     space.eval()  # the subnet's eval() reached the shared modules only
 
 
+def test_shared_subnet_trains_the_chosen_candidates_only(space, one_torch_thread):
+    sample = spos_random_sample(5)
+    sub = shared_subnet(space, sample).train()
+    ids = {id(p) for p in space.parameters()}
+    assert all(id(p) in ids for p in sub.parameters())     # what an optimizer of the space holds
+    assert all(m.training for m in sub.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    space.zero_grad(set_to_none=True)
+    sub(torch.randn(4, 3, 32, 32)).sum().backward()
+    for i, label in enumerate(SPOS_LABELS):
+        for name in space.features[i].names:
+            grads = [p.grad is not None for p in space.features[i][name].parameters()]
+            assert all(grads) if name == sample[label] else not any(grads), (label, name)
+    space.zero_grad(set_to_none=True)
+    space.eval()
+
+
 def test_shared_subnet_names_a_missing_or_bad_choice(space):
     sample = spos_random_sample(0)
     del sample["layer_7"]
