@@ -27,6 +27,9 @@ Initialisation / optimizer variants::
     --zero-gamma     last batch norm of each stride-1 block's branch starts at gamma = 0
     --freeze-choices only the stem, last conv and classifier train
     --adam, --lr, --no-momentum
+    --warmup 50      the all-k3 path alone for 50 steps, then align_candidates (every candidate
+                     starts as k3's function: the library's remedy, see docs/spos_supernet.md);
+                     --steps counts the uniform SPOS steps after it
 
     python benchmarks/spos_supernet_probe.py --steps 100 [variants]
 
@@ -68,6 +71,12 @@ def main(argv=None) -> None:
     p.add_argument("--score", type=int, default=0,
                    help="after training: inherited accuracy of this many random paths on the "
                         "held-out digits (batch norms recalibrated on 2 training batches of 128)")
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--tau", type=int, default=0,
+                   help="after training: this many random paths scored with inherited weights "
+                        "and trained alone (--standalone-steps, fresh weights) on the same data; "
+                        "prints both accuracies and their Kendall tau")
+    p.add_argument("--standalone-steps", type=int, default=150)
     p.add_argument("--adam", action="store_true")
     p.add_argument("--no-momentum", action="store_true")
     args = p.parse_args(argv)
@@ -81,7 +90,7 @@ def main(argv=None) -> None:
 
     import _common
     from nnmeter_nas.nni.supernet import inherited_accuracy, shared_subnet
-    from nnmeter_nas.search_spaces.spos import SPOS_LABELS, SPOSSpace
+    from nnmeter_nas.search_spaces.spos import SPOS_LABELS, SPOSSpace, align_candidates
 
     torch.set_num_threads(1)
     x_tr, y_tr, x_te, y_te = _common.digits_tensors(args.image_size)
@@ -156,6 +165,15 @@ def main(argv=None) -> None:
            torch.optim.SGD(params, lr=args.lr, momentum=0.0 if args.no_momentum else 0.9,
                            weight_decay=4e-5))
     g = torch.Generator().manual_seed(0)
+    if args.warmup:
+        wopt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=4e-5)
+        k3 = shared_subnet(space, {label: "k3" for label in SPOS_LABELS}).train()
+        for _ in range(args.warmup):
+            idx = torch.randint(0, len(y_tr), (args.batch_size,), generator=g)
+            wopt.zero_grad()
+            F.cross_entropy(k3(x_tr[idx]), y_tr[idx]).backward()
+            wopt.step()
+        align_candidates(space, "k3")
     tag = " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     t0, losses = time.time(), []
     for s in range(args.steps):
@@ -194,6 +212,28 @@ def main(argv=None) -> None:
         print(f"[{tag}] inherited accuracy of {args.score} random paths on {len(y_te)} held-out "
               f"digits: min {accs[0]:.1%}, median {statistics.median(accs):.1%}, "
               f"max {accs[-1]:.1%}", flush=True)
+
+    if args.tau:
+        from scipy.stats import kendalltau
+
+        calib = [x_tr[torch.randint(0, len(y_tr), (128,), generator=g)] for _ in range(2)]
+        tau_rng = random.Random(2)
+        inherited, alone = [], []
+        for i in range(args.tau):
+            sample = {label: tau_rng.choice(vals) for label in SPOS_LABELS}
+            inherited.append(inherited_accuracy(shared_subnet(space, sample), calib, x_te, y_te))
+            torch.manual_seed(i)
+            net = SPOSSpace.frozen_factory(sample)(small_input=True, num_labels=10,
+                                                   width_mult=args.width_mult)
+            _common.train_steps(net, x_tr, y_tr, args.standalone_steps, args.batch_size,
+                                args.lr, seed=i)
+            alone.append(_common.accuracy(net, x_te, y_te))
+            print(f"[{tag}] path {i}: {_common.fmt_arch(sample, SPOS_LABELS)} inherited "
+                  f"{inherited[-1]:.1%}, alone ({args.standalone_steps} steps) {alone[-1]:.1%}",
+                  flush=True)
+        tau, p_value = kendalltau(inherited, alone)
+        print(f"[{tag}] Kendall tau (inherited vs alone, {args.tau} paths): {tau:.2f} "
+              f"(p = {p_value:.2f})", flush=True)
 
 
 if __name__ == "__main__":

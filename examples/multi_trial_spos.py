@@ -4,9 +4,14 @@
 The method of Single Path One-Shot (Guo et al.) and of NNI's hardware-aware SPOS example, on the
 SPOS (ShuffleNetV2) space with NNI 3:
 
-1. **Supernet**: NNI's ``RandomOneShot`` strategy in a ``NasExperiment`` trains the supernet
-   once, one uniformly sampled path per step, on a small-input proxy: scikit-learn's digits
-   (8x8, upsampled to ``--image-size``) and the space's channels scaled by ``--width-mult``.
+1. **Supernet**: the all-k3 path is trained alone for ``--warmup-steps`` and every other
+   candidate then starts as a copy of it (``align_candidates``: a ShuffleNetV2 block passes its
+   output on by concatenation, so candidates with independent random weights hand the next
+   layer differently rotated features, and uniform sampling from such a start stays at chance
+   here, see ``docs/spos_supernet.md``); then NNI's ``RandomOneShot`` strategy in a
+   ``NasExperiment`` trains the supernet, one uniformly sampled path per step, on a small-input
+   proxy: scikit-learn's digits (8x8, upsampled to ``--image-size``) and the space's channels
+   scaled by ``--width-mult``.
 2. **Search**: a second ``NasExperiment`` (sequential engine) over the trained supernet
    (``nnmeter_nas.nni.SharedWeightsSpace``) with ``ConstrainedEvolution`` chained with
    ``LatencyFilter`` (``--strategy nni-evolution``: NNI's ``RegularizedEvolution`` with the
@@ -52,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=32, help="proxy input size (digits upsampled)")
     p.add_argument("--supernet-epochs", type=int, default=12,
                    help="epochs of supernet training (uniform single-path sampling)")
+    p.add_argument("--warmup-steps", type=int, default=60,
+                   help="SGD steps training the all-k3 path alone before the supernet, whose "
+                        "other candidates then start as copies of k3 (align_candidates); 0 = "
+                        "plain random initialisation (the supernet then stays at chance here)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (supernet, retrain)")
     p.add_argument("--trials", type=int, default=200, help="candidates the search scores")
@@ -83,6 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.train_limit = None
     if args.tiny:
         args.supernet_epochs, args.trials, args.retrain_steps = 1, 6, 2
+        args.warmup_steps = 2
         args.population, args.top, args.calibration_batches = 3, 3, 1
         args.train_limit = 128
     return args
@@ -104,7 +114,9 @@ def main(argv=None) -> dict:
 
     from nnmeter_nas.nni import LatencyFilter
     from nnmeter_nas.nni.supernet import SharedWeightsSpace, inherited_accuracy, train_supernet
-    from nnmeter_nas.search_spaces.spos import SPOS_LABELS, SPOSSpace, spos_random_sample
+    from nnmeter_nas.nni.supernet import shared_subnet
+    from nnmeter_nas.search_spaces.spos import (SPOS_LABELS, SPOSSpace, align_candidates,
+                                                spos_random_sample)
 
     # ---- predictors, deployment device, latency table at 1x3x224x224
     predictors, synthetic = _common.installed_predictors(args.predictors, out)
@@ -135,13 +147,21 @@ def main(argv=None) -> dict:
     # ---- 1. supernet, trained once with NNI's RandomOneShot
     torch.manual_seed(args.seed)
     t0, c0 = time.perf_counter(), time.process_time()
+    space = SPOSSpace(**proxy).to(memory_format=torch.channels_last)
+    if args.warmup_steps:
+        # the all-k3 path first, then every candidate starts as its copy: aligned outputs
+        _common.train_steps(shared_subnet(space, {label: "k3" for label in SPOS_LABELS}),
+                            x_fit, y_fit, args.warmup_steps, args.batch_size, args.lr,
+                            seed=args.seed)
+        align_candidates(space, "k3")
     supernet = train_supernet(
-        SPOSSpace(**proxy).to(memory_format=torch.channels_last),
+        space,
         _common.lightning_classification(x_fit, y_fit, x_val, y_val, args.supernet_epochs,
                                          args.batch_size, args.lr, args.seed),
         working_directory=out / "nni")
     supernet_s = (time.perf_counter() - t0, time.process_time() - c0)
-    print(f"supernet: {args.supernet_epochs} epochs in {supernet_s[0]:.0f} s "
+    print(f"supernet: {args.warmup_steps} warm-up steps of the all-k3 path, candidates aligned "
+          f"to it, then {args.supernet_epochs} epochs in {supernet_s[0]:.0f} s "
           f"({supernet_s[1]:.0f} s CPU)")
 
     # ---- 2. search over the trained supernet, inherited weights, within the budget
@@ -225,6 +245,7 @@ def main(argv=None) -> dict:
         "device": device, "device_reason": why, "budget_ms": budget, "devices": devices,
         "synthetic_predictor": synthetic, "deploy_input_shape": list(DEPLOY_SHAPE),
         "proxy": {"width_mult": args.width_mult, "image_size": args.image_size},
+        "supernet": {"warmup_steps": args.warmup_steps, "epochs": args.supernet_epochs},
         "strategy": args.strategy, "candidates_scored": len(rows),
         "filter": {"checked": lat_filter.n_checked, "rejected": lat_filter.n_rejected},
         "chosen": {"arch": chosen["arch"], "sample": chosen["sample"],

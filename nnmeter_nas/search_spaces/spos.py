@@ -37,6 +37,7 @@ __all__ = [
     "spos_space",
     "spos_published_model",
     "spos_random_sample",
+    "align_candidates",
 ]
 
 SPOS_LABELS: tuple[str, ...] = tuple(f"layer_{i}" for i in range(1, 21))
@@ -146,3 +147,114 @@ def check_spos_sample(sample: Mapping[str, Any]) -> None:
         if sample[label] not in SPOS_VALUES:
             raise ValueError(f"SPOS sample has {label}={sample[label]!r}; the values are "
                              f"{list(SPOS_VALUES)}")
+
+
+def _copy_bn(dst: nn.Module, src: nn.Module) -> None:
+    dst.load_state_dict(src.state_dict())
+
+
+def _resized(weight, size: int):
+    """A square kernel zero-padded (or centre-cropped) to ``size`` x ``size``."""
+    import torch.nn.functional as F
+
+    pad = (size - weight.shape[-1]) // 2
+    return weight if pad == 0 else F.pad(weight, (pad,) * 4)  # negative padding crops
+
+
+def _affine(bn: nn.Module, weight: Any, bias: Any) -> None:
+    import torch
+
+    if bn.weight is not None:
+        bn.weight.copy_(torch.as_tensor(weight))
+        bn.bias.copy_(torch.as_tensor(bias))
+
+
+def align_candidates(space: nn.Module, source: str = "k3", shift: float = 3.0) -> int:
+    """Make every candidate of every SPOS choice block start as (a copy of) the function of its
+    ``source`` candidate, e.g. after that path was trained alone for a few steps.
+
+    Why: a ShuffleNetV2 block passes its branch's output on by concatenation (no residual sum),
+    so each candidate's output channels mean what its own, independently initialised last
+    pointwise conv makes them mean. With one random candidate per layer per step the next
+    layers see a differently rotated representation at every step, the path gradients of the
+    shared layers cancel, and the supernet stays at chance (``docs/spos_supernet.md``). Aligned
+    candidates keep the paths' features compatible while uniform sampling trains them apart.
+
+    - ``k5``/``k7`` get ``source``'s weights with each depthwise kernel zero-padded to their size
+      (the same function; ``source`` must be a ShuffleNetV2 block, ``k3`` by default);
+    - ``xcep`` (dw-pw-dw-pw-dw-pw) gets: first depthwise = identity, first pointwise and its
+      batch norm = ``source``'s first; second depthwise and batch norm = ``source``'s; second
+      pointwise = identity with a batch norm of bias ``shift`` (so its ReLU passes everything:
+      the values are normalised, ``shift`` standard deviations above zero); third depthwise =
+      identity with ``source``'s depthwise batch-norm affine; last pointwise and batch norm =
+      ``source``'s. The same function up to batch-norm statistics at stride 1; at stride 2 the
+      main branch subsamples before its depthwise kernels instead of inside them (close, not
+      equal); ``branch_proj`` is copied (both use 3x3).
+
+    Works on a :class:`SPOSSpace` (``LayerChoice``) and on NNI's one-shot supernet made of it
+    (``PathSamplingLayer``); weights only, in place. Batch-norm running statistics are copied too
+    (recalibrate before scoring in any case).
+
+    Parameters
+    ----------
+    space : torch.nn.Module
+        The SPOS space or supernet.
+    source : str, default="k3"
+        The candidate whose function the others copy (``k3``, ``k5`` or ``k7``).
+    shift : float, default=3.0
+        Bias (in standard deviations) of the batch norm before the ReLU that ``xcep`` has and
+        ``source`` lacks.
+
+    Returns
+    -------
+    int
+        The number of choice blocks aligned.
+    """
+    import torch
+    from nni.nas.nn.pytorch import LayerChoice
+    from nni.nas.hub.pytorch.shufflenet import ShuffleXceptionBlock
+
+    n = 0
+    with torch.no_grad():
+        for choice in space.modules():
+            if not isinstance(choice, LayerChoice) or source not in list(choice.names):
+                continue
+            src = choice[source]
+            if isinstance(src, ShuffleXceptionBlock):
+                raise ValueError(f"align_candidates: source must be k3, k5 or k7, not {source!r}")
+            sm = src.branch_main  # pw, bn, relu, dw, bn, pw, bn, relu
+            for name in choice.names:
+                dst = choice[name]
+                if dst is src:
+                    continue
+                if isinstance(dst, ShuffleXceptionBlock):
+                    dm = dst.branch_main  # dw bn pw bn relu dw bn pw bn relu dw bn pw bn relu
+                    nn.init.dirac_(dm[0].weight, groups=dm[0].groups)
+                    dm[1].reset_parameters()
+                    dm[2].weight.copy_(sm[0].weight)
+                    _copy_bn(dm[3], sm[1])
+                    dm[5].weight.copy_(_resized(sm[3].weight, dm[5].weight.shape[-1]))
+                    _copy_bn(dm[6], sm[4])
+                    dm[7].weight.copy_(torch.eye(dm[7].weight.shape[0])[:, :, None, None])
+                    dm[8].reset_parameters()
+                    _affine(dm[8], 1.0, shift)
+                    nn.init.dirac_(dm[10].weight, groups=dm[10].groups)
+                    dm[11].reset_parameters()
+                    if sm[4].weight is not None:
+                        _affine(dm[11], sm[4].weight, sm[4].bias)
+                    dm[12].weight.copy_(sm[5].weight)
+                    _copy_bn(dm[13], sm[6])
+                else:
+                    for a, b in zip(src.branch_main, dst.branch_main):
+                        if isinstance(a, nn.Conv2d):
+                            b.weight.copy_(_resized(a.weight, b.weight.shape[-1]))
+                        elif isinstance(a, nn.modules.batchnorm._BatchNorm):
+                            _copy_bn(b, a)
+                if src.stride == 2:
+                    for a, b in zip(src.branch_proj, dst.branch_proj):
+                        if isinstance(a, nn.Conv2d):
+                            b.weight.copy_(_resized(a.weight, b.weight.shape[-1]))
+                        elif isinstance(a, nn.modules.batchnorm._BatchNorm):
+                            _copy_bn(b, a)
+            n += 1
+    return n
