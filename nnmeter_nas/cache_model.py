@@ -4,8 +4,9 @@ A kernel timed alone, over and over, finds its weights in the core's caches. Ins
 it does only if all the network's weights fit there: a NAS-Bench-201 cell (about 1 MiB of
 weights) stays in L2 from one inference to the next, a 224x224 ShuffleNet candidate (13 MiB)
 does not, and each of its convolutions reads its weights from the last-level cache or from
-memory. On the AVX-512 host that costs a 7x7x320 1x1 convolution 40% more, and makes whole
-SPOS networks 30% slower than the sum of their kernels timed warm.
+memory, which makes its convolutions and the whole network slower than the sum of its kernels
+timed warm (``benchmarks/kernel_vs_network.py`` measures the gap;
+``benchmarks/results/kernel_vs_network_*.txt``).
 
 A package built with both regimes holds two regressors per kernel type: ``kernels/`` timed
 with warm caches and ``kernels-cold/`` timed after ``flush_mb`` MiB were written over the

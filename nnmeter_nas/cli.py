@@ -620,9 +620,9 @@ def _add_score(commands: Any, common: argparse.ArgumentParser) -> None:
                     "search space, in parallel with Ray, written incrementally to Parquet or "
                     "CSV. Rerunning the same command resumes an interrupted run.\n\n"
                     "mode table: one lookup table per device, then vectorised lookups "
-                    "(millions of candidates/s).\n"
-                    "mode full: every candidate frozen, exported and predicted kernel by kernel "
-                    "(exact; about a second per candidate per core).",
+                    "(a sum per candidate).\n"
+                    "mode full: every candidate frozen, read and predicted kernel by kernel "
+                    "(exact; far slower: docs/results.md, 'Ray scoring', has both rates).",
         epilog="examples:\n"
                "  nnmeter-nas score --space spos --devices cortexA76cpu_tflite21,"
                "adreno640gpu_tflite21 --n 100000 --out scores.parquet\n"

@@ -40,7 +40,10 @@ WITH_EXAMPLES = [
 _ENTRY = re.compile(r"^(\*\*\w+|[A-Za-z_]\w*(, [A-Za-z_]\w*)* : \S.*)$")
 _SECTION_RULE = re.compile(r"^-{3,}$")
 _FIGURES = re.compile(r"\d+(\.\d+)?x (faster|slower)|(candidates|networks|samples) per second|"
-                      r"millions of candidates|about \d+(\.\d+)?(-\d+(\.\d+)?)? ?(ms|s) per\b")
+                      r"millions of candidates|candidates/s\b|"
+                      r"about (a|\d+(\.\d+)?(-\d+(\.\d+)?)?) ?(ms|s|second) (per|on|instead|without)\b|"
+                      r"\d+(\.\d+)?(-\d+(\.\d+)?)? ?(ms|s) per (network|candidate)\b|"
+                      r"\d+(\.\d+)?(-\d+(\.\d+)?)? ?% (cross-validated|RMSPE|more|slower|faster|on a \d+x\d+)\b")
 
 
 def _resolve(name: str):
@@ -119,6 +122,64 @@ def test_public_docstrings_hold_no_benchmark_figures():
         bad = {name: m.group(0) for name, obj in _public_objects()
                if (m := _FIGURES.search(obj.__doc__))}
     assert not bad, f"benchmark figures in docstrings (put them in benchmarks/results/): {bad}"
+
+
+def test_figure_check_finds_measured_figures():
+    """Phrases that once stood in docstrings and help text, and text that must pass."""
+    for stale in ("about 1 s per network", "(0.5-5 s per network)", "in about 20 ms without",
+                  "(about 1 ms instead of a", "about a second per candidate",
+                  "reaches 1.7-5.3 % cross-validated RMSPE",
+                  "(+40-60% on a 112x112 layer)", "costs it 40% more", "millions of candidates/s",
+                  "3.2x faster"):
+        assert _FIGURES.search(stale), stale
+    for fine in ("counted as 0 ms", "within +-10 % of the measured latency", "never trains an "
+                 "architecture over 5 ms", "(0.95 = 95 %)", "about 1 MiB of weights"):
+        assert not _FIGURES.search(fine), fine
+
+
+def _source_docstrings():
+    """``(where, docstring)`` of every module, class and function under nnmeter_nas/, read
+    with ``ast`` (no imports)."""
+    import ast
+    from pathlib import Path
+
+    import nnmeter_nas
+
+    root = Path(nnmeter_nas.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in [tree, *ast.walk(tree)]:
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                 ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc:
+                    yield f"{path.relative_to(root.parent)}:{getattr(node, 'name', '')}", doc
+
+
+def test_module_docstrings_and_cli_help_hold_no_benchmark_figures():
+    """Every docstring of the package (not only the public API's) and the CLI's help text:
+    measured figures go stale there; they belong in benchmarks/results/ or docs/."""
+    import argparse
+
+    from nnmeter_nas.cli import build_parser
+
+    bad = {where: m.group(0) for where, doc in _source_docstrings()
+           if (m := _FIGURES.search(" ".join(doc.split())))}
+
+    def helps(parser, name):
+        yield name, parser.format_help()
+        # argparse has no public way to list a parser's subcommands; tests may look inside.
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, p in action.choices.items():
+                    yield from helps(p, f"{name} {sub}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bad.update({f"nnmeter-nas{name} --help": m.group(0)
+                    for name, text in helps(build_parser(), "")
+                    if (m := _FIGURES.search(" ".join(text.split())))})
+    assert not bad, f"benchmark figures in docstrings or help (put them in benchmarks/results/): {bad}"
 
 
 @pytest.fixture

@@ -5,13 +5,18 @@ Each network is read both ways (``load_graph(..., torch_frontend="trace")`` and
 in every feature set, under the default fusion rules) must be equal, and so must the graphs
 (node types, source ops, NHWC shapes, attributes, links, order), which is what makes the
 kernels equal. The big sweeps (whole zoo, 200 SPOS candidates per input size, 200
-NAS-Bench-201 cells) are marked slow; a few of each run unmarked.
+NAS-Bench-201 cells) are marked slow; a few of each run unmarked. The 600 sweep candidates are
+compared with the ONNX path's records in tests/data/frontend_sweep_reference.json.gz (written
+by scripts/frontend_sweep_reference.py; exporting them all at each run was most of the suite's
+CPU time), and 10 per sweep are exported afresh against those records.
 """
 from __future__ import annotations
 
+import copy
 import random
 import warnings
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -23,6 +28,9 @@ from nnmeter_nas.features.extract import FEATURE_SETS, extract_features, regress
 from nnmeter_nas.graph import TorchFallbackWarning, load_graph  # noqa: E402
 from nnmeter_nas.kernels.detector import detect_kernels  # noqa: E402
 from nnmeter_nas.kernels.fusion_rules import FusionRules  # noqa: E402
+
+import frontend_reference as ref  # noqa: E402
+from frontend_reference import SWEEP_PARTS, SWEEP_SEED, SWEEP_SIZE, SWEEP_SPACES  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -92,38 +100,115 @@ def test_few_random_candidates_kernel_lists_equal_onnx_path(space):
         assert_same_as_onnx(net, shape)
 
 
-SWEEP_SIZE = 200    # candidates per space (issue 18: 200 SPOS at each input size, 200 NB201)
-SWEEP_PARTS = 10    # one test per part, so that pytest-xdist spreads a sweep over the workers
-SWEEP_SEED = 2024
+# The sweeps (issue 18): the torch front end on every candidate against the ONNX export path's
+# records in tests/data/frontend_sweep_reference.json.gz (see tests/frontend_reference.py), and
+# a fresh ONNX export against those records for one candidate of each part (10 per sweep), so a
+# change of the export path or the reader fails too.
+
+def _reference_rows(space):
+    rows = ref.load_reference()["sweeps"][space]
+    assert len(rows) == SWEEP_SIZE, f"{space}: {len(rows)} records, rerun {ref.WRITER}"
+    return rows
 
 
 def _sweep_part(space, part):
-    """Every ``SWEEP_PARTS``-th of the sweep's ``SWEEP_SIZE`` candidates, from ``part``."""
-    from nnmeter_nas.search_spaces.sampling import random_networks
-
-    return list(random_networks(space, SWEEP_SIZE, seed=SWEEP_SEED))[part::SWEEP_PARTS]
+    """The candidates of part ``part``: ``(index, arch, factory, shape)``."""
+    candidates = ref.sweep(space)
+    return [(i, *candidates[i]) for i in ref.part_indices(part)]
 
 
 def test_sweep_parts_cover_every_candidate_once():
-    for space in ("spos-small", "spos", "nb201"):
-        keys = [repr(arch) for part in range(SWEEP_PARTS) for arch, _, _ in
+    for space in SWEEP_SPACES:
+        keys = [repr(arch) for part in range(SWEEP_PARTS) for _, arch, _, _ in
                 _sweep_part(space, part)]
         assert len(keys) == SWEEP_SIZE and len(set(keys)) == SWEEP_SIZE, space
+        live = ref.live_indices(space)
+        assert sorted(i % SWEEP_PARTS for i in live) == list(range(SWEEP_PARTS)), space
+        assert all(0 <= i < SWEEP_SIZE for i in live)
+
+
+def test_sweep_reference_holds_the_sampled_candidates():
+    """The committed records are of the candidates the samplers draw today, in order, with the
+    sweep's seed and size (a changed sampler needs a new reference)."""
+    reference = ref.load_reference()
+    assert (reference["format"], reference["seed"], reference["size"]) == \
+        (ref.FORMAT, SWEEP_SEED, SWEEP_SIZE), f"rerun {ref.WRITER}"
+    assert sorted(reference["sweeps"]) == sorted(SWEEP_SPACES)
+    for space in SWEEP_SPACES:
+        drawn = [ref.arch_key(arch) for arch, _, _ in ref.sweep(space)]
+        stored = [ref.arch_key(row["arch"]) for row in _reference_rows(space)]
+        assert drawn == stored, f"{space}: the sampler draws other candidates; rerun {ref.WRITER}"
+
+
+def _check_against_reference(space, indices, candidates, live=()):
+    """Compare the torch front end (and, for ``live``, a fresh ONNX export) with the
+    reference on ``candidates[i]`` for each ``i`` of ``indices``; return the differences."""
+    rows = _reference_rows(space)
+    differing = []
+    for i in indices:
+        arch, make, shape = candidates[i]
+        want = rows[i]
+        assert ref.arch_key(want["arch"]) == ref.arch_key(arch), \
+            f"{space} candidate {i} is not the reference's; rerun {ref.WRITER}"
+        want = {k: v for k, v in want.items() if k != "arch"}
+        net = make()
+        where = ref.first_difference(ref.trace_record(net, shape), want)
+        if where:
+            differing.append(f"candidate {i} ({arch}), torch front end against the ONNX path's "
+                             f"record: {where}")
+        if i in live:
+            where = ref.first_difference(ref.onnx_record(net, shape), want)
+            if where:
+                differing.append(f"candidate {i} ({arch}), fresh ONNX export (export path "
+                                 f"or reader changed? if on purpose, rerun {ref.WRITER}): "
+                                 f"{where}")
+    return differing
+
+
+def test_reference_comparison_finds_a_changed_record():
+    """The record comparison the sweeps rely on tells apart what ``==`` on live graphs did:
+    a changed feature, attribute, link or node count, and a tuple where a list was."""
+    want = _reference_rows("nb201")[0]
+    want = {k: v for k, v in want.items() if k != "arch"}
+    assert ref.first_difference(copy.deepcopy(want), want) is None
+    changed = copy.deepcopy(want)
+    next(k for k in changed["kernels"] if k[2]["nnmeter-nas-1"])[2]["nnmeter-nas-1"][0] += 1
+    assert "['kernels']" in ref.first_difference(changed, want)
+    changed = copy.deepcopy(want)
+    changed["graph"][0][4]["pads"] = ref.canonical(tuple(want["graph"][0][4]["pads"]))
+    assert "['pads']" in ref.first_difference(changed, want)
+    changed = copy.deepcopy(want)
+    changed["graph"][-1][5] = []
+    assert ref.first_difference(changed, want)
+    changed = copy.deepcopy(want)
+    del changed["graph"][-1]
+    assert "items" in ref.first_difference(changed, want)
+    assert ref.canonical((1, [2])) != ref.canonical([1, [2]])
+    assert ref.canonical({"a": np.int64(3), "b": np.float32(0.5)}) == {"a": 3, "b": 0.5}
+
+
+@pytest.mark.parametrize("space", SWEEP_SPACES)
+def test_first_sweep_candidates_equal_onnx_path_reference(space):
+    """Unmarked: the first three candidates of each sweep; the second (in no part's live set)
+    also exported afresh."""
+    assert not set(ref.live_indices(space)) & {1}
+    differing = _check_against_reference(space, range(3), ref.sweep(space), live={1})
+    assert not differing, differing
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # 20 ONNX exports: 10-35 CPU s, far longer on a shared core
+@pytest.mark.timeout(900)  # 20 builds and traces, one ONNX export; far longer on a shared core
 @pytest.mark.parametrize("part", range(SWEEP_PARTS))
-@pytest.mark.parametrize("space", ["spos-small", "spos", "nb201"])
+@pytest.mark.parametrize("space", SWEEP_SPACES)
 def test_200_random_candidates_kernel_lists_equal_onnx_path(space, part):
-    differing = []
-    for arch, make, shape in _sweep_part(space, part):
-        try:
-            assert_same_as_onnx(make(), shape)
-        except AssertionError:
-            differing.append(arch)
-    assert not differing, (f"{len(differing)} of {SWEEP_SIZE // SWEEP_PARTS} {space} candidates "
-                           f"(part {part} of the {SWEEP_SIZE}) differ: {differing[:3]}")
+    """Part ``part`` of the sweep: 20 candidates through the torch front end against the ONNX
+    path's records, one of them (``ref.live_indices``) also exported afresh."""
+    live = set(ref.live_indices(space)) & set(ref.part_indices(part))
+    assert len(live) == 1
+    differing = _check_against_reference(space, ref.part_indices(part), ref.sweep(space), live)
+    assert not differing, (f"{len(differing)} differences among the "
+                           f"{SWEEP_SIZE // SWEEP_PARTS} {space} candidates of part {part}: "
+                           f"{differing[:3]}")
 
 
 def test_examples_networks_kernel_lists_equal_onnx_path():

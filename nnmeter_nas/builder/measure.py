@@ -103,7 +103,7 @@ class KernelRecord:
 
 def reference_model() -> bytes:
     """A fixed small network (a 3x3 convolution on 28x28x64, a depthwise 3x3 on 56x56x96 and
-    a 1x1 projection; about 1-3 ms on one core) timed in every batch of kernels to record the
+    a 1x1 projection; a few ms on one core) timed in every batch of kernels to record the
     state of the machine."""
     import torch
     from torch import nn

@@ -23,7 +23,7 @@ Two feature sets:
 ``"nnmeter-nas-3"``
     ``nnmeter-nas-2`` with ReLU6 (an ONNX ``Clip``) told apart from ReLU: ``act`` is 4 for a
     convolution whose activation is a ReLU6. onnxruntime's CPU convolutions fuse a ReLU but run
-    a ReLU6 as an extra pass over the output (+40-60% on a 112x112 layer), so networks built
+    a ReLU6 as an extra pass over the output (``benchmarks/relu6_cost.py``), so networks built
     of ReLU6 layers (MobileNetV2, ProxylessNAS) need it. Same names and row lengths as
     ``nnmeter-nas-2``.
 

@@ -8,12 +8,12 @@ fitted kernels are exactly those the predictor later sees for these networks.
 Why the pruned network: nn-Meter's TensorFlow generator builds every edge (``none`` as
 ``x * 0``), but the measured latencies behave as if ``none`` edges and edges that cannot reach
 the cell output cost nothing (the converters fold ``x * 0`` and drop dead branches): fitted on
-the pruned graphs, the additive kernel model reaches 1.7-5.3 % cross-validated RMSPE on the
-four devices, against 14-16 % on graphs with every edge built
+the pruned graphs, the additive kernel model's cross-validated RMSPE on the four devices is
+several times lower than on graphs with every edge built
 (``benchmarks/fit_nb201_predictors.py --explain`` prints the comparison).
 
-Export through torch is slow (0.5-5 s per network), hence :func:`nb201_graph_direct`, which builds
-the same graph directly in about 20 ms without torch (so a strategy can cost a cell with
+Building a network in torch and reading it is slow next to :func:`nb201_graph_direct`, which
+builds the same graph directly without torch (so a strategy can cost a cell with
 ``predictor.predict(nb201_graph_direct(arch_str))``).
 """
 from __future__ import annotations
@@ -86,8 +86,8 @@ class _GraphWriter:
 
 def nb201_graph_direct(arch_str: str, C: int = 16, N: int = 5, num_classes: int = 10, *,
                        as_built_by_tf: bool = False) -> OpGraph:
-    """The graph :func:`build_nb201_graph` returns, built directly (about 1 ms instead of a
-    torch export): same operators, shapes, attributes and connections, hence the same kernels
+    """The graph :func:`build_nb201_graph` returns, built directly (no torch network, no
+    export): same operators, shapes, attributes and connections, hence the same kernels
     under any fusion rules (``tests/test_nb201_fit.py`` checks this against the torch export).
     Node names differ. Input ``1x3x32x32``; a cell without live edges is not supported.
 

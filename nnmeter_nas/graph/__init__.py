@@ -89,7 +89,7 @@ def _torch_graph(model: Any, input_shape: Any, frontend: str) -> OpGraph:
             import warnings
 
             warnings.warn(f"{type(model).__name__}: {exc}; exporting it to ONNX instead "
-                          "(about 1 s per network)", TorchFallbackWarning, stacklevel=3)
+                          "(slower)", TorchFallbackWarning, stacklevel=3)
     from .onnx_import import onnx_to_graph
     from .torch_export import export_onnx
 
