@@ -41,7 +41,8 @@ from nnmeter_nas.fitting.device_fit import (NATIVE_SOURCES, DeviceLatencyFit,  #
 from nnmeter_nas.fitting.metrics import accuracy_report  # noqa: E402
 from nnmeter_nas.fitting.nb201_devices import DEVICES  # noqa: E402
 from nnmeter_nas.fitting.sources import (DEFAULT_CONFIG_CACHE, imagenet_samples,  # noqa: E402
-                                         load_imagenet_configs, nb201_samples)
+                                         load_imagenet_configs, nb201_samples,
+                                         pixel4_gpu_fc_samples)
 
 #: One factor per foreign source (per kernel group fitted worse in leave-one-out: 77 -> 85 %
 #: on the Cortex-A76, 50 -> 67 % on the Adreno 640); NAS-Bench-201's rows weigh 3x.
@@ -57,12 +58,12 @@ DEVICE_FIT_PARAMS: dict = {"myriadvpu_openvino2019r2": {"source_weights": {"nb20
 
 def fit_params(dev: str) -> dict:
     return {**FIT_PARAMS, **DEVICE_FIT_PARAMS.get(dev, {})}
-PACKAGE_VERSION = "multi-2"
+PACKAGE_VERSION = "multi-3"
 #: What the manifests say about the data left out of the fit.
-NOT_USED = ("pixel4_ops_gpu.csv (per-operator GPU latencies) is not fitted on: it decided the "
-            "fully connected layers' cost structure (per weight); as samples it lowered "
-            "NAS-Bench-201 held-out accuracy (docs/four_devices.md); efficientnet_edge_* fail "
-            "to load (ONNX Shape op)")
+NOT_USED = ("pixel4_ops_gpu.csv: only its fully connected rows are fitted on (Adreno 640, "
+            "source pixel4, no per-network overhead); its convolution, pooling and mean rows "
+            "are not: as samples they lowered NAS-Bench-201 held-out accuracy "
+            "(docs/four_devices.md); efficientnet_edge_* fail to load (ONNX Shape op)")
 
 
 def flops_of(sample) -> float:
@@ -160,10 +161,11 @@ def main(argv=None) -> int:
     t0 = time.time()
     if args.rebuild_configs:
         from nnmeter_nas.datasets.imagenet_devices import (REFERENCE_TO_PYTORCHCV,
-                                                           build_network, pixel4_latencies)
+                                                           build_network, pixel4_latencies,
+                                                           reference_network_name)
         from nnmeter_nas.fitting.network_configs import cached_network_configs
 
-        names = sorted(set(REFERENCE_TO_PYTORCHCV.values())
+        names = sorted({reference_network_name(m) for m in REFERENCE_TO_PYTORCHCV}
                        | {m.name for m in pixel4_latencies("cortexA76cpu_tflite21")})
         for n in names:
             try:
@@ -193,15 +195,18 @@ def main(argv=None) -> int:
         im = imagenet_samples(dev, configs)
         refs = [s for s in im if s.source == "nnmeter-reference"]
         pix = [s for s in im if s.source == "pixel4"]
+        # the Pixel 4 GPU's fully connected layers timed per operator (Adreno 640 only)
+        ops = pixel4_gpu_fc_samples(dev)
         res: dict = {"n": {"nb201_train": len(nb_train), "nnmeter_reference": len(refs),
-                           "pixel4": len(pix)}}
+                           "pixel4": len(pix), "pixel4_fc_operators": len(ops)}}
         print(f"networks: NAS-Bench-201 {len(nb_train)} train / {len(nb_test)} held out, "
-              f"nn-Meter reference {len(refs)}, Pixel 4 {len(pix)}")
+              f"nn-Meter reference {len(refs)}, Pixel 4 {len(pix)}"
+              + (f" (+ {len(ops)} fully connected operators)" if ops else ""))
 
         # Leave one reference network out.
         loo, loo_flops = [], []
         for i, s in enumerate(refs):
-            train = nb_train + refs[:i] + refs[i + 1:] + pix
+            train = nb_train + refs[:i] + refs[i + 1:] + pix + ops
             fit = DeviceLatencyFit(**fit_params(dev)).fit(train)
             loo.append(fit.predict([s])[0])
             native = [t for t in train if t.source in NATIVE_SOURCES]
@@ -226,7 +231,9 @@ def main(argv=None) -> int:
             te = set(order[:n_te].tolist())
             p_tr = [s for i, s in enumerate(pix) if i not in te]
             p_te = [s for i, s in enumerate(pix) if i in te]
-            fit = DeviceLatencyFit(**fit_params(dev)).fit(nb_train + refs + p_tr)
+            held = {s.name for s in p_te}   # no operator of a held-out network either
+            p_ops = [o for o in ops if o.name.split("#")[0] not in held]
+            fit = DeviceLatencyFit(**fit_params(dev)).fit(nb_train + refs + p_tr + p_ops)
             yp = [s.latency_ms for s in p_te]
             res["pixel4_heldout"] = report(fit.predict(p_te), yp)
             k = flops_line(p_tr)
@@ -236,7 +243,7 @@ def main(argv=None) -> int:
             print(f"  FLOPs line {fmt(res['pixel4_heldout_flops'])}")
 
         # The package: every measurement except the NAS-Bench-201 held-out networks.
-        train = nb_train + refs + pix
+        train = nb_train + refs + pix + ops
         fit = DeviceLatencyFit(**fit_params(dev)).fit(train)
         yn = [s.latency_ms for s in nb_test]
         res["nb201_heldout"] = report(fit.predict(nb_test), yn)
@@ -283,6 +290,9 @@ def write(dev, fit, train, res, dest, native) -> Path:
         sources += (f" and {counts['pixel4']} pytorchcv ImageNet CNNs measured on a Pixel 4 with "
                     "a newer TFLite (same hardware; fitted factor "
                     f"{fit.factors_['pixel4']['conv']:.3f})")
+    if counts.get("pixel4_fc_operators"):
+        sources += (f", plus the {counts['pixel4_fc_operators']} fully connected layers of those "
+                    "networks timed per operator on the Pixel 4 GPU (same factor)")
     loo = res["reference_loo"]
     nb = res["nb201_heldout"]
     trusted = (f"Leave-one-out on the reference networks: {100 * loo['within_10pct']:.0f}% "

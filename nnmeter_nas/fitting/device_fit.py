@@ -65,12 +65,16 @@ class NetworkSample:
         Its kernel configurations under the device's fusion rules.
     latency_ms : float
         Measured latency, ms.
+    whole_network : bool, default=True
+        False for one operator timed on its own (a source's per-operator rows): its latency
+        carries no per-network overhead, only the source's factor.
     """
 
     name: str
     source: str
     configs: Counter
     latency_ms: float
+    whole_network: bool = True
 
 
 class DeviceLatencyFit:
@@ -165,6 +169,7 @@ class DeviceLatencyFit:
         foreign = [s for s in self.sources_ if s not in NATIVE_SOURCES]
         ovh_names = ["native"] + foreign
         ovh_of = np.array([ovh_names.index(s if s in foreign else "native") for s in src])
+        whole = np.array([s.whole_network for s in samples], dtype=float)
         weights = dict(self.source_weights or {})
         counts = Counter(src)
         sw = np.array([np.sqrt(weights.get(s, 1.0) / counts[s]) for s in src]) / y
@@ -179,7 +184,7 @@ class DeviceLatencyFit:
                 row_factor[np.array(src) == s] = factors[s]
             X = np.einsum("ikg,ig->ik", D, row_factor)
             O = np.zeros((len(y), len(ovh_names)))
-            O[np.arange(len(y)), ovh_of] = 1.0
+            O[np.arange(len(y)), ovh_of] = whole
             M = np.hstack([X, O]) * sw[:, None]
             scale = np.linalg.norm(M, axis=0)
             scale[scale == 0] = 1.0
@@ -199,7 +204,7 @@ class DeviceLatencyFit:
             for s in foreign:
                 rows = np.array(src) == s
                 P = np.einsum("ikg,k->ig", D[rows], theta) * sw[rows, None]
-                r = (y[rows] - ovh[ovh_names.index(s)]) * sw[rows]
+                r = (y[rows] - ovh[ovh_names.index(s)] * whole[rows]) * sw[rows]
                 used = P.sum(axis=0) > 0
                 f = np.ones(len(FACTOR_GROUPS))
                 if not self.factor_groups:
@@ -259,7 +264,7 @@ class DeviceLatencyFit:
         return self.overhead_ms_.get(source if source in self.factors_ else "native", 0.0)
 
     def _predict_uncorrected(self, samples: Sequence[NetworkSample]) -> np.ndarray:
-        return np.array([self._overhead(s.source) + sum(
+        return np.array([self._overhead(s.source) * s.whole_network + sum(
             n * self._config_ms(c) * self._factor(s.source, c[0]) for c, n in s.configs.items())
             for s in samples])
 
@@ -274,7 +279,7 @@ class DeviceLatencyFit:
         out = []
         for s in samples:
             src = s.source if as_source else "native"
-            out.append(self._overhead(src) + sum(
+            out.append(self._overhead(src) * s.whole_network + sum(
                 n * self.kernel_ms(c) * self._factor(src, c[0]) for c, n in s.configs.items()))
         return np.asarray(out)
 

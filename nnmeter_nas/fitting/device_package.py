@@ -25,7 +25,7 @@ from .device_fit import FREE_TYPES, DeviceLatencyFit, NetworkSample
 from .lookup_tree import empty_feature_range
 from .nb201_package import FEATURE_SET
 
-PACKAGE_VERSION = "multi-2"
+PACKAGE_VERSION = "multi-3"
 
 #: Kernel types every package gets a cost model for (those the data never held: their
 #: family's shared terms, an empty feature range, always ``in_domain=False``).
@@ -77,6 +77,8 @@ def write_device_package(dest: str | Path, fit: DeviceLatencyFit,
                            for r in types}, meta={"device": device, "package_version": version})
     kernel_info = {}
     for r in types:
+        # calibrated where the cost terms were measured (KernelCostModel.in_domain)
+        regs[r].set_domain(seen[r][0] if r in seen else np.zeros((0, regs[r].n_features)))
         if r in seen:
             X, by_source = seen[r]
             kernel_info[r] = {"feature_range": feature_range_of(X), "n_train": int(len(X)),
@@ -91,7 +93,10 @@ def write_device_package(dest: str | Path, fit: DeviceLatencyFit,
                                       "feature range flags every such kernel in_domain=False"}
     source = {"kind": "fitted from whole-network measurements", "method": METHOD,
               "data": dict(data or {}),
-              "n_networks_by_source": dict(Counter(s.source for s in samples)),
+              "n_networks_by_source": dict(Counter(s.source for s in samples
+                                                   if s.whole_network)),
+              "n_operators_by_source": dict(Counter(s.source for s in samples
+                                                    if not s.whole_network)),
               "factors": {s: {"meaning": "latency this source measured = factor x this "
                                          "device's kernel sum + its own overhead",
                               "factor": f, "overhead_ms": fit.overhead_ms_.get(s, 0.0)}
@@ -262,7 +267,8 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
                     else list(networks))
     used = {"user networks": sum(s.source == "user" for s in samples)}
     if builtin_data and device in DEVICES and base is None:
-        from .sources import imagenet_samples, load_imagenet_configs, nb201_samples
+        from .sources import (imagenet_samples, load_imagenet_configs, nb201_samples,
+                              pixel4_gpu_fc_samples)
 
         try:
             nb, test = nb201_samples(device)
@@ -274,6 +280,10 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
             im = imagenet_samples(device, load_imagenet_configs())
             samples += im
             used.update(Counter(s.source for s in im))
+            ops = pixel4_gpu_fc_samples(device)
+            samples += ops
+            if ops:
+                used["pixel4 fully connected operators"] = len(ops)
         except OSError:
             pass
     if not samples:

@@ -87,7 +87,7 @@ def load_imagenet_configs(cache: str | Path | None = None) -> dict[str, Counter]
 
 
 __all__ = ["nb201_samples", "imagenet_samples", "load_imagenet_configs", "FEATURE_SET",
-           "pixel4_gpu_op_samples", "full_map_pools_as_global",
+           "pixel4_gpu_op_samples", "pixel4_gpu_fc_samples", "full_map_pools_as_global",
            "DEFAULT_CONFIG_CACHE"]
 
 
@@ -151,3 +151,22 @@ def pixel4_gpu_op_samples(device: str, data_dir: str | Path | None = None
             out.append(NetworkSample(f"{row['model']}#{row['index']}", "pixel4-ops",
                                      Counter({cfg: 1}), float(row["pixel4_gpu_us"]) / 1000))
     return out
+
+
+def pixel4_gpu_fc_samples(device: str, data_dir: str | Path | None = None
+                          ) -> list[NetworkSample]:
+    """The fully connected layers of ``pixel4_ops_gpu.csv`` as one-operator samples of source
+    ``"pixel4"`` (``whole_network=False``: the Pixel 4's factor, no per-network overhead), for
+    the ``adreno640gpu_tflite21`` only.
+
+    They are the same runs as ``pixel4_e2e.csv`` (same GPU, same newer TFLite), timed per
+    operator. Of the per-operator rows only these are fitted on: a fully connected layer at
+    batch 1 streams its weights once with one GPU kernel, and its 18 distinct shapes take
+    80-91 us per million weights whatever the shape, whereas a convolution's time there
+    depends on the GPU kernel the delegate chose (Winograd, fused additions) and fits the
+    cost terms with 36 % RMSPE (docs/four_devices.md). Whole networks alone cannot separate a
+    classifier's cost from the convolutions' (VGG's classifier is the same in all three VGGs):
+    without these rows, AlexNet left out was predicted +69 %."""
+    return [NetworkSample(s.name, "pixel4", s.configs, s.latency_ms, whole_network=False)
+            for s in pixel4_gpu_op_samples(device, data_dir)
+            if next(iter(s.configs))[0] == "fc"]
