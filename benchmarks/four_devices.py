@@ -285,7 +285,8 @@ def write(dev, fit, train, res, dest, native) -> Path:
     counts = res["n"]
     sources = (f"{counts['nb201_train']} NAS-Bench-201 networks (C=16, 32x32), "
                f"{counts['nnmeter_reference']} of nn-Meter's reference ImageNet networks at "
-               "224x224 measured on this device")
+               "224x224 measured on this device (built as nn-Meter's model generator defines "
+               "them)")
     if counts["pixel4"]:
         sources += (f" and {counts['pixel4']} pytorchcv ImageNet CNNs measured on a Pixel 4 with "
                     "a newer TFLite (same hardware; fitted factor "
@@ -308,9 +309,10 @@ def write(dev, fit, train, res, dest, native) -> Path:
     desc = (f"Latency of {spec.hardware}, {spec.framework}, fitted offline to {sources} "
             "(not nn-Meter's own predictor). Kernel cost models extrapolate in proportion to "
             "the work, so 224x224 inputs and wide layers get physically scaled estimates. "
-            f"{trusted}.{borrowed} Trusted inside each kernel type's feature_range (in_domain "
-            "True); kernel types no measured network held (e.g. channelshuffle on the GPUs) "
-            "get their family's shared cost and are flagged in_domain=False. An installed "
+            f"{trusted}.{borrowed} Trusted where a kernel's cost terms lie within the ranges "
+            "the measured kernels of its type gave them (in_domain True; KernelCostModel."
+            "in_domain); kernel types no measured network held (e.g. channelshuffle on the "
+            "GPUs) get their family's shared cost and are flagged in_domain=False. An installed "
             "official nn-Meter predictor of the same name takes precedence.")
     data = {"nb201": "../shared/data/nb201_four_devices (training split, seed 0, 80%)",
             "imagenet": "../shared/data/four_devices_imagenet (nnmeter_reference_models.csv, "

@@ -1,8 +1,10 @@
 """A device package from a :class:`~.device_fit.DeviceLatencyFit`, and the one-call user API.
 
 :func:`write_device_package` writes one :class:`~nnmeter_nas.regressors.KernelCostModel` per
-kernel type, each type's ``feature_range`` (the configurations the measurements held: inside it
-``in_domain`` is True), the fitted source factors and the validation figures.
+kernel type with its domain (the ranges of its cost terms over the configurations the
+measurements held: :meth:`~nnmeter_nas.regressors.KernelCostModel.in_domain`), each type's
+``feature_range`` (their box, for information), the fitted source factors and the validation
+figures.
 
 :func:`fit_device_package` is what a user calls with networks of their own measured on their
 device (a CSV of ONNX paths and latencies, :func:`read_networks_csv`), alone or with the
@@ -299,8 +301,9 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     counts = ", ".join(f"{k}: {v}" for k, v in used.items())
     desc = (f"Latency of {device} ({hardware or framework}) fitted by nnmeter-nas predictors "
             f"fit on {len(samples)} measured networks ({counts}). "
-            "Kernels inside each kernel type's feature_range are calibrated; outside, the cost "
-            "terms extrapolate in proportion to the work (flagged in_domain=False).")
+            "A kernel whose cost terms lie within the ranges the measured kernels of its type "
+            "gave them is calibrated; outside, the cost terms extrapolate in proportion to the "
+            "work (flagged in_domain=False).")
     return write_device_package(dest, fit, samples, name=device, device=device,
                                 framework=framework, fusion_rules=rules, description=desc,
                                 hardware=hardware, version=version or "user-1",
