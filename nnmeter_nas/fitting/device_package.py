@@ -23,7 +23,7 @@ from ..errors import MeasurementDataError
 from ..features.extract import FEATURE_NAMES
 from ..kernels.fusion_rules import FusionRules
 from ..packages.format import feature_range_of, write_package
-from .device_fit import FREE_TYPES, DeviceLatencyFit, NetworkSample
+from .device_fit import BORROWED_SOURCES, FREE_TYPES, DeviceLatencyFit, NetworkSample
 from .lookup_tree import empty_feature_range
 from .nb201_package import FEATURE_SET
 
@@ -53,12 +53,16 @@ def _n_features(reg: str) -> int:
 
 
 def kernel_ranges(samples: Sequence[NetworkSample]) -> dict[str, tuple[np.ndarray, dict]]:
-    """``{regressor: (feature rows seen, {source: n networks})}`` over the samples."""
+    """``{regressor: (feature rows seen, {source: n networks})}`` over the samples; rows of a
+    borrowed source (another device's, :data:`.device_fit.BORROWED_SOURCES`) are counted by
+    source but never enter the rows seen (they do not calibrate a kernel on this device)."""
     rows: dict[str, set] = {}
     srcs: dict[str, Counter] = {}
     for s in samples:
         for reg in {c[0] for c in s.configs}:
             srcs.setdefault(reg, Counter())[s.source] += 1
+        if s.source in BORROWED_SOURCES:
+            continue
         for reg, x in s.configs:
             rows.setdefault(reg, set()).add(x)
     return {r: (np.asarray(sorted(v), dtype=float), dict(srcs[r])) for r, v in rows.items()}
@@ -105,6 +109,11 @@ def write_device_package(dest: str | Path, fit: DeviceLatencyFit,
                           for s, f in fit.factors_.items()},
               "fit": {k: v for k, v in fit.__dict__.items()
                       if not k.endswith("_") and not k.startswith("_")},
+              "terms_not_fitted": {"keys": list(getattr(fit, "unidentified_", [])),
+                                   "why": "a kernel type's own size-dependent term whose "
+                                          "measured values span less than min_excess_span: "
+                                          "kept at 0, the type scales with its family's "
+                                          "shared terms"},
               "built_by": built_by, "docs": "docs/four_devices.md"}
     extra = {"network_overhead_ms": float(fit.overhead_ms_.get("native", 0.0)),
              "network_overhead_note": "a constant per inference that the fit attributes to no "
