@@ -27,7 +27,7 @@ from .device_fit import BORROWED_SOURCES, FREE_TYPES, DeviceLatencyFit, NetworkS
 from .lookup_tree import empty_feature_range
 from .nb201_package import FEATURE_SET
 
-PACKAGE_VERSION = "multi-3"
+PACKAGE_VERSION = "multi-4"
 
 #: Kernel types every package gets a cost model for (those the data never held: their
 #: family's shared terms, an empty feature range, always ``in_domain=False``).
