@@ -260,6 +260,13 @@ class LatencyPredictor:
         return plan
 
     def _in_domain(self, reg: str, X: np.ndarray) -> np.ndarray | None:
+        # a regressor that records its own domain (kernel cost models: the ranges of their
+        # cost terms) decides; otherwise the package's feature_range box
+        own = getattr(self.package.regressors.get(reg), "in_domain", None)
+        if callable(own):
+            inside = own(X)
+            if inside is not None:
+                return inside
         rng = self._ranges.get(reg)
         if rng is None:
             return None

@@ -142,3 +142,65 @@ def test_foreign_source_factor_is_recovered():
     assert fit.factors_["other-runtime"]["conv"] == pytest.approx(0.6, rel=0.03)
     native = [s for s in samples if s.source == "user"]
     np.testing.assert_allclose(fit.predict(native), [s.latency_ms for s in native], rtol=0.03)
+
+
+def test_conv1x1_factor_mode_separates_the_1x1_convolutions_ratio():
+    """``factor_groups="conv1x1"``: a source whose runtime sped 1x1 convolutions up by another
+    ratio (0.4) than the rest (0.6) gets both back; one factor cannot fit it."""
+    from collections import Counter
+
+    rng = np.random.default_rng(1)
+    samples = []
+    for i in range(60):
+        cnt = Counter()
+        for k in (1.0, 3.0):
+            hw, c = float(rng.choice([8, 16, 32, 56])), float(rng.choice([16, 32, 64, 128]))
+            cfg = ("conv-bn-relu", (hw, c, c, k, 1.0, hw * hw * k * k * c * c / 1e6,
+                                    k * k * c * c / 1e6))
+            cnt[cfg] += int(rng.integers(1, 6))
+        dev_ms = {k: sum(n * (0.01 + x[5] / 50) for (_, x), n in cnt.items() if x[3] == k)
+                  for k in (1.0, 3.0)}
+        native = i % 2 == 1
+        ms = dev_ms[1.0] + dev_ms[3.0] if native else 0.4 * dev_ms[1.0] + 0.6 * dev_ms[3.0]
+        samples.append(NetworkSample(f"n{i}", "user" if native else "newer", cnt, ms))
+    fit = DeviceLatencyFit(corrections=False, factor_groups="conv1x1").fit(samples)
+    f = fit.factors_["newer"]
+    assert f["conv1x1"] == pytest.approx(0.4, rel=0.05)
+    assert f["conv"] == pytest.approx(0.6, rel=0.05)
+    assert f["other"] == f["conv"]            # everything but 1x1 convolutions shares it
+    foreign = [s for s in samples if s.source == "newer"]
+    err = fit.predict(foreign) / np.array([s.latency_ms for s in foreign]) - 1
+    assert np.max(np.abs(err)) < 0.05
+    one = DeviceLatencyFit(corrections=False, factor_groups=False).fit(samples)
+    err1 = one.predict(foreign) / np.array([s.latency_ms for s in foreign]) - 1
+    assert np.max(np.abs(err1)) > 2 * np.max(np.abs(err))
+
+
+def test_borrowed_rows_are_scaled_fitted_and_never_calibrate():
+    """Another device's fully connected rows enter in this device's units (ratio fitted on the
+    networks both ran, geometric mean) and never put a kernel in domain here."""
+    from collections import Counter
+
+    from nnmeter_nas.fitting.device_package import kernel_ranges
+    from nnmeter_nas.fitting.sources import borrowed_fc_samples
+
+    conv = ("conv-bn-relu", (56.0, 64.0, 64.0, 3.0, 1.0, 115.6, 0.037))
+    fc_own = ("fc", (512.0, 4096.0, 2.1, 4.2))
+    fc_other = ("fc", (1024.0, 1000.0, 1.0, 2.0))
+    target = [NetworkSample("a", "nnmeter-reference", Counter({conv: 2}), 20.0),
+              NetworkSample("b", "nnmeter-reference", Counter({conv: 1, fc_own: 1}), 30.0)]
+    donor = [NetworkSample("a", "nnmeter-reference", Counter(), 10.0),
+             NetworkSample("b", "nnmeter-reference", Counter(), 20.0),
+             NetworkSample("c", "nnmeter-reference", Counter(), 99.0)]
+    ops = [NetworkSample("x#1", "pixel4", Counter({fc_other: 1}), 0.5, whole_network=False)]
+    got = borrowed_fc_samples(target, donor, ops, donor_factor=0.5)
+    scale = np.sqrt(2.0 * 1.5)                # geometric mean of 20/10 and 30/20
+    assert len(got) == 1 and got[0].source == "borrowed" and not got[0].whole_network
+    assert got[0].latency_ms == pytest.approx(0.5 / 0.5 * scale)
+    assert borrowed_fc_samples(target, donor[2:], ops, 0.5) == []   # nothing shared
+    ranges = kernel_ranges(target + got)
+    X, by_source = ranges["fc"]
+    assert X.tolist() == [list(fc_own[1])]    # the borrowed shape is not a measured one
+    assert by_source == {"nnmeter-reference": 1, "borrowed": 1}
+    fit = DeviceLatencyFit(corrections=False).fit(target + got)
+    assert "borrowed" not in fit.factors_ and fit.correction_ == {}

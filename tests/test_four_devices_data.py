@@ -133,3 +133,40 @@ def test_reference_samples_hold_global_pools_up_to_2048_channels():
     samples = imagenet_samples("adreno630gpu_tflite21", load_imagenet_configs())
     gap = [x for s in samples for reg, x in s.configs if reg == "global-avgpool"]
     assert max(x[1] for x in gap) == 2048  # ResNet-50's
+
+
+def test_reference_networks_are_nnmeter_definitions():
+    """nn-Meter's generator puts a global average pooling before every classifier: VGG-16's
+    first fully connected layer is 512 x 4096 (torchvision's: 25088 x 4096) and AlexNet's
+    256 x 4096 after an unpadded 11x11 stride-4 convolution (224 -> 54 px)."""
+    from nnmeter_nas.datasets.imagenet_devices import reference_network_name
+
+    configs = load_imagenet_configs()
+    vgg = configs[reference_network_name("vgg16_0")]
+    assert sorted(x[:2] for (r, x) in vgg if r == "fc") == [
+        (512.0, 4096.0), (4096.0, 1000.0), (4096.0, 4096.0)]
+    assert ("global-avgpool", (7.0, 512.0)) in vgg
+    alex = configs[reference_network_name("alexnet_0")]
+    assert (256.0, 4096.0) in [x[:2] for (r, x) in alex if r == "fc"]
+    assert [x[:5] for (r, x) in alex if r == "conv-bn-relu" and x[3] == 11] == [
+        (224.0, 3.0, 64.0, 11.0, 4.0)]
+    # ResNet-50 strides in its 3x3 convolutions (4.1 GMACs, pytorchcv's resnet50: 3.9)
+    r50 = configs[reference_network_name("resnet50_0")]
+    assert any(r == "conv-bn-relu" and x[3] == 3 and x[4] == 2 for (r, x) in r50)
+    # the Pixel 4 networks stay pytorchcv's (what the Pixel 4 ran)
+    assert reference_network_name("shufflenetv2_0") == "shufflenetv2_w1"
+    assert "resnet18" in configs and "mnasnet_a1" in configs
+
+
+@pytest.mark.slow
+def test_cached_nnmeter_definition_matches_a_fresh_build():
+    pytest.importorskip("torch")
+    from nnmeter_nas.datasets.imagenet_devices import build_network, reference_network_name
+    from nnmeter_nas.fitting.configs import kernel_configs
+    from nnmeter_nas.fitting.nb201_devices import DEVICES
+    from nnmeter_nas.graph import load_graph
+
+    name = reference_network_name("mnasnet_0")
+    g = load_graph(build_network(name), input_shape=(1, 3, 224, 224))
+    assert kernel_configs(g, DEVICES["cortexA76cpu_tflite21"].rules()) == \
+        load_imagenet_configs()[name]

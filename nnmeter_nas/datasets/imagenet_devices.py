@@ -26,8 +26,9 @@ from .nb201 import NB201DataError
 
 DATA_ENV_VAR = "NNMETER_NAS_IMAGENET_DATA"
 
-#: nn-Meter reference model -> the pytorchcv network we use for it (nearest public definition;
-#: the data README discusses the ambiguous ones).
+#: nn-Meter reference model -> the nearest pytorchcv network (the data README discusses the
+#: ambiguous ones). The fits use nn-Meter's own definitions where
+#: :mod:`.nnmeter_reference_nets` rebuilds them (:func:`reference_network_name`).
 REFERENCE_TO_PYTORCHCV: dict[str, str] = {
     "alexnet_0": "alexnetb",  # torchvision's AlexNet (no LRN)
     "densenet_0": "densenet121",
@@ -97,10 +98,22 @@ def reference_latencies(device: str, data_dir: str | Path | None = None) -> list
     out = []
     for row in _read(d / "nnmeter_reference_models.csv"):
         if row["device"] == device:
-            out.append(NetworkLatency(REFERENCE_TO_PYTORCHCV[row["nnmeter_model"]],
+            out.append(NetworkLatency(reference_network_name(row["nnmeter_model"]),
                                       float(row["latency_ms"]), "nnmeter-reference", device,
                                       row["nnmeter_model"]))
     return out
+
+
+def reference_network_name(nnmeter_model: str) -> str:
+    """The network (config-cache name, :func:`build_network` builds it) that stands for nn-Meter
+    reference model ``nnmeter_model``: ``"nnmeter:<model>"``, nn-Meter's own definition
+    rebuilt in :mod:`.nnmeter_reference_nets`, where there is one; else the pytorchcv
+    network of :data:`REFERENCE_TO_PYTORCHCV`."""
+    from .nnmeter_reference_nets import NNMETER_DEFINED, PREFIX
+
+    if nnmeter_model in NNMETER_DEFINED:
+        return PREFIX + nnmeter_model
+    return REFERENCE_TO_PYTORCHCV[nnmeter_model]
 
 
 def pixel4_latencies(device: str, data_dir: str | Path | None = None) -> list[NetworkLatency]:
@@ -124,10 +137,16 @@ def pytorchcv_module(name: str) -> str:
 
 
 def build_network(name: str) -> Any:
-    """``pytorchcv`` network ``name`` (random weights, eval mode), for 1x3x224x224 input.
+    """``pytorchcv`` network ``name`` (random weights, eval mode), for 1x3x224x224 input;
+    ``"nnmeter:<model>"`` builds nn-Meter's definition of a reference model
+    (:func:`.nnmeter_reference_nets.build_reference_network`).
 
     Imports ``pytorchcv.models.<module>`` directly (``pytorchcv.model_provider`` imports
     torchvision, which does not import beside this torch)."""
+    from .nnmeter_reference_nets import PREFIX, build_reference_network
+
+    if name.startswith(PREFIX):
+        return build_reference_network(name)
     try:
         mod = importlib.import_module(f"pytorchcv.models.{pytorchcv_module(name)}")
     except ModuleNotFoundError as exc:

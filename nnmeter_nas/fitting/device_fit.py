@@ -10,8 +10,8 @@ One model for every source: a measured network is a multiset of kernel configura
 kernel's type; ``s`` the source of the measurement. *Native* sources measured the device itself
 (``factor = 1``): NAS-Bench-201, nn-Meter's reference networks, a user's own networks. A source
 measured on the same hardware with another runtime (the Pixel 4 with a newer TFLite) gets its
-own overhead and one fitted factor per kernel group (:data:`FACTOR_GROUPS`: dense convolutions,
-depthwise convolutions, everything else), reported in the package manifest.
+own overhead and fitted factors, one or one per kernel group (:data:`FACTOR_MODES`: e.g. 1x1
+dense convolutions and the rest), reported in the package manifest.
 
 Fitting minimises the weighted relative squared error (each source's rows share a total weight,
 :attr:`DeviceLatencyFit.source_weights`), alternating between ``theta`` and overheads (bounded
@@ -34,18 +34,36 @@ from .configs import Config
 
 NATIVE_SOURCES = ("nb201", "nnmeter-reference", "user")
 
+#: Sources whose latencies were put in this device's units before the fit, from *another*
+#: device's measurements scaled by a ratio fitted on networks both devices ran (the Adreno 630
+#: borrows the Adreno 640's per-operator fully connected timings: :func:`.sources.
+#: borrowed_fc_samples`). Fitted like native operator rows (factor 1), never corrected, and
+#: never counted as calibrating a kernel (:func:`.device_package.kernel_ranges`): they give the
+#: structure of a cost, not the device's own measurement of it.
+BORROWED_SOURCES = ("borrowed",)
+
 #: Kernel types that cost nothing (a flatten before the classifier): not fitted, declared
 #: free in the package.
 FREE_TYPES = ("reshape",)
 
-#: Kernel groups that get their own factor per foreign source.
-FACTOR_GROUPS = ("conv", "dwconv", "other")
+#: Kernel groups a foreign source's factor may differ between: dense convolutions (kernel
+#: size 2 and larger), depthwise convolutions, everything else, 1x1 dense convolutions.
+FACTOR_GROUPS = ("conv", "dwconv", "other", "conv1x1")
+
+#: ``factor_groups`` modes: which fitted factor each of :data:`FACTOR_GROUPS` uses.
+FACTOR_MODES = {False: (0, 0, 0, 0),           # one factor
+                True: (0, 1, 2, 0),            # dense / depthwise / other
+                "conv1x1": (0, 0, 0, 1),       # 1x1 convolutions / everything else
+                "all": (0, 1, 2, 3)}           # each group its own
 
 
-def factor_group(regressor: str) -> str:
-    if regressor == "conv-bn-relu":
-        return "conv"
-    if regressor == "dwconv-bn-relu":
+def factor_group(cfg) -> str:
+    """The factor group of a kernel configuration ``(regressor, features)`` (or of a bare
+    regressor name: a dense convolution of unknown kernel size is ``"conv"``)."""
+    reg, x = (cfg, None) if isinstance(cfg, str) else cfg
+    if reg == "conv-bn-relu":
+        return "conv1x1" if x is not None and len(x) > 3 and x[3] <= 1.5 else "conv"
+    if reg == "dwconv-bn-relu":
         return "dwconv"
     return "other"
 
@@ -59,18 +77,23 @@ class NetworkSample:
     name : str
         Label (file or network name), used in messages and reports.
     source : str
-        Where the latency comes from: one of :data:`NATIVE_SOURCES` (the device itself) or any
-        other name (same hardware, other runtime: fitted factors).
+        Where the latency comes from: one of :data:`NATIVE_SOURCES` (the device itself), of
+        :data:`BORROWED_SOURCES` (another device, already scaled to this one) or any other name
+        (same hardware, other runtime: fitted factors).
     configs : Counter
         Its kernel configurations under the device's fusion rules.
     latency_ms : float
         Measured latency, ms.
+    whole_network : bool, default=True
+        False for one operator timed on its own (a source's per-operator rows): its latency
+        carries no per-network overhead, only the source's factor.
     """
 
     name: str
     source: str
     configs: Counter
     latency_ms: float
+    whole_network: bool = True
 
 
 class DeviceLatencyFit:
@@ -95,8 +118,21 @@ class DeviceLatencyFit:
         Sources whose networks' configurations may get a correction.
     excess_ridge : float, default=0.05
         Ridge on a kernel type's own terms beyond its family's (:func:`.cost_terms.is_excess_key`).
-    factor_groups : bool, default=True
-        One factor per :data:`FACTOR_GROUPS` for each foreign source; False: one factor.
+    min_excess_span : float, default=8.0
+        A kernel type's own size-dependent term (:func:`.cost_terms.is_excess_key`, not a
+        launch) is fitted only when its values over the measured configurations span at least
+        this ratio (max / min); otherwise it stays 0 and the type's size dependence is its
+        family's. At one measured size a launch and a per-element cost cannot be told apart,
+        and a split the ridge made up would be extrapolated to every other size (the VPU's
+        BN-ReLU, measured only in NAS-Bench-201's 8x8x64 last activation: DenseNet-121 left
+        out came out +189 %). 8 was chosen over 4 in leave-one-out (Adreno 630 within +-10 %
+        76.9 -> 84.6 %, VPU 64.3 -> 71.4 %; the Cortex-A76 and Adreno 640 unchanged). 1 keeps
+        every term.
+    factor_groups : bool or str, default=True
+        Factors of each foreign source (:data:`FACTOR_MODES`): True, one per kernel group (dense
+        convolutions, depthwise, other); False, one; ``"conv1x1"``, one for 1x1 dense
+        convolutions and one for the rest (a newer runtime's 1x1 kernels may speed up by
+        another ratio than its 3x3 ones).
     """
 
     def __init__(self, *, source_weights: Mapping[str, float] | None = None,
@@ -104,7 +140,8 @@ class DeviceLatencyFit:
                  corrections: bool = True, correction_ridge: float = 0.3,
                  correction_bound: float = 1.5,
                  correction_sources: Sequence[str] = NATIVE_SOURCES,
-                 excess_ridge: float = 0.05, factor_groups: bool = True) -> None:
+                 excess_ridge: float = 0.05, min_excess_span: float = 8.0,
+                 factor_groups: bool | str = True) -> None:
         self.source_weights = source_weights
         self.theta_ridge = theta_ridge
         self.n_alternations = n_alternations
@@ -114,6 +151,7 @@ class DeviceLatencyFit:
         self.correction_sources = tuple(correction_sources)
         self.excess_ridge = excess_ridge
         self.factor_groups = factor_groups
+        self.min_excess_span = min_excess_span
 
     # ------------------------------------------------------------------ design
     def _config_columns(self, cfg: Config) -> dict[str, float]:
@@ -136,7 +174,7 @@ class DeviceLatencyFit:
             for cfg, n in s.configs.items():
                 if cfg[0] in FREE_TYPES:
                     continue
-                g = FACTOR_GROUPS.index(factor_group(cfg[0]))
+                g = FACTOR_GROUPS.index(factor_group(cfg))
                 for key, v in self._config_columns(cfg).items():
                     j = self._key_index.get(key)
                     if j is not None:
@@ -160,11 +198,15 @@ class DeviceLatencyFit:
         self.keys_ = keys
         self._key_index = {k: j for j, k in enumerate(keys)}
         D = self._design(samples)
+        self.unidentified_ = self._unidentified_keys(samples)
+        for key in self.unidentified_:
+            D[:, self._key_index[key], :] = 0.0      # its ridge then keeps it at 0
         src = [s.source for s in samples]
         self.sources_ = sorted(set(src))
-        foreign = [s for s in self.sources_ if s not in NATIVE_SOURCES]
+        foreign = [s for s in self.sources_ if s not in NATIVE_SOURCES + BORROWED_SOURCES]
         ovh_names = ["native"] + foreign
         ovh_of = np.array([ovh_names.index(s if s in foreign else "native") for s in src])
+        whole = np.array([s.whole_network for s in samples], dtype=float)
         weights = dict(self.source_weights or {})
         counts = Counter(src)
         sw = np.array([np.sqrt(weights.get(s, 1.0) / counts[s]) for s in src]) / y
@@ -179,7 +221,7 @@ class DeviceLatencyFit:
                 row_factor[np.array(src) == s] = factors[s]
             X = np.einsum("ikg,ig->ik", D, row_factor)
             O = np.zeros((len(y), len(ovh_names)))
-            O[np.arange(len(y)), ovh_of] = 1.0
+            O[np.arange(len(y)), ovh_of] = whole
             M = np.hstack([X, O]) * sw[:, None]
             scale = np.linalg.norm(M, axis=0)
             scale[scale == 0] = 1.0
@@ -199,17 +241,20 @@ class DeviceLatencyFit:
             for s in foreign:
                 rows = np.array(src) == s
                 P = np.einsum("ikg,k->ig", D[rows], theta) * sw[rows, None]
-                r = (y[rows] - ovh[ovh_names.index(s)]) * sw[rows]
-                used = P.sum(axis=0) > 0
-                f = np.ones(len(FACTOR_GROUPS))
-                if not self.factor_groups:
-                    f[:] = lsq_linear(P.sum(axis=1, keepdims=True), r, bounds=(0.2, 5.0),
-                                      method="bvls").x[0]
-                elif used.any():
-                    f[used] = lsq_linear(P[:, used], r, bounds=(0.2, 5.0), method="bvls").x
-                # An unused group takes the mean of the used ones (reported, never fitted).
-                if self.factor_groups:
-                    f[~used] = float(np.mean(f[used])) if used.any() else 1.0
+                r = (y[rows] - ovh[ovh_names.index(s)] * whole[rows]) * sw[rows]
+                gmap = np.asarray(FACTOR_MODES[self.factor_groups])
+                n_par = int(gmap.max()) + 1
+                Pm = np.zeros((P.shape[0], n_par))
+                for g, j in enumerate(gmap):
+                    Pm[:, j] += P[:, g]
+                used = Pm.sum(axis=0) > 0
+                par = np.ones(n_par)
+                if used.any():
+                    par[used] = lsq_linear(Pm[:, used], r, bounds=(0.2, 5.0),
+                                           method="bvls").x
+                # An unused factor takes the mean of the used ones (reported, never fitted).
+                par[~used] = float(np.mean(par[used])) if used.any() else 1.0
+                f = par[gmap]
                 factors[s] = f
         self.theta_ = dict(zip(keys, theta.tolist()))
         self.overhead_ms_ = {n: float(v) for n, v in zip(ovh_names, ovh)}
@@ -218,6 +263,18 @@ class DeviceLatencyFit:
         if self.corrections:
             self._fit_corrections(samples, y, sw)
         return self
+
+    def _unidentified_keys(self, samples: Sequence[NetworkSample]) -> list[str]:
+        """Own size-dependent terms whose measured values span less than
+        :attr:`min_excess_span` (max / min over the distinct configurations)."""
+        lo: dict[str, float] = {}
+        hi: dict[str, float] = {}
+        for cfg in {c for s in samples for c in s.configs if c[0] not in FREE_TYPES}:
+            for key, v in self._config_columns(cfg).items():
+                if v > 0 and is_excess_key(key) and not key.endswith(":launch"):
+                    lo[key] = min(lo.get(key, np.inf), v)
+                    hi[key] = max(hi.get(key, 0.0), v)
+        return sorted(k for k in lo if hi[k] < self.min_excess_span * lo[k])
 
     def _fit_corrections(self, samples: Sequence[NetworkSample], y: np.ndarray,
                          sw: np.ndarray) -> None:
@@ -234,7 +291,7 @@ class DeviceLatencyFit:
             for c, n in s.configs.items():
                 j = index.get(c)
                 if j is not None:
-                    B[i, j] += n * self._config_ms(c) * self._factor(s.source, c[0])
+                    B[i, j] += n * self._config_ms(c) * self._factor(s.source, c)
         B *= sw[:, None]
         r = (y - base) * sw
         k = len(cfgs)
@@ -246,9 +303,9 @@ class DeviceLatencyFit:
         self.correction_ = {c: 1.0 + float(v) for c, v in zip(cfgs, u) if abs(v) > 1e-6}
 
     # ------------------------------------------------------------------ prediction
-    def _factor(self, source: str, regressor: str) -> float:
+    def _factor(self, source: str, cfg) -> float:
         f = self.factors_.get(source)
-        return 1.0 if f is None else f[factor_group(regressor)]
+        return 1.0 if f is None else f.get(factor_group(cfg), f["conv"])
 
     def _config_ms(self, cfg: Config) -> float:
         if cfg[0] in FREE_TYPES:
@@ -259,8 +316,8 @@ class DeviceLatencyFit:
         return self.overhead_ms_.get(source if source in self.factors_ else "native", 0.0)
 
     def _predict_uncorrected(self, samples: Sequence[NetworkSample]) -> np.ndarray:
-        return np.array([self._overhead(s.source) + sum(
-            n * self._config_ms(c) * self._factor(s.source, c[0]) for c, n in s.configs.items())
+        return np.array([self._overhead(s.source) * s.whole_network + sum(
+            n * self._config_ms(c) * self._factor(s.source, c) for c, n in s.configs.items())
             for s in samples])
 
     def kernel_ms(self, cfg: Config) -> float:
@@ -274,8 +331,8 @@ class DeviceLatencyFit:
         out = []
         for s in samples:
             src = s.source if as_source else "native"
-            out.append(self._overhead(src) + sum(
-                n * self.kernel_ms(c) * self._factor(src, c[0]) for c, n in s.configs.items()))
+            out.append(self._overhead(src) * s.whole_network + sum(
+                n * self.kernel_ms(c) * self._factor(src, c) for c, n in s.configs.items()))
         return np.asarray(out)
 
     # ------------------------------------------------------------------ export

@@ -1,8 +1,10 @@
 """A device package from a :class:`~.device_fit.DeviceLatencyFit`, and the one-call user API.
 
 :func:`write_device_package` writes one :class:`~nnmeter_nas.regressors.KernelCostModel` per
-kernel type, each type's ``feature_range`` (the configurations the measurements held: inside it
-``in_domain`` is True), the fitted source factors and the validation figures.
+kernel type with its domain (the ranges of its cost terms over the configurations the
+measurements held: :meth:`~nnmeter_nas.regressors.KernelCostModel.in_domain`), each type's
+``feature_range`` (their box, for information), the fitted source factors and the validation
+figures.
 
 :func:`fit_device_package` is what a user calls with networks of their own measured on their
 device (a CSV of ONNX paths and latencies, :func:`read_networks_csv`), alone or with the
@@ -21,11 +23,11 @@ from ..errors import MeasurementDataError
 from ..features.extract import FEATURE_NAMES
 from ..kernels.fusion_rules import FusionRules
 from ..packages.format import feature_range_of, write_package
-from .device_fit import FREE_TYPES, DeviceLatencyFit, NetworkSample
+from .device_fit import BORROWED_SOURCES, FREE_TYPES, DeviceLatencyFit, NetworkSample
 from .lookup_tree import empty_feature_range
 from .nb201_package import FEATURE_SET
 
-PACKAGE_VERSION = "multi-2"
+PACKAGE_VERSION = "multi-4"
 
 #: Kernel types every package gets a cost model for (those the data never held: their
 #: family's shared terms, an empty feature range, always ``in_domain=False``).
@@ -51,12 +53,16 @@ def _n_features(reg: str) -> int:
 
 
 def kernel_ranges(samples: Sequence[NetworkSample]) -> dict[str, tuple[np.ndarray, dict]]:
-    """``{regressor: (feature rows seen, {source: n networks})}`` over the samples."""
+    """``{regressor: (feature rows seen, {source: n networks})}`` over the samples; rows of a
+    borrowed source (another device's, :data:`.device_fit.BORROWED_SOURCES`) are counted by
+    source but never enter the rows seen (they do not calibrate a kernel on this device)."""
     rows: dict[str, set] = {}
     srcs: dict[str, Counter] = {}
     for s in samples:
         for reg in {c[0] for c in s.configs}:
             srcs.setdefault(reg, Counter())[s.source] += 1
+        if s.source in BORROWED_SOURCES:
+            continue
         for reg, x in s.configs:
             rows.setdefault(reg, set()).add(x)
     return {r: (np.asarray(sorted(v), dtype=float), dict(srcs[r])) for r, v in rows.items()}
@@ -77,6 +83,8 @@ def write_device_package(dest: str | Path, fit: DeviceLatencyFit,
                            for r in types}, meta={"device": device, "package_version": version})
     kernel_info = {}
     for r in types:
+        # calibrated where the cost terms were measured (KernelCostModel.in_domain)
+        regs[r].set_domain(seen[r][0] if r in seen else np.zeros((0, regs[r].n_features)))
         if r in seen:
             X, by_source = seen[r]
             kernel_info[r] = {"feature_range": feature_range_of(X), "n_train": int(len(X)),
@@ -91,13 +99,21 @@ def write_device_package(dest: str | Path, fit: DeviceLatencyFit,
                                       "feature range flags every such kernel in_domain=False"}
     source = {"kind": "fitted from whole-network measurements", "method": METHOD,
               "data": dict(data or {}),
-              "n_networks_by_source": dict(Counter(s.source for s in samples)),
+              "n_networks_by_source": dict(Counter(s.source for s in samples
+                                                   if s.whole_network)),
+              "n_operators_by_source": dict(Counter(s.source for s in samples
+                                                    if not s.whole_network)),
               "factors": {s: {"meaning": "latency this source measured = factor x this "
                                          "device's kernel sum + its own overhead",
                               "factor": f, "overhead_ms": fit.overhead_ms_.get(s, 0.0)}
                           for s, f in fit.factors_.items()},
               "fit": {k: v for k, v in fit.__dict__.items()
                       if not k.endswith("_") and not k.startswith("_")},
+              "terms_not_fitted": {"keys": list(getattr(fit, "unidentified_", [])),
+                                   "why": "a kernel type's own size-dependent term whose "
+                                          "measured values span less than min_excess_span: "
+                                          "kept at 0, the type scales with its family's "
+                                          "shared terms"},
               "built_by": built_by, "docs": "docs/four_devices.md"}
     extra = {"network_overhead_ms": float(fit.overhead_ms_.get("native", 0.0)),
              "network_overhead_note": "a constant per inference that the fit attributes to no "
@@ -262,7 +278,8 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
                     else list(networks))
     used = {"user networks": sum(s.source == "user" for s in samples)}
     if builtin_data and device in DEVICES and base is None:
-        from .sources import imagenet_samples, load_imagenet_configs, nb201_samples
+        from .sources import (imagenet_samples, load_imagenet_configs, nb201_samples,
+                              pixel4_gpu_fc_samples)
 
         try:
             nb, test = nb201_samples(device)
@@ -274,6 +291,10 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
             im = imagenet_samples(device, load_imagenet_configs())
             samples += im
             used.update(Counter(s.source for s in im))
+            ops = pixel4_gpu_fc_samples(device)
+            samples += ops
+            if ops:
+                used["pixel4 fully connected operators"] = len(ops)
         except OSError:
             pass
     if not samples:
@@ -289,8 +310,9 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     counts = ", ".join(f"{k}: {v}" for k, v in used.items())
     desc = (f"Latency of {device} ({hardware or framework}) fitted by nnmeter-nas predictors "
             f"fit on {len(samples)} measured networks ({counts}). "
-            "Kernels inside each kernel type's feature_range are calibrated; outside, the cost "
-            "terms extrapolate in proportion to the work (flagged in_domain=False).")
+            "A kernel whose cost terms lie within the ranges the measured kernels of its type "
+            "gave them is calibrated; outside, the cost terms extrapolate in proportion to the "
+            "work (flagged in_domain=False).")
     return write_device_package(dest, fit, samples, name=device, device=device,
                                 framework=framework, fusion_rules=rules, description=desc,
                                 hardware=hardware, version=version or "user-1",

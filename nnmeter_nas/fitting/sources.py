@@ -87,8 +87,8 @@ def load_imagenet_configs(cache: str | Path | None = None) -> dict[str, Counter]
 
 
 __all__ = ["nb201_samples", "imagenet_samples", "load_imagenet_configs", "FEATURE_SET",
-           "pixel4_gpu_op_samples", "full_map_pools_as_global",
-           "DEFAULT_CONFIG_CACHE"]
+           "pixel4_gpu_op_samples", "pixel4_gpu_fc_samples", "full_map_pools_as_global",
+           "DEFAULT_CONFIG_CACHE", "borrowed_fc_samples"]
 
 
 def _op_config(op: str, f: dict) -> tuple[str, tuple[float, ...]] | None:
@@ -151,3 +151,67 @@ def pixel4_gpu_op_samples(device: str, data_dir: str | Path | None = None
             out.append(NetworkSample(f"{row['model']}#{row['index']}", "pixel4-ops",
                                      Counter({cfg: 1}), float(row["pixel4_gpu_us"]) / 1000))
     return out
+
+
+def pixel4_gpu_fc_samples(device: str, data_dir: str | Path | None = None
+                          ) -> list[NetworkSample]:
+    """The fully connected layers of ``pixel4_ops_gpu.csv`` as one-operator samples of source
+    ``"pixel4"`` (``whole_network=False``: the Pixel 4's factor, no per-network overhead), for
+    the ``adreno640gpu_tflite21`` only.
+
+    They are the same runs as ``pixel4_e2e.csv`` (same GPU, same newer TFLite), timed per
+    operator. Of the per-operator rows only these are fitted on: a fully connected layer at
+    batch 1 streams its weights once with one GPU kernel, and its 18 distinct shapes take
+    80-91 us per million weights whatever the shape, whereas a convolution's time there
+    depends on the GPU kernel the delegate chose (Winograd, fused additions) and fits the
+    cost terms with 36 % RMSPE (docs/four_devices.md). Whole networks alone cannot separate a
+    classifier's cost from the convolutions' (VGG's classifier is the same in all three VGGs):
+    without these rows, AlexNet left out was predicted +69 %."""
+    return [NetworkSample(s.name, "pixel4", s.configs, s.latency_ms, whole_network=False)
+            for s in pixel4_gpu_op_samples(device, data_dir)
+            if next(iter(s.configs))[0] == "fc"]
+
+
+def borrowed_fc_samples(target_refs: list[NetworkSample], donor_refs: list[NetworkSample],
+                        donor_ops: list[NetworkSample], donor_factor: float
+                        ) -> list[NetworkSample]:
+    """Another device's per-operator fully connected timings in the target device's units
+    (source ``"borrowed"``, ``whole_network=False``), for a device whose own networks cannot
+    separate a classifier's cost from the rest.
+
+    The Adreno 630's only fully connected layers are the classifiers of the three VGGs (one
+    shape, shared) and AlexNet's (nearly the same): from whole networks the fit cannot tell
+    the classifier's cost from an offset of the convolutions. The Adreno 640's Pixel 4 GPU
+    rows (:func:`pixel4_gpu_fc_samples`) give its *structure* (80-91 us per million weights
+    whatever the shape). Their latency on the target is ::
+
+        row ms / donor_factor * scale,   scale = geometric mean over the networks both devices
+                                                 ran of (target ms / donor ms)
+
+    ``donor_factor`` converts the Pixel 4's runtime to the donor's (its fitted source factor)
+    and ``scale`` the donor to the target, fitted on the reference networks in ``target_refs``
+    only (leave-one-out passes the training networks, so a left-out network never sets it).
+    The fit treats them as native operator rows (:data:`.device_fit.BORROWED_SOURCES`: no
+    factor, no correction) and they never count as calibrating a kernel type on the target.
+
+    Parameters
+    ----------
+    target_refs, donor_refs : list of NetworkSample
+        Whole networks measured on the target and on the donor, matched by ``name``, ms.
+    donor_ops : list of NetworkSample
+        The donor's per-operator rows (source ``"pixel4"``), ms.
+    donor_factor : float
+        The donor fit's factor of that source (source latency = factor x donor latency).
+
+    Returns
+    -------
+    list of NetworkSample
+        Empty when no network was measured on both devices.
+    """
+    donor = {s.name: s.latency_ms for s in donor_refs}
+    ratios = [s.latency_ms / donor[s.name] for s in target_refs if s.name in donor]
+    if not ratios or not donor_factor > 0:
+        return []
+    scale = float(np.exp(np.mean(np.log(ratios))))
+    return [NetworkSample(o.name, "borrowed", o.configs, o.latency_ms / donor_factor * scale,
+                          whole_network=False) for o in donor_ops]

@@ -27,6 +27,18 @@ An optional bounded multiplicative correction (``corr_rows`` / ``corr_factor``, 
 configurations it was fitted on: the fit's residual where the data pin it down, nothing
 elsewhere.
 
+**Domain.** A cost model is calibrated where its cost terms are: ``in_domain(x)`` is True when
+every term active at ``x`` takes a value within the range that term took over the measured
+configurations of this kernel type (a gated term: over those where its gate was on; a gate
+class no measured configuration opened is never in domain), and each discrete shape feature
+(:data:`DISCRETE_FEATURES`: kernel size, stride, number of inputs) lies within its measured
+range. The prediction is then the fitted sum at term values the fit saw, an interpolation;
+outside, the terms extrapolate it (flagged). This is the model's own notion of "seen", not a
+box on the raw features: a box can hold a corner no measured kernel came near (the largest
+map with the most channels: four times the elements of any measured channel shuffle), and can
+exclude a kernel whose every term was measured (a channel shuffle on a smaller map with more
+channels, the same elements). The domain is stored with the model (:meth:`set_domain`).
+
 Quantities per regressor are registered in :data:`QUANTITIES` (``register_quantities`` adds a
 kernel type); the model stores only the regressor name, so the file holds no code.
 """
@@ -101,6 +113,14 @@ register_quantities("concat", ("area", "c_total", "n_inputs"), _concat_q)
 GENERIC_QUANTITY_NAMES = ("area", "c")
 
 
+#: Feature columns of a kernel type that select its shape class rather than its size (kernel
+#: size and stride of convolutions and poolings, the number of inputs of a concatenation):
+#: :meth:`KernelCostModel.in_domain` keeps each within its measured range.
+DISCRETE_FEATURES: dict[str, tuple[int, ...]] = {
+    "conv-bn-relu": (3, 4), "dwconv-bn-relu": (3, 4), "avgpool": (3, 4), "maxpool": (3, 4),
+    "concat": (1,)}
+
+
 def quantities(regressor: str, X: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
     """Names and values (``(n, p)``, all >= 0) of ``regressor``'s quantities for rows ``X``;
     kernel types without a registration get ``[hw * hw, c]`` from their ``[hw, c]`` row."""
@@ -142,6 +162,11 @@ class KernelCostModel:
         Human-readable name of each term (stored, not used).
     meta : dict, default={}
         Free JSON-serialisable information.
+    domain : dict or None, default=None
+        Where the model is calibrated (:meth:`set_domain`): ``term_lo``, ``term_hi`` (per term;
+        None where no measured configuration opened the term's gate), ``feature_lo``,
+        ``feature_hi`` (per feature; None for unconstrained columns). None: unknown
+        (:meth:`in_domain` returns None).
     """
 
     regressor: str
@@ -156,6 +181,7 @@ class KernelCostModel:
     corr_bound: float = 1.5
     term_names: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    domain: dict | None = None
 
     def __post_init__(self) -> None:
         self.n_features = int(self.n_features)
@@ -232,6 +258,57 @@ class KernelCostModel:
         """Predicted latency (ms) for each row of ``X`` (shape ``(n_rows, n_features)``)."""
         return self.predict_uncorrected(X) * self.correction(X)
 
+    def set_domain(self, X: np.ndarray) -> "KernelCostModel":
+        """Record the domain of the measured configurations ``X`` (rows of this kernel type;
+        empty: never in domain). Returns ``self``."""
+        X = np.asarray(X, dtype=np.float64).reshape(-1, self.n_features)
+        m = self.n_terms
+        lo: list = [None] * m
+        hi: list = [None] * m
+        if len(X):
+            T, on = self.terms(X), self._gates(X)
+            for j in range(m):
+                if on[:, j].any():
+                    lo[j], hi[j] = float(T[on[:, j], j].min()), float(T[on[:, j], j].max())
+        flo: list = [None] * self.n_features
+        fhi: list = [None] * self.n_features
+        for i in DISCRETE_FEATURES.get(self.regressor, ()):
+            if i < self.n_features:
+                flo[i], fhi[i] = ((float(X[:, i].min()), float(X[:, i].max())) if len(X)
+                                  else (1.0, 0.0))
+        self.domain = {"term_lo": lo, "term_hi": hi, "feature_lo": flo, "feature_hi": fhi,
+                       "n_configurations": int(len(X))}
+        return self
+
+    def in_domain(self, X: np.ndarray) -> np.ndarray | None:
+        """True per row where the model is calibrated (see the module docstring), None
+        without a recorded domain."""
+        if self.domain is None:
+            return None
+        X = self._check_X(X)
+        d = self.domain
+        T, on = self.terms(X), self._gates(X)
+        ok = np.ones(X.shape[0], dtype=bool)
+        if not d.get("n_configurations", 1):
+            return ~ok
+        for j, (lo, hi) in enumerate(zip(d["term_lo"], d["term_hi"])):
+            if lo is None:  # a gate class never measured: out wherever it opens
+                ok &= ~on[:, j]
+                continue
+            tol = 1e-9 * max(1.0, abs(hi))
+            ok &= ~on[:, j] | ((T[:, j] >= lo - tol) & (T[:, j] <= hi + tol))
+        for i, (lo, hi) in enumerate(zip(d["feature_lo"], d["feature_hi"])):
+            if lo is not None:
+                tol = 1e-9 * max(1.0, abs(hi))
+                ok &= (X[:, i] >= lo - tol) & (X[:, i] <= hi + tol)
+        return ok
+
+    def _gates(self, X: np.ndarray) -> np.ndarray:
+        gf = self.gate_feature
+        vals = X[:, np.maximum(gf, 0)]
+        return (gf < 0)[None, :] | ((vals >= self.gate_lo[None, :]) &
+                                    (vals <= self.gate_hi[None, :]))
+
     def _check_X(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
@@ -247,7 +324,7 @@ class KernelCostModel:
         header = {"format": FORMAT, "format_version": FORMAT_VERSION,
                   "regressor": self.regressor, "n_features": self.n_features,
                   "corr_bound": self.corr_bound, "term_names": list(self.term_names),
-                  "meta": self.meta}
+                  "meta": self.meta, "domain": self.domain}
         buf = io.BytesIO()
         np.savez_compressed(buf, coef=self.coef, exponents=self.exponents,
                             gate_feature=self.gate_feature, gate_lo=self.gate_lo,
@@ -288,7 +365,7 @@ class KernelCostModel:
         return cls(regressor=header["regressor"], n_features=header["n_features"],
                    corr_bound=header.get("corr_bound", 1.5),
                    term_names=header.get("term_names", []), meta=header.get("meta", {}),
-                   **arrays)
+                   domain=header.get("domain"), **arrays)
 
 
 @dataclass(frozen=True)
