@@ -161,12 +161,11 @@ def pixel4_gpu_fc_samples(device: str, data_dir: str | Path | None = None
 
     They are the same runs as ``pixel4_e2e.csv`` (same GPU, same newer TFLite), timed per
     operator. Of the per-operator rows only these are fitted on: a fully connected layer at
-    batch 1 streams its weights once with one GPU kernel, and its 18 distinct shapes take
-    80-91 us per million weights whatever the shape, whereas a convolution's time there
-    depends on the GPU kernel the delegate chose (Winograd, fused additions) and fits the
-    cost terms with 36 % RMSPE (docs/four_devices.md). Whole networks alone cannot separate a
-    classifier's cost from the convolutions' (VGG's classifier is the same in all three VGGs):
-    without these rows, AlexNet left out was predicted +69 %."""
+    batch 1 streams its weights once with one GPU kernel, so its time follows its weight count
+    whatever its shape, whereas a convolution's time there depends on the GPU kernel the
+    delegate chose (Winograd, fused additions), which the cost terms cannot follow. Whole
+    networks alone cannot separate a classifier's cost from the convolutions' (VGG's classifier
+    is the same in all three VGGs). Figures: docs/four_devices.md."""
     return [NetworkSample(s.name, "pixel4", s.configs, s.latency_ms, whole_network=False)
             for s in pixel4_gpu_op_samples(device, data_dir)
             if next(iter(s.configs))[0] == "fc"]
