@@ -8,6 +8,8 @@ oracle, never a dependency)::
         'setuptools<81' onnx scikit-learn==<same as ours>
     python benchmarks/nnmeter_parity.py --nnmeter-python /tmp/venv-nnm/bin/python
 
+(``--nnmeter-python`` defaults to ``$NNMETER_PYTHON``, else ``/tmp/venv-nnm/bin/python``.)
+
 What it does:
 1. Trains one random forest per nn-Meter kernel type on synthetic features (scikit-learn, the
    same version in both environments; nn-Meter's own CPU forest sizes: 190-690 trees), pickles them as nn-Meter's release layout
@@ -157,7 +159,10 @@ def median_times(fn, repeats: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nnmeter-python", default=os.environ.get("NNMETER_PYTHON",
-                                                               "/work/venv-nnm/bin/python"))
+                                                               "/tmp/venv-nnm/bin/python"),
+                    help="Python of a virtual environment with nn-Meter 2.0 installed (see "
+                         "the module docstring); default: $NNMETER_PYTHON, else "
+                         "/tmp/venv-nnm/bin/python, where the docstring's commands create it")
     ap.add_argument("--n-spos", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)

@@ -1,12 +1,14 @@
 """The public :class:`LatencyPredictor`: model -> kernels -> features -> regressors -> ms."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -17,6 +19,24 @@ from .features.extract import extract_features, regressor_name, weight_count
 from .graph import OpGraph, load_graph
 from .kernels.detector import Kernel, detect_kernels
 from .packages.format import PredictorPackage
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the block (if it was enabled).
+
+    Reading a network allocates many short-lived objects (graph nodes, protobuf and torch
+    wrappers, kernels), and each full collection walks every tracked object of the process
+    (with torch, NNI and a built space about 450,000). Reference counting still frees
+    everything acyclic at once; cyclic garbage made in the block waits for the next
+    collection after it."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class LatencyWarning(UserWarning):
@@ -428,35 +448,42 @@ class LatencyPredictor:
         plans, planned = [], {}
         alive = []  # this call's graphs, so that equal ones can be found by signature
         for m in models:
-            key, ref = _model_key(m)
-            hit = memo.get(("graph", key, shape_key)) if key is not None else None
-            if hit is not None and (ref is None or hit[0]() is m):
-                g = hit[1]
-            else:
-                g = self.graph(m, input_shape=input_shape)
-                if key is not None:
-                    memo[("graph", key, shape_key)] = (ref, g)
-            alive.append(g)
-            sig = _graph_class(memo, g)
-            plan = planned.get(sig)
-            if plan is not None:
-                plans.append(plan)
-                continue
-            kernels = memo.get(("kernels", sig, rules_key))
-            if kernels is None:
-                kernels = memo[("kernels", sig, rules_key)] = detect_kernels(
-                    g, self.package.fusion_rules)
-            feats = memo.get(("features", sig, rules_key, fs))
-            if feats is None:
-                feats = memo[("features", sig, rules_key, fs)] = self._kernel_features(kernels)
-            plan = planned[sig] = self._plan(feats)
-            plans.append(plan)
+            with gc_paused():  # one network at a time: collections between, not within
+                plans.append(self._many_plan(m, memo, input_shape, shape_key, rules_key, fs,
+                                             planned, alive))
         lat, dom, _, _ = self._evaluate(plans)
         self._warn_out_of_domain((plan[i][1] for plan, flags in zip(plans, dom)
                                   for i, f in enumerate(flags) if f is False), stacklevel=4)
         overhead = self.network_overhead_ms
         # summed as KernelBreakdown.latency_ms sums (same order, same result)
         return [float(sum(v.tolist())) + overhead for v in lat]
+
+    def _many_plan(self, m: Any, memo: dict, input_shape: Sequence[int] | None,
+                   shape_key: str, rules_key: str, fs: str, planned: dict, alive: list) -> list:
+        """The plan of one model of :meth:`predict_many` (read, detected and featurised once
+        per distinct model and graph, through ``memo`` and ``planned``)."""
+        key, ref = _model_key(m)
+        hit = memo.get(("graph", key, shape_key)) if key is not None else None
+        if hit is not None and (ref is None or hit[0]() is m):
+            g = hit[1]
+        else:
+            g = self.graph(m, input_shape=input_shape)
+            if key is not None:
+                memo[("graph", key, shape_key)] = (ref, g)
+        alive.append(g)
+        sig = _graph_class(memo, g)
+        plan = planned.get(sig)
+        if plan is not None:
+            return plan
+        kernels = memo.get(("kernels", sig, rules_key))
+        if kernels is None:
+            kernels = memo[("kernels", sig, rules_key)] = detect_kernels(
+                g, self.package.fusion_rules)
+        feats = memo.get(("features", sig, rules_key, fs))
+        if feats is None:
+            feats = memo[("features", sig, rules_key, fs)] = self._kernel_features(kernels)
+        plan = planned[sig] = self._plan(feats)
+        return plan
 
     def _rules_key(self) -> str:
         """The fusion rules as a string: predictors with equal rules detect equal kernels."""

@@ -188,3 +188,37 @@ def test_graph_cycle_detected():
     with pytest.raises(ModelFormatError, match="cycle"):
         OpGraph([OpNode("a", "relu", inputs=["b"], outputs=["b"]),
                  OpNode("b", "relu", inputs=["a"], outputs=["a"])])
+
+
+def _graph_rows(g):
+    return [(n.name, n.type, n.source_op, n.inputs, n.outputs, n.input_shapes, n.output_shapes,
+             sorted(n.attrs.items())) for n in g]
+
+
+def test_fully_shaped_onnx_skips_shape_inference_with_the_same_graph(tmp_path, monkeypatch):
+    """A file whose tensors all have static shapes and where nothing folds (as
+    fold_constants writes it) is read without shape inference or folding; the graph equals
+    the one the full path (skeleton, folding, shape inference) reads, and an input_shape other
+    than the file's shapes takes the full path."""
+    import nnmeter_nas.graph.onnx_import as oi
+    from nnmeter_nas.graph.constant_folding import fold_constants
+
+    proto = fold_constants(export_onnx(small_net(), (1, 3, 32, 32)), max_elems=1 << 40)
+    path = tmp_path / "shaped.onnx"
+    onnx.save(proto, path)
+    assert oi._shaped_already(oi.read_onnx(path)[0], None,
+                              oi._node_rows(oi.read_onnx(path)[0].graph)) is not None
+    calls = []
+    skeleton = oi._skeleton
+    monkeypatch.setattr(oi, "_skeleton", lambda p: calls.append(1) or skeleton(p))
+    fast = [load_graph(path), load_graph(path, input_shape=(1, 3, 32, 32)), load_graph(proto)]
+    assert calls == []  # the fast path was taken
+    load_graph(path, input_shape=(1, 3, 64, 64))  # not the file's shapes: the full path
+    assert calls == [1]
+    monkeypatch.setattr(oi, "_shaped_already", lambda *a: None)
+    full = load_graph(path)
+    assert len(calls) == 2
+    assert all(_graph_rows(g) == _graph_rows(full) for g in fast)
+    # an unfolded export (Constant/Shape nodes, shape arithmetic) is not fully shaped
+    raw = export_onnx(small_net(), (1, 3, 32, 32))
+    assert oi._shaped_already(raw, None, oi._node_rows(raw.graph)) is None

@@ -155,6 +155,85 @@ def _skeleton(proto: Any) -> tuple[Any, set[str]]:
     return out, weights
 
 
+def _attributes(node: Any) -> dict[str, Any]:
+    """``node``'s attributes as Python values: what ``onnx.helper.get_attribute_value`` gives,
+    strings decoded, lists as lists, tensors and graphs left out (ints, floats and their lists,
+    the common case, are read directly, without the helper)."""
+    import onnx
+
+    out: dict[str, Any] = {}
+    for a in node.attribute:
+        t = a.type  # AttributeProto.AttributeType
+        if t == 7 and not a.ref_attr_name:  # INTS
+            v = list(a.ints)
+        elif t == 2 and not a.ref_attr_name:  # INT
+            v = a.i
+        elif t == 1 and not a.ref_attr_name:  # FLOAT
+            v = a.f
+        elif t == 6 and not a.ref_attr_name:  # FLOATS
+            v = list(a.floats)
+        elif t == 3 and not a.ref_attr_name:  # STRING
+            v = a.s
+        else:
+            v = onnx.helper.get_attribute_value(a)
+            if hasattr(v, "ByteSize"):
+                continue
+            if isinstance(v, (list, tuple)):
+                v = list(v)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _node_rows(graph: Any) -> list[tuple[Any, str, tuple[str, ...], tuple[str, ...]]]:
+    """``(node, op_type, inputs, outputs)`` of each node of an ONNX graph, read once (each
+    protobuf field access builds a new Python object)."""
+    return [(n, n.op_type, tuple(n.input), tuple(n.output)) for n in graph.node]
+
+
+def _shaped_already(proto: Any, input_shape: InputShape, rows: list
+                    ) -> dict[str, list[int] | None] | None:
+    """Static shapes of every tensor of ``proto`` (graph inputs, value_info, outputs) when
+    shape inference and constant folding have nothing to add, else None.
+
+    That is the case when the inputs are static and ``input_shape`` is None or equal to them,
+    every node output has a static shape, and no node computes on constants only (no
+    ``Constant`` or ``Shape`` node, no node whose inputs are all initializers): a file written
+    by :func:`~nnmeter_nas.graph.constant_folding.fold_constants`, or any fully shaped and
+    simplified model. ONNX shape inference keeps the shapes a model declares, so its result
+    would be these shapes.
+    """
+    g = proto.graph
+    init_names = {t.name for t in g.initializer}
+    shapes: dict[str, list[int] | None] = {}
+    for vi in (*g.input, *g.value_info, *g.output):
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            return None
+        dims = [d.dim_value for d in tt.shape.dim]
+        if not all(d > 0 for d in dims):
+            return None
+        shapes[vi.name] = dims
+    inputs = [i.name for i in g.input if i.name not in init_names]
+    if input_shape is not None:
+        wanted = dict(input_shape) if isinstance(input_shape, dict) else \
+            ({inputs[0]: input_shape} if len(inputs) == 1 else None)
+        if not wanted or any(k not in inputs for k in wanted):
+            return None
+        for k, v in wanted.items():
+            if not all(isinstance(d, (int, np.integer)) for d in v) or \
+                    [int(d) for d in v] != shapes[k]:
+                return None
+    for _, op, ins, outs in rows:
+        if op == "Constant" or op == "Shape":
+            return None
+        if all(i in init_names for i in ins if i):
+            return None
+        for o in outs:
+            if o and o not in shapes:
+                return None
+    return shapes
+
+
 def _constant_value(name: str, consts: dict[str, np.ndarray]) -> np.ndarray | None:
     return consts.get(name)
 
@@ -164,24 +243,41 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
     import onnx
     from onnx import numpy_helper
 
-    proto, label = read_onnx(model)
-    proto, weights = _skeleton(proto)
-    replaced = _set_input_shapes(proto, input_shape, label, weights)
     from .constant_folding import LazyConstants, fold_constants
 
-    try:
-        proto = fold_constants(proto)
-    except Exception as exc:  # onnx raises several exception types here
-        raise ModelFormatError(f"{label}: ONNX shape inference failed: {exc}") from exc
-    g = proto.graph
-
-    shapes: dict[str, list[int] | None] = {}
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        shapes[vi.name] = _dims(vi.type)
-    consts = LazyConstants({t.name: t for t in g.initializer})  # axes, split sizes
+    proto, label = read_onnx(model)
+    rows = _node_rows(proto.graph)
+    shapes = _shaped_already(proto, input_shape, rows)
+    if shapes is not None:
+        # Every tensor already has a static shape and nothing folds: shape inference and
+        # folding would return this graph as it is (see _shaped_already), so skip both.
+        g = proto.graph
+        _set_input_shapes(proto, None, label, set())  # (cannot fail: inputs are static)
+        replaced: list[str] = []
+        weights: set[str] = set()  # (every initializer is a constant below)
+        small_elems = _SMALL_CONST  # the skeleton's rule: larger ones are weights
+    else:
+        proto, weights = _skeleton(proto)
+        replaced = _set_input_shapes(proto, input_shape, label, weights)
+        try:
+            proto = fold_constants(proto)
+        except Exception as exc:  # onnx raises several exception types here
+            raise ModelFormatError(f"{label}: ONNX shape inference failed: {exc}") from exc
+        g = proto.graph
+        rows = _node_rows(g)
+        shapes = {}
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            shapes[vi.name] = _dims(vi.type)
+        small_elems = math.inf  # (the skeleton kept only small initializers)
+    small: dict[str, Any] = {}
+    const_names = set(weights)
     for t in g.initializer:
-        shapes[t.name] = list(t.dims)
-    const_names = {t.name for t in g.initializer} | weights
+        name, dims = t.name, list(t.dims)
+        shapes[name] = dims
+        const_names.add(name)
+        if math.prod(dims) <= small_elems:
+            small[name] = t
+    consts = LazyConstants(small)  # axes, split sizes
     alias: dict[str, str] = {}  # tensor -> tensor it equals (Identity/Dropout bypass)
     producer: dict[str, str] = {}
     kept: list[tuple[Any, str]] = []
@@ -192,10 +288,10 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
             t = alias[t]
         return t
 
-    for idx, node in enumerate(g.node):
-        ins = [real(i) for i in node.input if i]
-        if node.op_type == "Constant":
-            for o in node.output:
+    for idx, (node, op, raw_ins, outs) in enumerate(rows):
+        ins = [real(i) for i in raw_ins if i]
+        if op == "Constant":
+            for o in outs:
                 const_names.add(o)
                 for a in node.attribute:
                     if a.name == "value":
@@ -203,61 +299,56 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
                         if arr.size <= 64:
                             consts[o] = arr
             continue
-        if node.op_type == "Shape" and ins and shapes.get(ins[0]) is not None:
-            const_names.update(node.output)
-            consts[node.output[0]] = np.asarray(shapes[ins[0]], dtype=np.int64)
+        if op == "Shape" and ins and shapes.get(ins[0]) is not None:
+            const_names.update(outs)
+            consts[outs[0]] = np.asarray(shapes[ins[0]], dtype=np.int64)
             continue
         if all(i in const_names for i in ins):
             # Computed from constants only: folded away (shape arithmetic, weight transforms).
-            const_names.update(o for o in node.output if o)
+            const_names.update(o for o in outs if o)
             continue
-        if node.op_type in ONNX_PASSTHROUGH:
-            alias[node.output[0]] = ins[0]
+        if op in ONNX_PASSTHROUGH:
+            alias[outs[0]] = ins[0]
             continue
-        if node.op_type not in ONNX_OP_TYPES:
+        if op not in ONNX_OP_TYPES:
             raise UnsupportedOpError(
-                f"{label}: operator {node.op_type!r} (node {node.name or f'#{idx}'!r}) is not "
+                f"{label}: operator {op!r} (node {node.name or f'#{idx}'!r}) is not "
                 "supported by the latency engine; supported operators: "
                 f"{', '.join(sorted(ONNX_OP_TYPES))}")
-        name = node.name or f"{node.op_type}_{idx}"
+        name = node.name or f"{op}_{idx}"
         while name in used_names:
             name = f"{name}_{idx}"
         used_names.add(name)
-        for o in node.output:
+        for o in outs:
             if o:
                 producer[o] = name
-        kept.append((node, name))
+        kept.append((node, name, op, raw_ins, outs))
 
     nodes: dict[str, OpNode] = {}
     slice_groups: dict[str, str] = {}  # tensor -> name of the split node that slices it
-    for node, name in kept:
-        ins = [real(i) for i in node.input if i]
+    for node, name, op, raw_ins, node_outs in kept:
+        ins = [real(i) for i in raw_ins if i]
         data_ins = [i for i in ins if i not in const_names]
         in_shapes = []
         for t in data_ins:
             s = shapes.get(t)
             if s is None:
                 raise DynamicShapeError(f"{label}: tensor {t!r} (input of node {name!r}, "
-                                        f"{node.op_type}) has an unknown shape; pass a static "
+                                        f"{op}) has an unknown shape; pass a static "
                                         "input_shape or simplify the model")
             in_shapes.append(s)
         out_shapes = []
-        outputs = node.output[:1] if node.op_type in ("BatchNormalization", "Dropout") \
-            else node.output
+        outputs = node_outs[:1] if op in ("BatchNormalization", "Dropout") else node_outs
         for o in outputs:
             if not o:
                 continue
             s = shapes.get(o)
             if s is None:
                 raise DynamicShapeError(f"{label}: output {o!r} of node {name!r} "
-                                        f"({node.op_type}) has an unknown shape; pass a static "
+                                        f"({op}) has an unknown shape; pass a static "
                                         "input_shape or simplify the model")
             out_shapes.append(s)
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        attrs = {k: (v.decode() if isinstance(v, bytes) else
-                     list(v) if isinstance(v, (list, tuple)) else v)
-                 for k, v in attrs.items() if not hasattr(v, "ByteSize")}
-        op = node.op_type
+        attrs = _attributes(node)
         ctype = ONNX_OP_TYPES[op]
         if op == "Conv":
             if "kernel_shape" not in attrs and len(ins) > 1 and shapes.get(ins[1]):
@@ -293,7 +384,7 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
             if src in slice_groups:  # nn-Meter merges the slices of one tensor into one split
                 merged = nodes[slice_groups[src]]
                 merged.output_shapes.extend(_to_nhwc(s) for s in out_shapes)
-                for o in node.output:
+                for o in node_outs:
                     producer[o] = merged.name
                 continue
             slice_groups[src] = name
@@ -305,9 +396,7 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
             attrs.setdefault("pads", [0] * (2 * nd))
         if ctype == "split" and "axis" in attrs:
             attrs["split_dim"] = attrs.pop("axis")
-        nodes[name] = OpNode(name=name, type=ctype,
-                             inputs=list(dict.fromkeys(producer[t] for t in data_ins
-                                                       if t in producer)),
+        nodes[name] = OpNode(name=name, type=ctype,  # inputs: below, once slices merged
                              input_shapes=[_to_nhwc(s) for s in in_shapes],
                              output_shapes=[_to_nhwc(s) for s in out_shapes],
                              attrs=attrs, source_op=op)

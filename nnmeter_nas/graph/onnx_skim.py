@@ -41,21 +41,30 @@ def _varint(buf, pos: int) -> tuple[int, int]:
 def _fields(buf, start: int, end: int):
     """Yield ``(field_number, key_start, value_start, value_end)`` of a message."""
     pos = start
+    n = len(buf)
     while pos < end:
         key_start = pos
-        key, pos = _varint(buf, pos)
+        key = buf[pos] if pos < n else None  # one-byte varints (the usual keys) inline
+        if key is not None and key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos)
         fn, wt = key >> 3, key & 7
-        if wt == 0:
+        if wt == 2:
+            ln = buf[pos] if pos < n else None
+            if ln is not None and ln < 0x80:
+                p = pos + 1
+            else:
+                ln, p = _varint(buf, pos)
+            yield fn, key_start, p, p + ln
+            pos = p + ln
+        elif wt == 0:
             _, p2 = _varint(buf, pos)
             yield fn, key_start, pos, p2
             pos = p2
         elif wt == 1:
             yield fn, key_start, pos, pos + 8
             pos += 8
-        elif wt == 2:
-            ln, p = _varint(buf, pos)
-            yield fn, key_start, p, p + ln
-            pos = p + ln
         elif wt == 5:
             yield fn, key_start, pos, pos + 4
             pos += 4
@@ -87,12 +96,14 @@ def _strip_tensor(buf, start: int, end: int) -> bytes:
 
 def _strip_graph(buf, start: int, end: int) -> bytes:
     out = bytearray()
+    run = start  # the fields kept as they are since the last stripped one, copied at once
     for fn, ks, vs, ve in _fields(buf, start, end):
-        if fn == _INITIALIZER:
+        if fn == _INITIALIZER and ve - vs > _KEEP_DATA_BYTES:
+            out += buf[run:ks]
             t = _strip_tensor(buf, vs, ve)
             out += bytes([(_INITIALIZER << 3) | 2]) + _encode_len(len(t)) + t
-        else:
-            out += buf[ks:ve]
+            run = ve
+    out += buf[run:end]
     return bytes(out)
 
 

@@ -84,6 +84,11 @@ def _check_shape(shape: Any, label: str, node: OpNode, what: str) -> None:
 
 def _check_attr(key: str, value: Any, label: str, node: OpNode) -> None:
     low, what = _INT_ATTRS[key]
+    if type(value) is int:  # the common cases, without _is_int
+        if value >= low:
+            return
+    elif type(value) is list and all(type(v) is int and v >= low for v in value):
+        return
     items = value if isinstance(value, (list, tuple)) else [value]
     for v in items:
         if not _is_int(v) or v < low:

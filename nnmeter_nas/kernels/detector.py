@@ -143,10 +143,12 @@ def detect_kernels(graph: OpGraph, rules: FusionRules | None = None) -> list[Ker
         members.setdefault(find(k), []).append(k)
     kernels: list[Kernel] = []
     name_of: dict[int, str] = {}
+    clip_relus = {n.name for n in graph
+                  if n.type == "relu" and getattr(n, "source_op", None) == "Clip"}
     for idx, (root, ks) in enumerate(sorted(members.items())):
         first = units[root]
         node = graph[first.root]
-        ktype = "-".join(units[k].type for k in ks)
+        ktype = "-".join([units[k].type for k in ks])
         kname = f"{ktype}#{idx}"
         nodes = [nm for k in ks for nm in units[k].nodes]
         in_shapes = [list(s) for s in node.input_shapes]
@@ -155,8 +157,7 @@ def detect_kernels(graph: OpGraph, rules: FusionRules | None = None) -> list[Ker
         attrs = dict(node.attrs)
         # ReLU6 arrives as Clip and is typed relu (nn-Meter's fusion rules know only relu); a
         # runtime may fuse the two differently, so the kernel says which it holds.
-        if any(graph[nm].type == "relu" and getattr(graph[nm], "source_op", None) == "Clip"
-               for nm in nodes):
+        if clip_relus and not clip_relus.isdisjoint(nodes):
             attrs["relu6"] = True
         kernels.append(Kernel(name=kname, type=ktype, nodes=nodes, input_shapes=in_shapes,
                               output_shapes=[list(s) for s in node.output_shapes],

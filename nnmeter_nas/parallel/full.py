@@ -7,13 +7,12 @@ space and the predictors, so a Ray actor builds it once and then scores chunk af
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from ..predictor import gc_paused  # noqa: F401  (re-exported: parallel.full.gc_paused)
 from .codes import LabelSpace
 from .spaces import SpaceSpec, freeze_function
 
@@ -24,24 +23,6 @@ def kernels_json(breakdown: Any) -> str:
     """A kernel breakdown as compact JSON: ``[[name, kernel type, ms, status], ...]``."""
     return json.dumps([[k.name, k.kernel_type, round(float(k.latency_ms), 9), k.status]
                        for k in breakdown], separators=(",", ":"))
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for the block (if it was enabled).
-
-    Scoring a chunk allocates many short-lived objects (NNI's frozen layers, graph nodes,
-    kernels), and each full collection walks every tracked object of the process: with torch,
-    NNI and a built space about 450,000, about a quarter of full-mode scoring's CPU time on
-    SPOS at 224x224. Reference counting still frees everything acyclic at once; cyclic garbage
-    made in the block waits for the next collection after it."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class FullScorer:
