@@ -222,3 +222,27 @@ def test_fully_shaped_onnx_skips_shape_inference_with_the_same_graph(tmp_path, m
     # an unfolded export (Constant/Shape nodes, shape arithmetic) is not fully shaped
     raw = export_onnx(small_net(), (1, 3, 32, 32))
     assert oi._shaped_already(raw, None, oi._node_rows(raw.graph)) is None
+
+
+def test_input_shape_other_than_a_fully_shaped_files_reshapes_every_tensor(tmp_path):
+    """A file exported (and shape-inferred) at 32x32, read with input_shape 64x64, gives the
+    graph of the network exported at 64x64: the file's declared inner shapes do not survive."""
+    from nnmeter_nas.graph.constant_folding import fold_constants
+
+    def net():  # no reshape: a folded file bakes a reshape's target shape in as a constant
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(),
+                             nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.ReLU6(),
+                             nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(16, 10))
+
+    shaped = fold_constants(export_onnx(net(), (1, 3, 32, 32)), max_elems=1 << 40)
+    assert len(shaped.graph.value_info) > 0  # inner shapes declared for 32x32
+    path = tmp_path / "shaped32.onnx"
+    onnx.save(shaped, path)
+    read64 = load_graph(path, input_shape=(1, 3, 64, 64))
+    exported64 = load_graph(fold_constants(export_onnx(net(), (1, 3, 64, 64)),
+                                           max_elems=1 << 40))
+    conv = next(iter(read64))
+    assert conv.output_shapes == [[1, 32, 32, 16]]
+    assert [n.output_shapes for n in read64] == [n.output_shapes for n in exported64]

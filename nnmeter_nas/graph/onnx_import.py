@@ -259,6 +259,13 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
     else:
         proto, weights = _skeleton(proto)
         replaced = _set_input_shapes(proto, input_shape, label, weights)
+        if input_shape is not None:
+            # Shapes the file declares for inner tensors and outputs hold for its own input
+            # shape; ONNX shape inference keeps declared shapes, so a requested input shape
+            # would otherwise leave every later tensor at the file's size.
+            del proto.graph.value_info[:]
+            for out in proto.graph.output:
+                out.type.tensor_type.ClearField("shape")
         try:
             proto = fold_constants(proto)
         except Exception as exc:  # onnx raises several exception types here
