@@ -108,7 +108,7 @@ def test_full_scorer_equals_predicting_each_candidate_alone(dummy_predictor):
 def test_gc_paused_restores_the_collector_state():
     import gc
 
-    from nnmeter_nas.parallel.full import gc_paused
+    from nnmeter_nas.predictor import gc_paused
 
     assert gc.isenabled()
     with gc_paused():

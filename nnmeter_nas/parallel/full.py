@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..predictor import gc_paused  # noqa: F401  (re-exported: parallel.full.gc_paused)
+from ..predictor import gc_paused
 from .codes import LabelSpace
 from .spaces import SpaceSpec, freeze_function
 
