@@ -36,57 +36,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from nnmeter_nas.datasets.nb201 import NB201_DEVICES, NB201Table  # noqa: E402
-from nnmeter_nas.fitting.device_fit import (NATIVE_SOURCES, DeviceLatencyFit,  # noqa: E402
-                                            NetworkSample)
+from nnmeter_nas.fitting.builtin import BORROW_FC, BuiltinData, fit_params  # noqa: E402
+from nnmeter_nas.fitting.device_fit import NATIVE_SOURCES  # noqa: E402
 from nnmeter_nas.fitting.metrics import accuracy_report  # noqa: E402
 from nnmeter_nas.fitting.nb201_devices import DEVICES  # noqa: E402
 from nnmeter_nas.fitting.sources import (DEFAULT_CONFIG_CACHE,  # noqa: E402
-                                         borrowed_fc_samples, imagenet_samples,
-                                         load_imagenet_configs, nb201_samples,
-                                         pixel4_gpu_fc_samples)
+                                         load_imagenet_configs)
 
-#: One factor per foreign source by default (per kernel group, dense / depthwise / other,
-#: fitted worse in leave-one-out: 77 -> 85 % on the Cortex-A76, 50 -> 67 % on the Adreno
-#: 640); NAS-Bench-201's rows weigh 3x.
-#: The VPU, the noisiest device, keeps NAS-Bench-201 held-out >= 94 % within +-10 % with 6x
-#: (93.8 % at 3x, 94.2 % at 6x and 10x; reference networks fit within 2.4 % RMSPE either way).
-FIT_PARAMS: dict = {"factor_groups": False, "source_weights": {"nb201": 3.0}}
-#: The Adreno 640 ranks ImageNet networks better with NAS-Bench-201 at 1x (leave-one-out
-#: within +-10 % 53.8 -> 61.5 %, tau 0.795 -> 0.846; NAS-Bench-201 held out 99.3 -> 97.9 %;
-#: 0.3x drops that to 89.7 %); the Cortex-A76 and the Adreno 630 gain nothing from 1x.
-#: The Adreno 640's Pixel 4 source gets one factor for its 1x1 convolutions and one for the
-#: rest: the newer TFLite GPU delegate sped 1x1-heavy networks up more (measured Pixel 4 /
-#: Mi9 ratio: MobileNetV1 0.42, ResNet-18 0.56, MobileNetV2 0.57). Leave-one-out RMSPE
-#: 12.9 -> 9.8 %, tau 0.846 -> 0.974, within +-20 % 84.6 -> 100 % (multi-4); on the
-#: Cortex-A76 the same split fitted worse (within +-10 % 92.9 -> 78.6 %), so it keeps one.
-DEVICE_FIT_PARAMS: dict = {"myriadvpu_openvino2019r2": {"source_weights": {"nb201": 6.0}},
-                           "adreno640gpu_tflite21": {"source_weights": {"nb201": 1.0},
-                                                     "factor_groups": "conv1x1"}}
-
-
-def fit_params(dev: str) -> dict:
-    return {**FIT_PARAMS, **DEVICE_FIT_PARAMS.get(dev, {})}
-
-
-#: Devices that borrow another's fully connected structure (its per-operator FC rows, scaled by
-#: the measured ratio of the two devices on their shared reference networks): the Adreno 630's
-#: own networks cannot separate a classifier's cost (leave-one-out AlexNet +82 % without).
-BORROW_FC: dict = {"adreno630gpu_tflite21": "adreno640gpu_tflite21"}
-
-
-def donor_of(dev: str, done: dict, configs, nb_train_of) -> dict | None:
-    """The donor's reference networks, FC operator rows and fitted Pixel 4 factor (from this
-    run's donor package fit when there was one, else fitted here)."""
-    donor = BORROW_FC.get(dev)
-    if donor is None:
-        return None
-    if donor not in done:
-        im = imagenet_samples(donor, configs)
-        ops = pixel4_gpu_fc_samples(donor)
-        fit = DeviceLatencyFit(**fit_params(donor)).fit(nb_train_of(donor) + im + ops)
-        done[donor] = {"refs": [s for s in im if s.source == "nnmeter-reference"],
-                       "ops": ops, "factor": fit.factors_["pixel4"]["other"]}
-    return done[donor]
 PACKAGE_VERSION = "multi-4"
 #: What the manifests say about the data left out of the fit.
 NOT_USED = ("pixel4_ops_gpu.csv: only its fully connected rows are fitted on (Adreno 640, "
@@ -214,52 +170,28 @@ def main(argv=None) -> int:
           f"{DEFAULT_CONFIG_CACHE.relative_to(ROOT)}")
     results: dict = {}
     written = {}
-    nb_cache: dict = {}
-    nb_table = NB201Table.load()
-    donors: dict = {}
-
-    def nb_train_of(d):
-        key = json.dumps(DEVICES[d].fusion_rules, sort_keys=True)
-        if key not in nb_cache:
-            nb_cache[key] = nb201_samples(d)
-        return [NetworkSample(s.name, s.source, s.configs,
-                              float(nb_table.latency(int(s.name.split(":")[1]), d)))
-                for s, t in zip(*nb_cache[key]) if not t]
+    # every fit below (leave-one-out, Pixel 4 held out, the package) takes its samples and
+    # settings from nnmeter_nas.fitting.builtin, as fit_device_package does
+    data = BuiltinData(configs)
     for dev in args.devices:
         print(f"\n=== {dev} ({DEVICES[dev].hardware}, {DEVICES[dev].framework})")
-        key = json.dumps(DEVICES[dev].fusion_rules, sort_keys=True)
-        if key not in nb_cache:
-            nb_cache[key] = nb201_samples(dev)
-        nb_all, test = nb_cache[key]
-        # Same fusion rules, same kernels: only the latencies differ between devices.
-        nb_all = [NetworkSample(s.name, s.source, s.configs,
-                                float(nb_table.latency(int(s.name.split(":")[1]), dev)))
-                  for s in nb_all]
-        nb_train = [s for s, t in zip(nb_all, test) if not t]
-        nb_test = [s for s, t in zip(nb_all, test) if t]
-        im = imagenet_samples(dev, configs)
+        nb_train, nb_test = data.nb201(dev)
+        im = data.imagenet(dev)
         refs = [s for s in im if s.source == "nnmeter-reference"]
         pix = [s for s in im if s.source == "pixel4"]
         # the Pixel 4 GPU's fully connected layers timed per operator (Adreno 640 only)
-        ops = pixel4_gpu_fc_samples(dev)
-        donor = donor_of(dev, donors, configs, nb_train_of)
-
-        def borrowed(train_refs):
-            return ([] if donor is None else
-                    borrowed_fc_samples(train_refs, donor["refs"], donor["ops"],
-                                        donor["factor"]))
+        ops = data.fc_operators(dev)
         res: dict = {"n": {"nb201_train": len(nb_train), "nnmeter_reference": len(refs),
                            "pixel4": len(pix), "pixel4_fc_operators": len(ops)}}
         print(f"networks: NAS-Bench-201 {len(nb_train)} train / {len(nb_test)} held out, "
               f"nn-Meter reference {len(refs)}, Pixel 4 {len(pix)}"
               + (f" (+ {len(ops)} fully connected operators)" if ops else ""))
 
-        # Leave one reference network out.
+        # Leave one reference network out (of every source: a donor's rows too).
         loo, loo_flops = [], []
-        for i, s in enumerate(refs):
-            others = refs[:i] + refs[i + 1:]
-            train = nb_train + others + pix + ops + borrowed(others)
-            fit = DeviceLatencyFit(**fit_params(dev)).fit(train)
+        for s in refs:
+            fit, train = data.fit(dev, exclude={s.name})
+            assert all(t.name != s.name for t in train)
             loo.append(fit.predict([s])[0])
             native = [t for t in train if t.source in NATIVE_SOURCES]
             loo_flops.append(flops_line(native, fit_params(dev)["source_weights"]) * flops_of(s))
@@ -276,16 +208,14 @@ def main(argv=None) -> int:
             print(f"    {s.name:20s} {s.latency_ms:9.2f} ms  predicted {p:9.2f} "
                   f"({100 * (p / s.latency_ms - 1):+5.1f}%)")
 
-        # Pixel 4 held-out split.
+        # Pixel 4 held-out split (no operator of a held-out network either).
         if pix:
             order = np.random.default_rng(args.seed).permutation(len(pix))
             n_te = int(round(args.pixel4_test * len(pix)))
             te = set(order[:n_te].tolist())
             p_tr = [s for i, s in enumerate(pix) if i not in te]
             p_te = [s for i, s in enumerate(pix) if i in te]
-            held = {s.name for s in p_te}   # no operator of a held-out network either
-            p_ops = [o for o in ops if o.name.split("#")[0] not in held]
-            fit = DeviceLatencyFit(**fit_params(dev)).fit(nb_train + refs + p_tr + p_ops)
+            fit, _ = data.fit(dev, exclude={s.name for s in p_te})
             yp = [s.latency_ms for s in p_te]
             res["pixel4_heldout"] = report(fit.predict(p_te), yp)
             k = flops_line(p_tr)
@@ -295,11 +225,11 @@ def main(argv=None) -> int:
             print(f"  FLOPs line {fmt(res['pixel4_heldout_flops'])}")
 
         # The package: every measurement except the NAS-Bench-201 held-out networks.
-        train = nb_train + refs + pix + ops + borrowed(refs)
-        if donor is not None:
-            res["n"]["borrowed_fc_operators"] = len(borrowed(refs))
+        fit, train = data.fit(dev)
+        n_borrowed = sum(t.source == "borrowed" for t in train)
+        if n_borrowed:
+            res["n"]["borrowed_fc_operators"] = n_borrowed
             res["borrowed_from"] = BORROW_FC[dev]
-        fit = DeviceLatencyFit(**fit_params(dev)).fit(train)
         yn = [s.latency_ms for s in nb_test]
         res["nb201_heldout"] = report(fit.predict(nb_test), yn)
         native = [t for t in train if t.source in NATIVE_SOURCES]
@@ -310,8 +240,6 @@ def main(argv=None) -> int:
         print("NAS-Bench-201 held-out networks (package fit)")
         print(f"  ours       {fmt(res['nb201_heldout'])}")
         print(f"  FLOPs line {fmt(res['nb201_heldout_flops'])}")
-        if dev in DEVICES and "pixel4" in fit.factors_ and dev in BORROW_FC.values():
-            donors[dev] = {"refs": refs, "ops": ops, "factor": fit.factors_["pixel4"]["other"]}
         if fit.factors_:
             print("  source factors (latency there = factor x this device's): "
                   + ", ".join(f"{s} {factors_text(f)}" for s, f in fit.factors_.items()))

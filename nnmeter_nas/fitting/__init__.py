@@ -9,6 +9,10 @@ source (kernel-level measurement and fitting stay in :mod:`nnmeter_nas.builder`)
   hardware (fitted factors); terms in :mod:`.cost_terms`.
 - :mod:`.sources`: NAS-Bench-201, nn-Meter's reference networks and the Pixel 4 data as samples
   (kernel configurations of ImageNet networks cached by :mod:`.network_configs`).
+- :mod:`.builtin`: what the built-in packages of nn-Meter's four devices are fitted on and
+  with which settings, one code path for ``benchmarks/four_devices.py`` and
+  :func:`~.device_package.fit_device_package` (leave-one-out leaves a network out of a donor
+  device's rows too).
 - :mod:`.device_package`: :func:`~.device_package.write_device_package` and the one-call
   :func:`~.device_package.fit_device_package` (``nnmeter-nas predictors fit``); method and
   figures in ``docs/four_devices.md``, ``benchmarks/four_devices.py``.

@@ -276,30 +276,17 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     if networks is not None:
         samples += (read_networks_csv(networks, rules) if isinstance(networks, (str, Path))
                     else list(networks))
-    used = {"user networks": sum(s.source == "user" for s in samples)}
+    params = dict(fit_params or {})
     if builtin_data and device in DEVICES and base is None:
-        from .sources import (imagenet_samples, load_imagenet_configs, nb201_samples,
-                              pixel4_gpu_fc_samples)
+        # the same samples and settings as the shipped package (benchmarks/four_devices.py)
+        from .builtin import builtin_training_samples
+        from .builtin import fit_params as builtin_fit_params
 
-        try:
-            nb, test = nb201_samples(device)
-            samples += [s for s, t in zip(nb, test) if not t]
-            used["nb201"] = int((~test).sum())
-        except OSError:
-            pass
-        try:
-            im = imagenet_samples(device, load_imagenet_configs())
-            samples += im
-            used.update(Counter(s.source for s in im))
-            ops = pixel4_gpu_fc_samples(device)
-            samples += ops
-            if ops:
-                used["pixel4 fully connected operators"] = len(ops)
-        except OSError:
-            pass
+        samples += builtin_training_samples(device, missing_ok=True)
+        params = {**builtin_fit_params(device), **params}
     if not samples:
         raise MeasurementDataError(f"no measured networks to fit {device!r} on")
-    fit = DeviceLatencyFit(**dict(fit_params or {})).fit(samples)
+    fit = DeviceLatencyFit(**params).fit(samples)
     pred = fit.predict(samples)
     y = np.array([s.latency_ms for s in samples])
     from .metrics import accuracy_report
@@ -307,6 +294,8 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     validation = {"train": accuracy_report(pred, y),
                   "note": "fit on all the networks listed in source.n_networks_by_source; "
                           "figures are on those same networks (not held out)"}
+    used = dict(Counter(s.source if s.whole_network else f"{s.source} operators"
+                        for s in samples))
     counts = ", ".join(f"{k}: {v}" for k, v in used.items())
     desc = (f"Latency of {device} ({hardware or framework}) fitted by nnmeter-nas predictors "
             f"fit on {len(samples)} measured networks ({counts}). "

@@ -1,0 +1,90 @@
+"""One code path for the built-in fits of nn-Meter's four devices (issue 14): the benchmark
+that writes the shipped packages and ``fit_device_package`` / ``nnmeter-nas predictors fit``
+take their samples and settings from :mod:`nnmeter_nas.fitting.builtin`."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnmeter_nas.datasets.imagenet_devices import default_data_dir
+from nnmeter_nas.fitting import builtin
+from nnmeter_nas.fitting.builtin import BuiltinData, fit_params
+
+DATA = default_data_dir()
+needs_data = pytest.mark.skipif(not (DATA / "pixel4_e2e.csv").is_file(),
+                                reason=f"ImageNet measurements not found at {DATA}")
+PKG_ROOT = Path(__file__).resolve().parents[1] / "nnmeter_nas" / "data" / "predictors"
+A630, A640 = "adreno630gpu_tflite21", "adreno640gpu_tflite21"
+
+
+def test_fit_device_package_takes_the_builtin_samples_and_settings(monkeypatch, tmp_path):
+    """For one of the four devices, fit_device_package fits on builtin_training_samples with
+    the device's built-in settings (the user's own settings on top)."""
+    from nnmeter_nas.fitting import device_package
+    from nnmeter_nas.fitting.device_fit import DeviceLatencyFit, NetworkSample
+    from nnmeter_nas.fitting.device_package import fit_device_package
+
+    cfg = ("conv-bn-relu", (56.0, 32.0, 32.0, 3.0, 1.0, 28.9, 0.0092))
+    fake = [NetworkSample(f"n{i}", src, Counter({cfg: i + 1}),
+                          1.0 + i) for i, src in enumerate(["nb201", "nnmeter-reference",
+                                                            "borrowed"])]
+    monkeypatch.setattr(builtin, "builtin_training_samples",
+                        lambda device, **kw: list(fake))
+    seen = {}
+    real_init = DeviceLatencyFit.__init__
+
+    def spy(self, **kw):
+        seen.update(kw)
+        real_init(self, **kw)
+    monkeypatch.setattr(device_package.DeviceLatencyFit, "__init__", spy)
+    fit_device_package(A640, None, tmp_path / "p", fit_params={"theta_ridge": 1e-2})
+    assert seen == {**fit_params(A640), "theta_ridge": 1e-2}
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["source"]["n_networks_by_source"]["borrowed"] == 1
+
+
+@pytest.mark.slow
+@needs_data
+def test_adreno630_borrows_the_fc_rows_and_leave_one_out_leaves_the_network_out_of_both():
+    data = BuiltinData()
+    train = data.training_samples(A630, exclude={"alexnet_0"})
+    borrowed = [s for s in train if s.source == "borrowed"]
+    assert len(borrowed) == 57 and not any(s.whole_network for s in borrowed)
+    assert all(s.name != "alexnet_0" for s in train)
+    # the donor's factor comes from a 640 fit without AlexNet either
+    _, donor_train = data.fit(A640, exclude={"alexnet_0"})
+    assert all(s.name != "alexnet_0" for s in donor_train)
+    assert (A640, frozenset({"alexnet_0"})) in data._fits
+    # a left-out Pixel 4 network takes its operator rows with it
+    ops = data.fc_operators(A640)
+    name = ops[0].name.split("#")[0]
+    held = data.training_samples(A640, exclude={name})
+    assert not any(s.name == name or s.name.startswith(name + "#") for s in held)
+    assert len(held) < len(data.training_samples(A640))
+
+
+@pytest.mark.slow
+@needs_data
+def test_fit_device_package_reproduces_the_shipped_adreno630_package(tmp_path):
+    """The user's refit with no networks of their own is the shipped package (same samples,
+    borrowed rows included, same settings): the same coefficients and sources."""
+    from nnmeter_nas.fitting.device_package import fit_device_package
+
+    shipped = PKG_ROOT / A630
+    if not (shipped / "manifest.json").is_file():
+        pytest.skip("package not built")
+    dest = fit_device_package(A630, None, tmp_path / A630)
+    a = json.loads((shipped / "manifest.json").read_text())
+    b = json.loads((dest / "manifest.json").read_text())
+    assert b["source"]["n_operators_by_source"] == a["source"]["n_operators_by_source"]
+    assert b["source"]["n_networks_by_source"] == a["source"]["n_networks_by_source"]
+    assert b["source"]["n_operators_by_source"].get("borrowed") == 57
+    files = sorted(p.name for p in (shipped / "kernels").glob("*.npz"))
+    assert files
+    for f in files:
+        x, y = np.load(shipped / "kernels" / f), np.load(dest / "kernels" / f)
+        assert np.allclose(x["coef"], y["coef"], rtol=1e-6, atol=1e-12), f
