@@ -76,10 +76,12 @@ def flops_line(train, weights=None) -> float:
 
 
 def factors_text(f: dict) -> str:
-    """A source's fitted factors: one figure, or the 1x1 convolutions' and the rest's."""
-    if abs(f["conv1x1"] - f["conv"]) < 1e-9:
-        return f"{f['conv']:.3f}"
-    return f"{f['conv']:.3f} (1x1 convolutions {f['conv1x1']:.3f})"
+    """A source's fitted factors: one figure, or the rest's and those of the groups that
+    differ (1x1 convolutions, additions)."""
+    own = [f"{name} {f[g]:.3f}" for g, name in (("conv1x1", "1x1 convolutions"),
+                                                 ("add", "additions"))
+           if g in f and abs(f[g] - f["conv"]) > 1e-9]
+    return f"{f['conv']:.3f}" + (f" ({', '.join(own)})" if own else "")
 
 
 def report(pred, y) -> dict:

@@ -88,3 +88,50 @@ def test_fit_device_package_reproduces_the_shipped_adreno630_package(tmp_path):
     for f in files:
         x, y = np.load(shipped / "kernels" / f), np.load(dest / "kernels" / f)
         assert np.allclose(x["coef"], y["coef"], rtol=1e-6, atol=1e-12), f
+
+
+def _conv(hw, c, k=3):
+    params = c * (k * k * c + 1)
+    return ("conv-bn-relu", (float(hw), float(c), float(c), float(k), 1.0,
+                             hw * hw * params / 1e6, params / 1e6))
+
+
+def test_a_runtime_that_fuses_additions_gets_an_addition_factor_near_zero():
+    """Source "newrt" runs the convolutions at half the device's time and fuses every addition
+    into the convolution before it (free). With an addition factor of its own
+    ("conv1x1+add") the fit finds that factor near 0; those rows then calibrate no addition
+    kernel (kernel_ranges). Shared with the rest
+    ("conv1x1"), the factor cannot go below FACTOR_FLOOR."""
+    from nnmeter_nas.fitting.device_fit import (FACTOR_FLOOR, MIN_CALIBRATING_FACTOR,
+                                                DeviceLatencyFit, NetworkSample)
+    from nnmeter_nas.fitting.device_package import kernel_ranges
+
+    rng = np.random.default_rng(0)
+    samples, adds_native = [], set()
+    for i in range(60):
+        native = i % 2 == 0
+        cnt, conv_ms, add_ms = Counter(), 0.0, 0.0
+        for _ in range(int(rng.integers(2, 6))):
+            hw, c = float(rng.choice([14, 28, 56])), float(rng.choice([16, 32, 64, 128]))
+            n = int(rng.integers(1, 4))
+            cnt[_conv(hw, c)] += n
+            conv_ms += n * hw * hw * c * c * 9 / 1e6 * 0.01
+            # additions of their own shapes (not tied to a convolution's)
+            hw = float(rng.choice([7, 14, 28, 56] if native else [7, 14, 28, 56, 112]))
+            c = float(rng.choice([24, 48, 96, 192]))
+            n = int(rng.integers(0, 4))
+            if n:
+                cnt[("add", (hw, c, c))] += n
+                add_ms += n * (0.02 + hw * hw * c * 4e-5)
+        if native:
+            adds_native |= {x for (r, x) in cnt if r == "add"}
+        samples.append(NetworkSample(f"n{i}", "nb201" if native else "newrt", cnt,
+                                     0.1 + conv_ms + add_ms if native else 0.5 * conv_ms))
+    fit = DeviceLatencyFit(factor_groups="conv1x1+add", corrections=False).fit(samples)
+    f = fit.factors_["newrt"]
+    assert f["add"] < MIN_CALIBRATING_FACTOR
+    rows = {tuple(x) for x in kernel_ranges(samples, fit)["add"][0]}
+    assert rows == adds_native
+    assert len({tuple(x) for x in kernel_ranges(samples)["add"][0]}) > len(adds_native)
+    shared = DeviceLatencyFit(factor_groups="conv1x1", corrections=False).fit(samples)
+    assert shared.factors_["newrt"]["add"] >= FACTOR_FLOOR - 1e-9

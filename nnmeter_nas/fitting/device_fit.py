@@ -47,14 +47,33 @@ BORROWED_SOURCES = ("borrowed",)
 FREE_TYPES = ("reshape",)
 
 #: Kernel groups a foreign source's factor may differ between: dense convolutions (kernel
-#: size 2 and larger), depthwise convolutions, everything else, 1x1 dense convolutions.
-FACTOR_GROUPS = ("conv", "dwconv", "other", "conv1x1")
+#: size 2 and larger), depthwise convolutions, everything else, 1x1 dense convolutions,
+#: element-wise additions (``add``, ``addrelu``), 3x3 stride-1 dense convolutions (where a
+#: GPU runtime may use Winograd).
+FACTOR_GROUPS = ("conv", "dwconv", "other", "conv1x1", "add", "conv3x3s1")
 
 #: ``factor_groups`` modes: which fitted factor each of :data:`FACTOR_GROUPS` uses.
-FACTOR_MODES = {False: (0, 0, 0, 0),           # one factor
-                True: (0, 1, 2, 0),            # dense / depthwise / other
-                "conv1x1": (0, 0, 0, 1),       # 1x1 convolutions / everything else
-                "all": (0, 1, 2, 3)}           # each group its own
+FACTOR_MODES = {False: (0, 0, 0, 0, 0, 0),              # one factor
+                True: (0, 1, 2, 0, 2, 0),               # dense / depthwise / other
+                "conv1x1": (0, 0, 0, 1, 0, 0),          # 1x1 convolutions / everything else
+                "add": (0, 0, 0, 0, 1, 0),              # additions / everything else
+                "conv1x1+add": (0, 0, 0, 1, 2, 0),      # 1x1 convolutions / additions / rest
+                "conv1x1+add+3x3": (0, 0, 0, 1, 2, 3),  # ... / 3x3 stride-1 convolutions
+                "conv1x1+add+3x3+dw": (0, 1, 0, 2, 3, 4),
+                "all": (0, 1, 2, 3, 4, 0)}              # each group but 3x3 its own
+
+#: Lowest factor of each group (others: :data:`FACTOR_FLOOR`). A newer runtime may fuse an
+#: operator into its producer, so that it costs next to nothing there: the Pixel 4's TFLite
+#: GPU delegate folds a residual addition into the convolution before it
+#: (``pixel4_ops_gpu.csv`` has no ADD rows; its convolution rows include the fused additions).
+#: A factor shared by several groups keeps the highest of their floors.
+FACTOR_LOWER = {"add": 0.0}
+#: Lowest factor of the other groups (and the highest of any group: 1 / this).
+FACTOR_FLOOR = 0.2
+
+#: A foreign source whose factor of a group is below this does not calibrate that group's
+#: kernels (:func:`.device_package.kernel_ranges`): its rows say next to nothing about them.
+MIN_CALIBRATING_FACTOR = 0.05
 
 
 def factor_group(cfg) -> str:
@@ -62,9 +81,15 @@ def factor_group(cfg) -> str:
     regressor name: a dense convolution of unknown kernel size is ``"conv"``)."""
     reg, x = (cfg, None) if isinstance(cfg, str) else cfg
     if reg == "conv-bn-relu":
-        return "conv1x1" if x is not None and len(x) > 3 and x[3] <= 1.5 else "conv"
+        if x is not None and len(x) > 3 and x[3] <= 1.5:
+            return "conv1x1"
+        if x is not None and len(x) > 4 and 2.5 <= x[3] <= 3.5 and x[4] <= 1.5:
+            return "conv3x3s1"
+        return "conv"
     if reg == "dwconv-bn-relu":
         return "dwconv"
+    if reg in ("add", "addrelu"):
+        return "add"
     return "other"
 
 
@@ -132,7 +157,10 @@ class DeviceLatencyFit:
         Factors of each foreign source (:data:`FACTOR_MODES`): True, one per kernel group (dense
         convolutions, depthwise, other); False, one; ``"conv1x1"``, one for 1x1 dense
         convolutions and one for the rest (a newer runtime's 1x1 kernels may speed up by
-        another ratio than its 3x3 ones).
+        another ratio than its 3x3 ones); ``"conv1x1+add"``, as ``"conv1x1"`` with one more
+        for element-wise additions, which may go to 0 (:data:`FACTOR_LOWER`: a runtime that
+        fuses them into the convolution before); the other :data:`FACTOR_MODES`; or a dict
+        ``{source: mode}`` (``"*"``: the other sources).
     """
 
     def __init__(self, *, source_weights: Mapping[str, float] | None = None,
@@ -141,7 +169,7 @@ class DeviceLatencyFit:
                  correction_bound: float = 1.5,
                  correction_sources: Sequence[str] = NATIVE_SOURCES,
                  excess_ridge: float = 0.05, min_excess_span: float = 8.0,
-                 factor_groups: bool | str = True) -> None:
+                 factor_groups: bool | str | Mapping = True) -> None:
         self.source_weights = source_weights
         self.theta_ridge = theta_ridge
         self.n_alternations = n_alternations
@@ -242,15 +270,18 @@ class DeviceLatencyFit:
                 rows = np.array(src) == s
                 P = np.einsum("ikg,k->ig", D[rows], theta) * sw[rows, None]
                 r = (y[rows] - ovh[ovh_names.index(s)] * whole[rows]) * sw[rows]
-                gmap = np.asarray(FACTOR_MODES[self.factor_groups])
+                gmap = np.asarray(FACTOR_MODES[self._factor_mode(s)])
                 n_par = int(gmap.max()) + 1
                 Pm = np.zeros((P.shape[0], n_par))
                 for g, j in enumerate(gmap):
                     Pm[:, j] += P[:, g]
                 used = Pm.sum(axis=0) > 0
                 par = np.ones(n_par)
+                lb = np.zeros(n_par)
+                for g, j in enumerate(gmap):
+                    lb[j] = max(lb[j], FACTOR_LOWER.get(FACTOR_GROUPS[g], FACTOR_FLOOR))
                 if used.any():
-                    par[used] = lsq_linear(Pm[:, used], r, bounds=(0.2, 5.0),
+                    par[used] = lsq_linear(Pm[:, used], r, bounds=(lb[used], 1 / FACTOR_FLOOR),
                                            method="bvls").x
                 # An unused factor takes the mean of the used ones (reported, never fitted).
                 par[~used] = float(np.mean(par[used])) if used.any() else 1.0
@@ -263,6 +294,14 @@ class DeviceLatencyFit:
         if self.corrections:
             self._fit_corrections(samples, y, sw)
         return self
+
+    def _factor_mode(self, source: str):
+        """The :data:`FACTOR_MODES` key of a foreign source (``factor_groups`` may map
+        sources to modes, ``"*"`` for the others)."""
+        fg = self.factor_groups
+        if isinstance(fg, Mapping):
+            return fg.get(source, fg.get("*", False))
+        return fg
 
     def _unidentified_keys(self, samples: Sequence[NetworkSample]) -> list[str]:
         """Own size-dependent terms whose measured values span less than

@@ -23,7 +23,8 @@ from ..errors import MeasurementDataError
 from ..features.extract import FEATURE_NAMES
 from ..kernels.fusion_rules import FusionRules
 from ..packages.format import feature_range_of, write_package
-from .device_fit import BORROWED_SOURCES, FREE_TYPES, DeviceLatencyFit, NetworkSample
+from .device_fit import (BORROWED_SOURCES, FREE_TYPES, MIN_CALIBRATING_FACTOR,
+                         DeviceLatencyFit, NetworkSample, factor_group)
 from .lookup_tree import empty_feature_range
 from .nb201_package import FEATURE_SET
 
@@ -52,10 +53,15 @@ def _n_features(reg: str) -> int:
     return len(FEATURE_NAMES.get(reg, ("hw", "cin")))
 
 
-def kernel_ranges(samples: Sequence[NetworkSample]) -> dict[str, tuple[np.ndarray, dict]]:
+def kernel_ranges(samples: Sequence[NetworkSample], fit: DeviceLatencyFit | None = None
+                  ) -> dict[str, tuple[np.ndarray, dict]]:
     """``{regressor: (feature rows seen, {source: n networks})}`` over the samples; rows of a
     borrowed source (another device's, :data:`.device_fit.BORROWED_SOURCES`) are counted by
-    source but never enter the rows seen (they do not calibrate a kernel on this device)."""
+    source but never enter the rows seen (they do not calibrate a kernel on this device), nor
+    do the kernels of a group whose factor ``fit`` fitted below
+    :data:`.device_fit.MIN_CALIBRATING_FACTOR` for their source (a runtime that fused them
+    away measured next to nothing of them)."""
+    factors = getattr(fit, "factors_", None) or {}
     rows: dict[str, set] = {}
     srcs: dict[str, Counter] = {}
     for s in samples:
@@ -63,7 +69,11 @@ def kernel_ranges(samples: Sequence[NetworkSample]) -> dict[str, tuple[np.ndarra
             srcs.setdefault(reg, Counter())[s.source] += 1
         if s.source in BORROWED_SOURCES:
             continue
-        for reg, x in s.configs:
+        f = factors.get(s.source, {})
+        for cfg in s.configs:
+            if f.get(factor_group(cfg), 1.0) < MIN_CALIBRATING_FACTOR:
+                continue
+            reg, x = cfg
             rows.setdefault(reg, set()).add(x)
     return {r: (np.asarray(sorted(v), dtype=float), dict(srcs[r])) for r, v in rows.items()}
 
@@ -77,7 +87,7 @@ def write_device_package(dest: str | Path, fit: DeviceLatencyFit,
                          data: Mapping[str, Any] | None = None,
                          built_by: str = "", overwrite: bool = True) -> Path:
     """Write the package of a fitted :class:`DeviceLatencyFit` (atomically)."""
-    seen = kernel_ranges(samples)
+    seen = kernel_ranges(samples, fit)
     types = sorted((set(KERNEL_TYPES) | set(seen)) - set(FREE_TYPES))
     regs = fit.regressors({r: (seen[r][0].shape[1] if r in seen else _n_features(r))
                            for r in types}, meta={"device": device, "package_version": version})

@@ -1,0 +1,121 @@
+"""Settings tried for the two Adreno GPUs (and one for the Cortex-A76) in issue 14's round 3,
+against the shipped ones: each variant changes one thing in the built-in fit
+(:mod:`nnmeter_nas.fitting.builtin`) and is scored as ``benchmarks/four_devices.py`` scores
+the packages.
+
+    python benchmarks/four_devices_variants.py            # every variant
+    python benchmarks/four_devices_variants.py --only 640-no-pixel4 630-joint
+
+Per variant: leave-one-network-out over nn-Meter's reference networks (the left-out network
+leaves every source, a sibling device's rows included) with each network's error, and, where
+``--heldout`` asks for it, the Pixel 4 held-out split and the NAS-Bench-201 held-out split of
+the fit on everything. Results: ``benchmarks/results/four_devices_variants.txt``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from four_devices import fmt, report  # noqa: E402
+
+from nnmeter_nas.fitting.builtin import BuiltinData, fit_params  # noqa: E402
+from nnmeter_nas.fitting.device_fit import DeviceLatencyFit, NetworkSample  # noqa: E402
+
+A76, A640, A630 = "cortexA76cpu_tflite21", "adreno640gpu_tflite21", "adreno630gpu_tflite21"
+
+
+def sibling(data: BuiltinData, device: str, nb201: bool = False) -> list[NetworkSample]:
+    """Another device's reference networks (and NAS-Bench-201 training split) as a foreign
+    source ``"sibling"`` (``"sibling-nb201"``)."""
+    out = [NetworkSample(s.name, "sibling", s.configs, s.latency_ms)
+           for s in data.references(device)]
+    if nb201:
+        out += [NetworkSample(s.name, "sibling-nb201", s.configs, s.latency_ms)
+                for s in data.nb201(device)[0]]
+    return out
+
+
+def variants(data: BuiltinData) -> dict:
+    """``{name: (device, fit settings over the built-in ones, drop(sample) -> bool,
+    extra rows)}``."""
+    pix_nets = lambda t: t.source == "pixel4" and t.whole_network  # noqa: E731
+    sib_fg = {"pixel4": "conv1x1", "sibling": True, "sibling-nb201": True}
+    return {
+        "640-shipped": (A640, {}, None, []),
+        "640-no-pixel4": (A640, {}, pix_nets, []),
+        "640-pixel4-weight-0.3": (A640, {"source_weights": {"nb201": 1.0, "pixel4": 0.3}},
+                                  None, []),
+        "640-factor-add": (A640, {"factor_groups": "conv1x1+add"}, None, []),
+        "640-factor-add-3x3": (A640, {"factor_groups": "conv1x1+add+3x3"}, None, []),
+        "640-factor-add-3x3-dw": (A640, {"factor_groups": "conv1x1+add+3x3+dw"}, None, []),
+        "640-joint": (A640, {"factor_groups": sib_fg}, None, sibling(data, A630)),
+        "640-joint-nb201": (A640, {"factor_groups": sib_fg}, None,
+                            sibling(data, A630, nb201=True)),
+        "630-shipped": (A630, {}, None, []),
+        "630-joint": (A630, {"factor_groups": {"sibling": True}}, None, sibling(data, A640)),
+        "a76-factor-add": (A76, {"factor_groups": "add"}, None, []),
+    }
+
+
+def run(data, name, dev, params, drop, extra, heldout: bool) -> None:
+    settings = {**fit_params(dev), **params}
+
+    def train_without(names):
+        train = [t for t in data.training_samples(dev, exclude=names)
+                 if not (drop and drop(t))]
+        return train + [t for t in extra if t.name not in names]
+    refs = data.references(dev)
+    pred = []
+    for s in refs:
+        fit = DeviceLatencyFit(**settings).fit(train_without({s.name}))
+        pred.append(fit.predict([s])[0])
+    y = np.array([s.latency_ms for s in refs])
+    print(f"\n{name} ({dev}; {params or 'shipped settings'}"
+          + (", without the Pixel 4 networks" if drop else "")
+          + (f", + {len(extra)} sibling rows" if extra else "") + ")")
+    print(f"  leave-one-out  {fmt(report(pred, y))}")
+    print("    " + "  ".join(f"{s.name.replace('_0', '')} {100 * (p / s.latency_ms - 1):+.1f}"
+                             for s, p in zip(refs, pred)))
+    if not heldout:
+        return
+    pix = [s for s in data.imagenet(dev) if s.source == "pixel4"]
+    if pix and not drop:
+        order = np.random.default_rng(0).permutation(len(pix))
+        p_te = [pix[i] for i in order[:int(round(0.3 * len(pix)))]]
+        fit = DeviceLatencyFit(**settings).fit(train_without({s.name for s in p_te}))
+        print(f"  Pixel 4 held out {fmt(report(fit.predict(p_te), [s.latency_ms for s in p_te]))}")
+    fit = DeviceLatencyFit(**settings).fit(train_without(set()))
+    nb_test = data.nb201(dev)[1]
+    print(f"  NB201 held out {fmt(report(fit.predict(nb_test), [s.latency_ms for s in nb_test]))}")
+    if fit.factors_:
+        print("  factors " + "; ".join(f"{src}: " + ", ".join(f"{g} {v:.3f}" for g, v in f.items())
+                                      for src, f in fit.factors_.items()))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", default=None, help="variant names")
+    ap.add_argument("--heldout", nargs="*", default=["640-shipped", "640-factor-add"],
+                    help="variants also scored on the held-out splits")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    data = BuiltinData()
+    for name, (dev, params, drop, extra) in variants(data).items():
+        if args.only and name not in args.only:
+            continue
+        run(data, name, dev, params, drop, extra, name in args.heldout)
+    print(f"\ntotal {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
