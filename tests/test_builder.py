@@ -120,6 +120,37 @@ def test_training_data_normalises_each_batch_by_its_reference_time(tmp_path):
     np.testing.assert_allclose(y, [2.0, 2.0, 2.0, 2.4, 5.0, 7.0])
 
 
+def test_fit_all_normalises_with_the_reference_medians_computed_once(tmp_path, monkeypatch):
+    """fit_all computes the store's reference medians once for every regressor, and fits
+    each on the same data as training_data computing them itself."""
+    from nnmeter_nas.builder import BuildConfig, build
+    from nnmeter_nas.builder.build import Builder
+
+    s = MeasurementStore(tmp_path / "m.jsonl", header={"name": "onnxruntime-cpu"})
+    rng = np.random.default_rng(0)
+    for reg in ("conv", "fc", "relu"):
+        for i in range(6):
+            ref = float(rng.uniform(0.9, 1.25))  # batches timed in different machine states
+            s.append({"key": f"{reg}{i}", "regressor": reg, "features": [float(i), 1.0],
+                      "latency_ms": 1.0 + i * ref, "ref_ms": ref,
+                      "flush_mb": 64.0 if i % 3 == 0 else 0.0,
+                      "phase": "prior" if i < 4 else "variants"})
+    b = Builder(BuildConfig(name="t", work_dir=tmp_path / "w", backend_options={"threads": 1}))
+    want = {reg: b.training_data(s, reg, ["prior", "variants"]) for reg in ("conv", "fc", "relu")}
+    calls, seen = [], {}
+    real = build.reference_medians
+    monkeypatch.setattr(build, "reference_medians", lambda st: calls.append(1) or real(st))
+    monkeypatch.setattr(build, "fit_kernel",
+                        lambda reg, X, y, **kw: seen.setdefault(reg, (X, y)) and reg)
+    assert b.fit_all(s, ["prior", "variants"], quick=True) == {r: r for r in want}
+    assert len(calls) == 1
+    for reg, (X, y, _) in want.items():
+        np.testing.assert_array_equal(seen[reg][0], X)
+        np.testing.assert_array_equal(seen[reg][1], y)
+    raw = [r["latency_ms"] for r in want["conv"][2]]
+    assert not np.allclose(want["conv"][1], raw)  # the check compares normalised latencies
+
+
 # ----------------------------------------------------------------------------- specs
 def test_channel_range_grows_as_maps_shrink():
     lo224, hi224 = channel_range(224)

@@ -268,26 +268,37 @@ class Builder:
 
     # ------------------------------------------------------------------ fitting
     def training_data(self, store: MeasurementStore, regressor: str,
-                      phases: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray,
-                                                                    list[dict]]:
+                      phases: Iterable[str] | None = None, *,
+                      medians: dict[float, float] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         """Features ``X`` (n, n_features), kernel latencies ``y`` (n,) in ms, and the records
         of ``regressor`` in ``phases`` (all when None); latencies reference-normalised when
-        the config asks for it (:func:`reference_factors`)."""
+        the config asks for it (:func:`reference_factors`). ``medians``: the store's
+        :func:`reference_medians` (ms per cache flush in MiB), when the caller computed them
+        for several regressors; computed here when None."""
+        wanted = None if phases is None else set(phases)
         recs = [r for r in store.records() if r["regressor"] == regressor and
-                (phases is None or r.get("phase") in set(phases))]
+                (wanted is None or r.get("phase") in wanted)]
         X = np.asarray([r["features"] for r in recs], dtype=float)
         y = np.asarray([r["latency_ms"] for r in recs], dtype=float)
         if self.cfg.reference_normalize and len(y):
-            y = y * reference_factors(recs, reference_medians(store))
+            if medians is None:
+                medians = reference_medians(store)
+            y = y * reference_factors(recs, medians)
         return X, y, recs
+
+    def _medians(self, store: MeasurementStore) -> dict[float, float] | None:
+        """The store's reference medians when latencies are normalised (else None)."""
+        return reference_medians(store) if self.cfg.reference_normalize else None
 
     def fit_all(self, store: MeasurementStore, phases: Iterable[str] | None = None,
                 *, quick: bool = False) -> dict[str, KernelFit]:
         phases = None if phases is None else list(phases)
         regs = sorted({r["regressor"] for r in store.records()})
+        medians = self._medians(store)  # over the whole store, once for every regressor
         fits = {}
         for reg in regs:
-            X, y, _ = self.training_data(store, reg, phases)
+            X, y, _ = self.training_data(store, reg, phases, medians=medians)
             if len(y) < 4:
                 log.warning("regressor %s: only %d measurements, not fitted", reg, len(y))
                 continue
@@ -318,6 +329,7 @@ class Builder:
         model fitted on the phases before round ``rnd``)."""
         phases = ["prior", "variants"] + [f"adaptive-{i}" for i in range(1, rnd)]
         fits = self.fit_all(store, phases, quick=True)
+        medians = self._medians(store)
         jobs: list[list[tuple[KernelSpec, dict]]] = []
         for name, spec in specs.items():
             want = int(round(counts[name] * self.cfg.adaptive_fraction))
@@ -326,7 +338,8 @@ class Builder:
             fit = fits.get(recs[0]["regressor"]) if recs else None
             if want <= 0 or fit is None:
                 continue
-            _, _, reg_recs = self.training_data(store, fit.regressor, phases)
+            _, _, reg_recs = self.training_data(store, fit.regressor, phases,
+                                                 medians=medians)
             err = {r["key"]: abs(e) for r, e in zip(reg_recs, fit.oof_relative_error)}
             ranked = sorted(recs, key=lambda r: -err.get(r["key"], 0.0))
             worst = [r for r in ranked if err.get(r["key"], 0.0) > self.cfg.adaptive_error]
