@@ -39,6 +39,10 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# predict_many collects the young generation every this many networks (see predict_many)
+_GC_CHUNK = 64
+
+
 class LatencyWarning(UserWarning):
     """A prediction is less trustworthy than usual (missing regressor, out-of-domain kernel)."""
 
@@ -451,22 +455,35 @@ class LatencyPredictor:
             feature vectors (per feature set) are kept in it and reused, so each is computed
             once for all the devices. It holds the graphs: drop it with the models.
         """
-        memo: dict = {} if shared is None else shared
-        shape_key = repr(input_shape)
-        rules_key = self._rules_key()
-        fs = self.package.feature_set
-        plans, planned = [], {}
-        alive = []  # this call's graphs, so that equal ones can be found by signature
-        for m in models:
-            with gc_paused():  # one network at a time: collections between, not within
+        # The collector is paused for the whole call: reading networks leaves no reference
+        # cycles behind (what the call allocates goes when its last reference does, here
+        # before the collector is on again), and each automatic collection would walk the
+        # young objects again. Every _GC_CHUNK networks the young generation is collected all
+        # the same, so that a long call holds back no more than that many networks' cyclic
+        # garbage, if any.
+        collect = gc.isenabled()
+        with gc_paused():
+            memo: dict = {} if shared is None else shared
+            shape_key = repr(input_shape)
+            rules_key = self._rules_key()
+            fs = self.package.feature_set
+            plans, planned = [], {}
+            alive = []  # this call's graphs, so that equal ones can be found by signature
+            m = None
+            for n, m in enumerate(models):
+                if collect and n and n % _GC_CHUNK == 0:
+                    gc.collect(0)
                 plans.append(self._many_plan(m, memo, input_shape, shape_key, rules_key, fs,
                                              planned, alive))
-        lat, dom, _, _ = self._evaluate(plans, weights=False)
-        self._warn_out_of_domain((plan[i][1] for plan, flags in zip(plans, dom)
-                                  for i, f in enumerate(flags) if f is False), stacklevel=4)
-        overhead = self.network_overhead_ms
-        # summed as KernelBreakdown.latency_ms sums (same order, same result)
-        return [float(sum(v)) + overhead for v in lat]
+            lat, dom, _, _ = self._evaluate(plans, weights=False)
+            self._warn_out_of_domain((plan[i][1] for plan, flags in zip(plans, dom)
+                                      for i, f in enumerate(flags) if f is False),
+                                     stacklevel=4)
+            overhead = self.network_overhead_ms
+            # summed as KernelBreakdown.latency_ms sums (same order, same result)
+            out = [float(sum(v)) + overhead for v in lat]
+            del memo, plans, planned, alive, lat, dom, m  # freed while the collector waits
+        return out
 
     def _many_plan(self, m: Any, memo: dict, input_shape: Sequence[int] | None,
                    shape_key: str, rules_key: str, fs: str, planned: dict, alive: list) -> list:

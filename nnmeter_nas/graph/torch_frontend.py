@@ -1101,6 +1101,20 @@ def _setup(torch: Any) -> None:
         _TABLE, _INPLACE = _build_table(torch)
 
 
+def _collect_outputs(v: Any, outputs: list) -> None:
+    """Append the activations in ``v`` (nested lists, tuples, dicts) to ``outputs`` (a module
+    function, not a closure: a recursive closure is a reference cycle, left for the garbage
+    collector)."""
+    if isinstance(v, _SHAPE_TENSOR):  # type: ignore[arg-type]
+        outputs.append(v._d)
+    elif isinstance(v, (list, tuple)):
+        for a in v:
+            _collect_outputs(a, outputs)
+    elif isinstance(v, dict):
+        for a in v.values():
+            _collect_outputs(a, outputs)
+
+
 def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[int]], *,
                    name: str | None = None) -> OpGraph:
     """Shaped graph of ``module`` (run in eval mode) for inputs of ``input_shape`` (NCHW, or a
@@ -1164,18 +1178,7 @@ def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[i
         for m in patched:
             m.__dict__.pop("forward", None)
     outputs: list[_Data] = []
-
-    def collect(v: Any) -> None:
-        if isinstance(v, _SHAPE_TENSOR):  # type: ignore[arg-type]
-            outputs.append(v._d)
-        elif isinstance(v, (list, tuple)):
-            for a in v:
-                collect(a)
-        elif isinstance(v, dict):
-            for a in v.values():
-                collect(a)
-
-    collect(out)
+    _collect_outputs(out, outputs)
     if not outputs:
         raise TorchFrontEndError(f"{label} returns no tensor computed from its input",
                                  module=label)
