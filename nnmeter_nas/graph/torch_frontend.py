@@ -46,9 +46,20 @@ __all__ = ["torch_to_graph", "traced_shape"]
 Shape = tuple
 
 
+_F32: dict = {}
+
+
 def _f32(x: float) -> float:
-    """``x`` rounded to float32, as ONNX stores float attributes."""
-    return float(np.float32(x))
+    """``x`` rounded to float32, as ONNX stores float attributes (memoised: a few values,
+    batch norms' eps and momentum above all, recur in every network)."""
+    try:
+        return _F32[x]
+    except (KeyError, TypeError):
+        pass
+    v = float(np.float32(x))
+    if type(x) in (float, int) and len(_F32) < 4096:
+        _F32[x] = v
+    return v
 
 
 def _pair(v: Any) -> list[int]:
@@ -66,6 +77,13 @@ def _nhwc(shape: Sequence[int]) -> list[int]:
     if len(shape) == 4:
         return [int(shape[0]), int(shape[2]), int(shape[3]), int(shape[1])]
     return [int(d) for d in shape]
+
+
+def _nhwc_ints(shape: tuple) -> list[int]:
+    """:func:`_nhwc` of a shape already made of ints."""
+    if len(shape) == 4:
+        return [shape[0], shape[2], shape[3], shape[1]]
+    return list(shape)
 
 
 class _Unsupported(Exception):
@@ -193,17 +211,23 @@ class _Builder:
         while name in self.nodes:
             n += 1
             name = f"{base}_{n}"
-        for d in ins:
+        if len(ins) == 1:
+            d = ins[0]
             if d.piece is not None:
                 d.piece[0] = True
-        if len(ins) == 1:
-            inputs = [] if ins[0].src is None else [ins[0].src]
+            inputs = [] if d.src is None else [d.src]
         else:
+            for d in ins:
+                if d.piece is not None:
+                    d.piece[0] = True
             inputs = list(dict.fromkeys(d.src for d in ins if d.src is not None))
+        made = [_Data(o, name) for o in outs]
+        # (the shapes of _Data are tuples of ints already)
         self.nodes[name] = OpNode(
-            name=name, type=ctype, inputs=inputs, input_shapes=[_nhwc(d.shape) for d in ins],
-            output_shapes=[_nhwc(o) for o in outs], attrs=attrs, source_op=op)
-        return [_Data(o, name) for o in outs]
+            name=name, type=ctype, inputs=inputs,
+            input_shapes=[_nhwc_ints(d.shape) for d in ins],
+            output_shapes=[_nhwc_ints(d.shape) for d in made], attrs=attrs, source_op=op)
+        return made
 
     def emit1(self, op: str, ins: list[_Data], out: Shape, attrs: dict | None = None,
               hint: str = "") -> _Data:
@@ -354,34 +378,38 @@ class _Ops:
         same = padding == "same" if isinstance(padding, str) else False
         if isinstance(padding, str) and not same:
             raise _Unsupported(f"padding={padding!r}")
-        nd = weight.dim() - 2  # spatial dims: Conv1d 1, Conv2d 2
+        wshape = weight.shape
+        nd = len(wshape) - 2  # spatial dims: Conv1d 1, Conv2d 2
         if nd not in (1, 2) or len(x.shape) != nd + 2:
             raise _Unsupported("only 1-D and 2-D convolutions are mapped")
         s, d = _ntuple(stride, nd), _ntuple(dilation, nd)
         p = [0] * nd if same else _ntuple(padding, nd)
         if same and s != [1] * nd:
             raise _Unsupported("padding='same' with a stride (torch refuses it)")
-        k = [int(v) for v in weight.shape[2:]]
+        k = [int(v) for v in wshape[2:]]
         n, spatial = x.shape[0], x.shape[2:]
         if same:  # the exporter writes auto_pad (upper) and no pads: the size is kept
-            out = (n, int(weight.shape[0]), *spatial)
+            out = (n, int(wshape[0]), *spatial)
         else:
-            out = (n, int(weight.shape[0]),
+            out = (n, int(wshape[0]),
                    *(_conv_out(spatial[i], k[i], s[i], p[i], d[i]) for i in range(nd)))
 
         def make() -> _Data:
             attrs = {"dilations": d, "group": int(groups), "kernel_shape": k,
                      "pads": p + p, "strides": s,
                      # what the weights take, as the ONNX reader records it for validation
-                     "in_channels": int(weight.shape[1]) * int(groups)}
+                     "in_channels": int(wshape[1]) * int(groups)}
             if same:
                 attrs["auto_pad"] = "SAME_UPPER"
             r = self.b.emit1("Conv", [x], out, attrs)
             self.b.conv_params.add(r.src)
             return r
 
-        return self.b.cached(("conv", self.b.key(x), self.b.key(weight), self.b.key(bias),
-                              tuple(s), tuple(p), tuple(d), int(groups), same), make)
+        b = self.b
+        b.keep.append(x)
+        b.keep.append(weight)  # (x and weight are known activation and tensor: keyed by id)
+        return b.cached(("conv", id(x), id(weight), b.key(bias), tuple(s), tuple(p), tuple(d),
+                         int(groups), same), make)
 
     def batch_norm(self, x: _Data, mean: Any, var: Any, weight: Any, bias: Any,
                    training: bool, momentum: float | None, eps: float) -> _Data:
@@ -398,8 +426,10 @@ class _Ops:
             self.b.bn_params.add(r.src)
             return r
 
-        return self.b.cached(("bn", self.b.key([x, mean, var, weight, bias]), eps, momentum),
-                             make)
+        b = self.b
+        b.keep.append(x)
+        return b.cached(("bn", id(x), b.key(mean), b.key(var), b.key(weight), b.key(bias), eps,
+                         momentum), make)
 
     def linear(self, x: _Data, weight: Any, bias: Any) -> _Data:
         if not isinstance(weight, self.torch.Tensor) or isinstance(bias, _Data):
@@ -853,9 +883,11 @@ def _make_shape_tensor_class(torch: Any) -> type:
 
         @staticmethod
         def __new__(cls, data: _Data, session: Any) -> "ShapeTensor":
-            base = session.meta.get(data.shape)
+            base = _META.get(data.shape)
             if base is None:  # one storage-less tensor per shape, shared by its wrappers
-                base = session.meta[data.shape] = torch.empty(data.shape, device="meta")
+                if len(_META) >= 4096:
+                    _META.clear()
+                base = _META[data.shape] = torch.empty(data.shape, device="meta")
             t = make_subclass(cls, base)
             t._d = data
             t._session = session
@@ -887,6 +919,9 @@ def _make_shape_tensor_class(torch: Any) -> type:
 
 
 _SHAPE_TENSOR: type | None = None
+# shape -> storage-less ("meta") tensor the shape tensors of that shape wrap, kept across
+# conversions (every op on a shape tensor is intercepted: the meta tensor is never written)
+_META: dict = {}
 _PLAIN = (int, float, bool, str, type(None))
 
 
@@ -902,7 +937,6 @@ class _Session:
         self.builder = _Builder(torch)
         self.ops = _Ops(torch, self.builder)
         self.root = root
-        self.meta: dict[Shape, Any] = {}  # shape -> storage-less tensor the wrappers share
 
     def wrap(self, v: Any) -> Any:
         t = type(v)
@@ -958,9 +992,20 @@ class _Session:
         pos = _INPLACE_POS.get(func)
         inplace = func in _INPLACE or kwargs.get("inplace") is True or \
             (pos is not None and len(args) > pos and args[pos] is True)
+        return self.run(func, handler, self.ops, a, k, inplace,
+                        args[0] if args and type(args[0]) is st else None)
+
+    def run(self, func: Any, handler: Callable, *call: Any) -> Any:
+        """``handler(*call[:-2])``, the mapping of ``func`` on unwrapped arguments, with the
+        in-place semantics (``call[-2]``: whether ``func`` modifies ``call[-1]``, the shape
+        tensor it was called on, or None) and the errors of :meth:`dispatch`. The common
+        layers' forwards (:func:`_fast_forwards`) come here directly, their arguments known
+        to need no unwrapping."""
+        st = _SHAPE_TENSOR
+        inplace, target = call[-2], call[-1]
         self.builder.no_cse = inplace
         try:
-            out = handler(self.ops, a, k)
+            out = handler(*call[:-2])
         except _Unsupported as exc:
             name = _func_name(func)
             raise TorchFrontEndError(
@@ -976,9 +1021,9 @@ class _Session:
         finally:
             self.builder.no_cse = False
         if type(out) is _Data:
-            if inplace and args and type(args[0]) is st:
-                args[0]._d = out
-                return args[0]
+            if inplace and target is not None:
+                target._d = out
+                return target
             return st(out, self)  # type: ignore[misc]
         return self.wrap(out)
 
@@ -1022,39 +1067,66 @@ def _fast_forwards(torch: Any) -> dict:
             return own(*args, **kwargs)
         return forward
 
+    # Each calls the handler that session.dispatch would pick for the layer's call, with the
+    # arguments dispatch would hand it (the layer's tensors and numbers need no unwrapping;
+    # an in-place flag is what dispatch reads from ``inplace=``).
+    # Parameters and buffers are read from the module's own dicts, where ``m.weight`` finds
+    # them (through Module.__getattr__, which costs more), at call time as ``forward`` does.
+    in_dicts: dict = {}
+
+    def tensors_in_dicts(m: Any, names: tuple) -> bool:
+        # a class attribute (a property, say) of that name would take precedence over the
+        # dicts: then the layer's own forward runs
+        cls = type(m)
+        ok = in_dicts.get(cls)
+        if ok is None:
+            ok = in_dicts[cls] = not any(hasattr(cls, n) for n in names)
+        return ok
+
     def conv(session, m):
-        if m.padding_mode != "zeros":
+        if m.padding_mode != "zeros" or not tensors_in_dicts(m, ("weight", "bias")):
             return None
-        return guarded(session, m, lambda x: session.dispatch(
-            torch.conv2d, (x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups), {}))
+        ops, p = session.ops, m._parameters
+        return guarded(session, m, lambda x: session.run(
+            torch.conv2d, ops.conv, x._d, p["weight"], p["bias"], m.stride, m.padding,
+            m.dilation, m.groups, False, x))
 
     def batch_norm_2d(session, m):
+        if not tensors_in_dicts(m, ("weight", "bias", "running_mean", "running_var")):
+            return None
+        ops, p, b = session.ops, m._parameters, m._buffers
+
         def call(x):
             if len(x._d.shape) != 4 or m.training:  # the layer's own error / training mode
                 return type(m).forward(m, x)
-            bn_training = m.running_mean is None and m.running_var is None
-            return session.dispatch(F.batch_norm, (
-                x, m.running_mean, m.running_var), {
-                "weight": m.weight, "bias": m.bias, "training": bn_training,
-                "momentum": 0.0 if m.momentum is None else m.momentum, "eps": m.eps})
+            mean, var = b["running_mean"], b["running_var"]
+            bn_training = mean is None and var is None
+            return session.run(F.batch_norm, ops.batch_norm, x._d, mean, var, p["weight"],
+                               p["bias"], bn_training,
+                               0.0 if m.momentum is None else m.momentum, m.eps, False, x)
         return guarded(session, m, call)
 
     def relu(session, m):
-        return guarded(session, m, lambda x: session.dispatch(
-            F.relu, (x,), {"inplace": m.inplace}))
+        ops = session.ops
+        return guarded(session, m, lambda x: session.run(
+            F.relu, ops.unary, "Relu", x._d, None, m.inplace is True, x))
 
     def hardtanh(session, m):
-        return guarded(session, m, lambda x: session.dispatch(
-            F.hardtanh, (x,), {"min_val": m.min_val, "max_val": m.max_val,
-                               "inplace": m.inplace}))
+        ops = session.ops
+        return guarded(session, m, lambda x: session.run(
+            F.hardtanh, ops.clip, x._d, m.min_val, m.max_val, m.inplace is True, x))
 
     def hardswish(session, m):
-        return guarded(session, m, lambda x: session.dispatch(
-            F.hardswish, (x,), {"inplace": m.inplace}))
+        ops = session.ops
+        return guarded(session, m, lambda x: session.run(
+            F.hardswish, ops.hardswish, x._d, m.inplace is True, x))
 
     def linear(session, m):
-        return guarded(session, m, lambda x: session.dispatch(
-            F.linear, (x, m.weight, m.bias), {}))
+        if not tensors_in_dicts(m, ("weight", "bias")):
+            return None
+        ops, p = session.ops, m._parameters
+        return guarded(session, m, lambda x: session.run(
+            F.linear, ops.linear, x._d, p["weight"], p["bias"], False, x))
 
     return {nn.Conv2d: (("forward", "_conv_forward"), conv),
             nn.BatchNorm2d: (("forward", "_check_input_dim"), batch_norm_2d),
@@ -1099,6 +1171,23 @@ def _setup(torch: Any) -> None:
         _INPLACE_POS = _inplace_positions(torch)
         _FAST.update(_fast_forwards(torch))
         _TABLE, _INPLACE = _build_table(torch)
+
+
+def _submodules(module: Any) -> list:
+    """``module`` and its submodules, each once, as ``module.modules()`` lists them (walked
+    here without its generators: it is a per-network cost)."""
+    out, seen = [], set()
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        out.append(m)
+        children = m.__dict__.get("_modules")
+        if children:
+            stack.extend(c for c in reversed(children.values()) if c is not None)
+    return out
 
 
 def _collect_outputs(v: Any, outputs: list) -> None:
@@ -1147,7 +1236,7 @@ def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[i
     # modules), restored afterwards; common layers get a forward that skips their Python
     # (an instance attribute, removed afterwards)
     training, patched = [], []
-    for m in module.modules():
+    for m in _submodules(module):
         if m.training:
             m.__dict__["training"] = False
             training.append(m)

@@ -310,9 +310,14 @@ class TreeEnsemble:
             return np.zeros(0)
         inverse = None
         if X.shape[0] > 1 and X.shape[0] * self.n_trees >= _DEDUPE_WORK:
-            uniq, inverse = np.unique(X, axis=0, return_inverse=True)
-            if uniq.shape[0] < X.shape[0]:
-                X, inverse = uniq, inverse.ravel()
+            # rows compared as bytes (one sort of a 1-D array: several times faster than
+            # np.unique(axis=0)); rows equal by value but not by bytes (0.0 and -0.0) are
+            # just evaluated twice
+            rows = np.ascontiguousarray(X).view(
+                np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+            _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+            if first.size < X.shape[0]:
+                X, inverse = X[first], inverse.ravel()
             else:
                 inverse = None
         vals = self.value[self._apply_checked(X)]
