@@ -258,6 +258,8 @@ def test_onnx_attribute_and_shape_memos_hand_out_copies(monkeypatch):
     from nnmeter_nas.graph import onnx_import
 
     monkeypatch.setattr(onnx_import, "_MEMO_SIZE", 3)
+    monkeypatch.setattr(onnx_import, "_ATTR_MEMO", {})
+    monkeypatch.setattr(onnx_import, "_DIMS_MEMO", {})
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1],
                               kernel_shape=[3, 3], group=1, name=f"c{i}") for i in range(3)]
     first, second, _ = (onnx_import._attributes(n) for n in nodes)

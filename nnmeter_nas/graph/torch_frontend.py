@@ -937,6 +937,9 @@ class _Session:
         self.builder = _Builder(torch)
         self.ops = _Ops(torch, self.builder)
         self.root = root
+        # id(layer) -> (its patched forward, call, applies) of the layers _fast_forwards
+        # patched: call(data) -> (output data, in place?) where applies(data)
+        self.data_calls: dict[int, tuple] = {}
 
     def wrap(self, v: Any) -> Any:
         t = type(v)
@@ -998,14 +1001,18 @@ class _Session:
     def run(self, func: Any, handler: Callable, *call: Any) -> Any:
         """``handler(*call[:-2])``, the mapping of ``func`` on unwrapped arguments, with the
         in-place semantics (``call[-2]``: whether ``func`` modifies ``call[-1]``, the shape
-        tensor it was called on, or None) and the errors of :meth:`dispatch`. The common
-        layers' forwards (:func:`_fast_forwards`) come here directly, their arguments known
-        to need no unwrapping."""
-        st = _SHAPE_TENSOR
+        tensor it was called on, or None) and the errors of :meth:`dispatch`."""
         inplace, target = call[-2], call[-1]
-        self.builder.no_cse = inplace
+        return self.result(self.raw(func, handler, *call[:-1]), inplace, target)
+
+    def raw(self, func: Any, handler: Callable, *call: Any) -> Any:
+        """``handler(*call[:-1])`` (``call[-1]``: whether ``func`` works in place) with the
+        errors of :meth:`dispatch`, its output not wrapped. The common layers' forwards
+        (:func:`_fast_forwards`) come here directly, their arguments known to need no
+        unwrapping."""
+        self.builder.no_cse = call[-1]
         try:
-            out = handler(*call[:-2])
+            return handler(*call[:-1])
         except _Unsupported as exc:
             name = _func_name(func)
             raise TorchFrontEndError(
@@ -1020,11 +1027,15 @@ class _Session:
                 f"{type(exc).__name__}: {exc}", module=self.module_label()) from exc
         finally:
             self.builder.no_cse = False
+
+    def result(self, out: Any, inplace: bool, target: Any) -> Any:
+        """What a torch op returns for the handler's ``out``: ``target`` (the shape tensor it
+        was called on, or None) updated when the op works in place, else new shape tensors."""
         if type(out) is _Data:
             if inplace and target is not None:
                 target._d = out
                 return target
-            return st(out, self)  # type: ignore[misc]
+            return _SHAPE_TENSOR(out, self)  # type: ignore[misc]
         return self.wrap(out)
 
     def _attribute(self, func: Any, args: tuple) -> Any:
@@ -1058,13 +1069,21 @@ def _fast_forwards(torch: Any) -> dict:
     (the layer's own ``forward`` then runs)."""
     nn, F = torch.nn, torch.nn.functional
 
-    def guarded(session: Any, module: Any, call: Callable[[Any], Any]) -> Callable:
+    def guarded(session: Any, module: Any, call: Callable, applies: Callable | None = None
+                ) -> Callable:
+        """The layer's ``forward``: ``call(data) -> (output data, in place?)`` on a shape
+        tensor where ``applies(data)`` (None: always), the layer's own ``forward`` otherwise;
+        registered with the session for :func:`sequential` containers."""
         own = type(module).forward.__get__(module)
 
         def forward(*args: Any, **kwargs: Any) -> Any:
             if len(args) == 1 and not kwargs and type(args[0]) is _SHAPE_TENSOR:
-                return call(args[0])
+                x = args[0]
+                if applies is None or applies(x._d):
+                    out, inplace = call(x._d)
+                    return session.result(out, inplace, x)
             return own(*args, **kwargs)
+        session.data_calls[id(module)] = (forward, call, applies)
         return forward
 
     # Each calls the handler that session.dispatch would pick for the layer's call, with the
@@ -1086,52 +1105,119 @@ def _fast_forwards(torch: Any) -> dict:
     def conv(session, m):
         if m.padding_mode != "zeros" or not tensors_in_dicts(m, ("weight", "bias")):
             return None
-        ops, p = session.ops, m._parameters
-        return guarded(session, m, lambda x: session.run(
-            torch.conv2d, ops.conv, x._d, p["weight"], p["bias"], m.stride, m.padding,
-            m.dilation, m.groups, False, x))
+        ops, p, raw = session.ops, m._parameters, session.raw
+        return guarded(session, m, lambda d: (raw(
+            torch.conv2d, ops.conv, d, p["weight"], p["bias"], m.stride, m.padding,
+            m.dilation, m.groups, False), False))
 
     def batch_norm_2d(session, m):
         if not tensors_in_dicts(m, ("weight", "bias", "running_mean", "running_var")):
             return None
-        ops, p, b = session.ops, m._parameters, m._buffers
+        ops, p, b, raw = session.ops, m._parameters, m._buffers, session.raw
 
-        def call(x):
-            if len(x._d.shape) != 4 or m.training:  # the layer's own error / training mode
-                return type(m).forward(m, x)
+        def call(d):
             mean, var = b["running_mean"], b["running_var"]
             bn_training = mean is None and var is None
-            return session.run(F.batch_norm, ops.batch_norm, x._d, mean, var, p["weight"],
-                               p["bias"], bn_training,
-                               0.0 if m.momentum is None else m.momentum, m.eps, False, x)
-        return guarded(session, m, call)
+            return raw(F.batch_norm, ops.batch_norm, d, mean, var, p["weight"], p["bias"],
+                       bn_training, 0.0 if m.momentum is None else m.momentum, m.eps,
+                       False), False
+
+        # otherwise the layer's own error (not 4-D) or training mode
+        return guarded(session, m, call, lambda d: len(d.shape) == 4 and not m.training)
 
     def relu(session, m):
-        ops = session.ops
-        return guarded(session, m, lambda x: session.run(
-            F.relu, ops.unary, "Relu", x._d, None, m.inplace is True, x))
+        ops, raw = session.ops, session.raw
+
+        def call(d):
+            inplace = m.inplace is True
+            return raw(F.relu, ops.unary, "Relu", d, None, inplace), inplace
+        return guarded(session, m, call)
 
     def hardtanh(session, m):
-        ops = session.ops
-        return guarded(session, m, lambda x: session.run(
-            F.hardtanh, ops.clip, x._d, m.min_val, m.max_val, m.inplace is True, x))
+        ops, raw = session.ops, session.raw
+
+        def call(d):
+            inplace = m.inplace is True
+            return raw(F.hardtanh, ops.clip, d, m.min_val, m.max_val, inplace), inplace
+        return guarded(session, m, call)
 
     def hardswish(session, m):
-        ops = session.ops
-        return guarded(session, m, lambda x: session.run(
-            F.hardswish, ops.hardswish, x._d, m.inplace is True, x))
+        ops, raw = session.ops, session.raw
+
+        def call(d):
+            inplace = m.inplace is True
+            return raw(F.hardswish, ops.hardswish, d, inplace), inplace
+        return guarded(session, m, call)
 
     def linear(session, m):
         if not tensors_in_dicts(m, ("weight", "bias")):
             return None
-        ops, p = session.ops, m._parameters
-        return guarded(session, m, lambda x: session.run(
-            F.linear, ops.linear, x._d, p["weight"], p["bias"], False, x))
+        ops, p, raw = session.ops, m._parameters, session.raw
+        return guarded(session, m, lambda d: (raw(
+            F.linear, ops.linear, d, p["weight"], p["bias"], False), False))
+
+    from torch.nn.modules import module as module_py
+
+    plain_call: dict = {}
+
+    def calls_plainly(cls: type) -> bool:
+        # instances of cls are called as Module.__call__ calls them (no override on the way)
+        ok = plain_call.get(cls)
+        if ok is None:
+            M = nn.Module
+            ok = plain_call[cls] = all(getattr(cls, a) is getattr(M, a) for a in (
+                "__call__", "_wrapped_call_impl", "_call_impl"))
+        return ok
+
+    def sequential(session, m):
+        """``nn.Sequential.forward`` (each child called on the last one's output) where the
+        children the session patched run at the data level, as ``Module.__call__`` would
+        run them (no hooks, not compiled, not traced): the shape tensors between two of them
+        are never made, only what leaves them or reaches another child."""
+        own = type(m).forward.__get__(m)
+        data_calls, st = session.data_calls, _SHAPE_TENSOR
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            self = m  # noqa: F841 (the module the error messages name: see module_label)
+            if len(args) != 1 or kwargs or type(args[0]) is not st or \
+                    module_py._global_forward_hooks or module_py._global_forward_pre_hooks or \
+                    module_py._global_backward_hooks or \
+                    module_py._global_backward_pre_hooks or torch._C._get_tracing_state():
+                return own(*args, **kwargs)
+            x, d = args[0], None  # d: the current output while it has no shape tensor
+            children = iter(m._modules.values())
+            for child in children:
+                entry = data_calls.get(id(child))
+                if entry is not None:
+                    cd = child.__dict__
+                    cur = x._d if d is None else d
+                    if cd.get("forward") is entry[0] and \
+                            not (cd.get("_forward_hooks") or cd.get("_forward_pre_hooks") or
+                                 cd.get("_backward_hooks") or cd.get("_backward_pre_hooks")) \
+                            and cd.get("_compiled_call_impl") is None and \
+                            calls_plainly(type(child)) and \
+                            (entry[2] is None or entry[2](cur)):
+                        out, inplace = entry[1](cur)
+                        if inplace and d is None:
+                            x._d = out  # the layer updates the tensor it was given
+                        else:
+                            d = out
+                        continue
+                if d is not None:
+                    x, d = st(d, session), None
+                x = child(x)
+                if type(x) is not st:  # the rest as Sequential.forward runs it
+                    for rest in children:
+                        x = rest(x)
+                    return x
+            return x if d is None else st(d, session)
+        return forward
 
     return {nn.Conv2d: (("forward", "_conv_forward"), conv),
             nn.BatchNorm2d: (("forward", "_check_input_dim"), batch_norm_2d),
             nn.ReLU: (("forward",), relu), nn.Hardtanh: (("forward",), hardtanh),
-            nn.Hardswish: (("forward",), hardswish), nn.Linear: (("forward",), linear)}
+            nn.Hardswish: (("forward",), hardswish), nn.Linear: (("forward",), linear),
+            nn.Sequential: (("forward", "__iter__"), sequential)}
 
 
 _FAST: dict = {}
@@ -1266,6 +1352,7 @@ def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[i
             m.__dict__["training"] = True
         for m in patched:
             m.__dict__.pop("forward", None)
+        session.data_calls.clear()  # (its forwards refer to the session: no cycle left)
     outputs: list[_Data] = []
     _collect_outputs(out, outputs)
     if not outputs:
