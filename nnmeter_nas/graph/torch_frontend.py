@@ -290,7 +290,9 @@ class _Ops:
     # -- elementwise / unary
     def unary(self, op: str, x: _Data, attrs: dict | None = None, key: Any = None,
               out: Shape | None = None) -> _Data:
-        k = (op, self.b.key(attrs or {}) if key is None else key, id(x))
+        if key is None:  # (the key of no attributes, key({}), is ())
+            key = self.b.key(attrs) if attrs else ()
+        k = (op, key, id(x))
         self.b.keep.append(x)
         return self.b.cached(k, lambda: self.b.emit1(op, [x], x.shape if out is None else out,
                                                      attrs, op))

@@ -130,8 +130,21 @@ def validate_node(node: OpNode, label: str) -> None:
             else:
                 _check_shape(s, label, node, what)
     for key, value in node.attrs.items():
-        if key in _INT_ATTRS:
-            _check_attr(key, value, label, node)
+        rule = _INT_ATTRS.get(key)
+        if rule is None:
+            continue
+        # the common cases inline (an int, a list of ints, not below the bound)
+        if type(value) is int:
+            if value >= rule[0]:
+                continue
+        elif type(value) is list:
+            low = rule[0]
+            for v in value:
+                if type(v) is not int or v < low:
+                    break
+            else:
+                continue
+        _check_attr(key, value, label, node)
     ranks = INPUT_RANKS.get(node.type)
     if ranks and node.input_shapes:
         first = node.input_shapes[0]
