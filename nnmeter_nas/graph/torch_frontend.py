@@ -939,8 +939,9 @@ class _Session:
         self.builder = _Builder(torch)
         self.ops = _Ops(torch, self.builder)
         self.root = root
-        # id(layer) -> (its patched forward, call, applies) of the layers _fast_forwards
-        # patched: call(data) -> (output data, in place?) where applies(data)
+        # id(layer) -> (its patched forward, call, applies, plain) of the layers
+        # _fast_forwards patched: call(data) -> (output data, in place?) where applies(data);
+        # plain: its class is called as Module.__call__ calls it
         self.data_calls: dict[int, tuple] = {}
 
     def wrap(self, v: Any) -> Any:
@@ -1076,16 +1077,14 @@ def _fast_forwards(torch: Any) -> dict:
         """The layer's ``forward``: ``call(data) -> (output data, in place?)`` on a shape
         tensor where ``applies(data)`` (None: always), the layer's own ``forward`` otherwise;
         registered with the session for :func:`sequential` containers."""
-        own = type(module).forward.__get__(module)
-
         def forward(*args: Any, **kwargs: Any) -> Any:
             if len(args) == 1 and not kwargs and type(args[0]) is _SHAPE_TENSOR:
                 x = args[0]
                 if applies is None or applies(x._d):
                     out, inplace = call(x._d)
                     return session.result(out, inplace, x)
-            return own(*args, **kwargs)
-        session.data_calls[id(module)] = (forward, call, applies)
+            return type(module).forward(module, *args, **kwargs)  # the layer's own
+        session.data_calls[id(module)] = (forward, call, applies, calls_plainly(type(module)))
         return forward
 
     # Each calls the handler that session.dispatch would pick for the layer's call, with the
@@ -1190,14 +1189,13 @@ def _fast_forwards(torch: Any) -> dict:
             children = iter(m._modules.values())
             for child in children:
                 entry = data_calls.get(id(child))
-                if entry is not None:
-                    cd = child.__dict__
+                if entry is not None and entry[3]:
                     cur = x._d if d is None else d
-                    if cd.get("forward") is entry[0] and \
-                            not (cd.get("_forward_hooks") or cd.get("_forward_pre_hooks") or
-                                 cd.get("_backward_hooks") or cd.get("_backward_pre_hooks")) \
-                            and cd.get("_compiled_call_impl") is None and \
-                            calls_plainly(type(child)) and \
+                    # what Module.__call__ checks before it calls forward directly
+                    if child.__dict__.get("forward") is entry[0] and \
+                            not (child._backward_hooks or child._backward_pre_hooks or
+                                 child._forward_hooks or child._forward_pre_hooks) and \
+                            child._compiled_call_impl is None and \
                             (entry[2] is None or entry[2](cur)):
                         out, inplace = entry[1](cur)
                         if inplace and d is None:
@@ -1324,11 +1322,13 @@ def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[i
     # modules), restored afterwards; common layers get a forward that skips their Python
     # (an instance attribute, removed afterwards)
     training, patched = [], []
+    fast_of = _FAST_OF_CLASS
     for m in _submodules(module):
         if m.training:
             m.__dict__["training"] = False
             training.append(m)
-        factory = _fast_factory(type(m))
+        cls = type(m)
+        factory = fast_of[cls] if cls in fast_of else _fast_factory(cls)
         if factory is not None and "forward" not in m.__dict__:
             forward = factory(session, m)
             if forward is not None:
