@@ -939,9 +939,10 @@ class _Session:
         self.builder = _Builder(torch)
         self.ops = _Ops(torch, self.builder)
         self.root = root
-        # id(layer) -> (its patched forward, call, applies, plain) of the layers
-        # _fast_forwards patched: call(data) -> (output data, in place?) where applies(data);
-        # plain: its class is called as Module.__call__ calls it
+        # id(module) -> (its patched forward, call, applies, plain, chain) of the modules
+        # _fast_forwards patched: for a layer, call(data) -> (output data, in place?) where
+        # applies(data); for a Sequential, chain (see _fast_forwards); plain: its class is
+        # called as Module.__call__ calls it
         self.data_calls: dict[int, tuple] = {}
 
     def wrap(self, v: Any) -> Any:
@@ -1084,7 +1085,8 @@ def _fast_forwards(torch: Any) -> dict:
                     out, inplace = call(x._d)
                     return session.result(out, inplace, x)
             return type(module).forward(module, *args, **kwargs)  # the layer's own
-        session.data_calls[id(module)] = (forward, call, applies, calls_plainly(type(module)))
+        session.data_calls[id(module)] = (forward, call, applies, calls_plainly(type(module)),
+                                          None)
         return forward
 
     # Each calls the handler that session.dispatch would pick for the layer's call, with the
@@ -1170,47 +1172,70 @@ def _fast_forwards(torch: Any) -> dict:
                 "__call__", "_wrapped_call_impl", "_call_impl"))
         return ok
 
+    def hooked_globally() -> bool:
+        # what Module.__call__ checks besides the module's own hooks
+        return bool(module_py._global_forward_hooks or module_py._global_forward_pre_hooks or
+                    module_py._global_backward_hooks or module_py._global_backward_pre_hooks or
+                    torch._C._get_tracing_state())
+
     def sequential(session, m):
         """``nn.Sequential.forward`` (each child called on the last one's output) where the
-        children the session patched run at the data level, as ``Module.__call__`` would
-        run them (no hooks, not compiled, not traced): the shape tensors between two of them
-        are never made, only what leaves them or reaches another child."""
-        own = type(m).forward.__get__(m)
+        children the session patched (layers, and containers like this one) run at the data
+        level, as ``Module.__call__`` would run them (no hooks, not compiled, not traced): the
+        shape tensors between two of them are never made, only what leaves them or reaches
+        another child."""
         data_calls, st = session.data_calls, _SHAPE_TENSOR
 
-        def forward(*args: Any, **kwargs: Any) -> Any:
+        def forward(x: Any, d: Any) -> tuple:  # (named forward for module_label, as below)
+            """The children run from ``x`` (a shape tensor) or ``d`` (the current data when
+            it has no shape tensor, else None); returns ``(x, d, False)`` likewise, or
+            ``(what the container returns, None, True)`` once a child returns something other
+            than a shape tensor (the rest of the children then run as usual)."""
             self = m  # noqa: F841 (the module the error messages name: see module_label)
-            if len(args) != 1 or kwargs or type(args[0]) is not st or \
-                    module_py._global_forward_hooks or module_py._global_forward_pre_hooks or \
-                    module_py._global_backward_hooks or \
-                    module_py._global_backward_pre_hooks or torch._C._get_tracing_state():
-                return own(*args, **kwargs)
-            x, d = args[0], None  # d: the current output while it has no shape tensor
             children = iter(m._modules.values())
             for child in children:
                 entry = data_calls.get(id(child))
-                if entry is not None and entry[3]:
-                    cur = x._d if d is None else d
-                    # what Module.__call__ checks before it calls forward directly
-                    if child.__dict__.get("forward") is entry[0] and \
-                            not (child._backward_hooks or child._backward_pre_hooks or
-                                 child._forward_hooks or child._forward_pre_hooks) and \
-                            child._compiled_call_impl is None and \
-                            (entry[2] is None or entry[2](cur)):
-                        out, inplace = entry[1](cur)
-                        if inplace and d is None:
-                            x._d = out  # the layer updates the tensor it was given
-                        else:
-                            d = out
-                        continue
+                # what Module.__call__ checks before it calls forward directly
+                if entry is not None and entry[3] and \
+                        child.__dict__.get("forward") is entry[0] and \
+                        not (child._backward_hooks or child._backward_pre_hooks or
+                             child._forward_hooks or child._forward_pre_hooks) and \
+                        child._compiled_call_impl is None:
+                    if entry[4] is not None:  # a container run the same way
+                        if not hooked_globally():
+                            x, d, done = entry[4](x, d)
+                            if done:
+                                for rest in children:
+                                    x = rest(x)
+                                return x, None, True
+                            continue
+                    else:
+                        cur = x._d if d is None else d
+                        if entry[2] is None or entry[2](cur):
+                            out, inplace = entry[1](cur)
+                            if inplace and d is None:
+                                x._d = out  # the layer updates the tensor it was given
+                            else:
+                                d = out
+                            continue
                 if d is not None:
                     x, d = st(d, session), None
                 x = child(x)
                 if type(x) is not st:  # the rest as Sequential.forward runs it
                     for rest in children:
                         x = rest(x)
-                    return x
-            return x if d is None else st(d, session)
+                    return x, None, True
+            return x, d, False
+
+        chain = forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:  # noqa: F811
+            self = m  # noqa: F841 (the module the error messages name: see module_label)
+            if len(args) != 1 or kwargs or type(args[0]) is not st or hooked_globally():
+                return type(m).forward(m, *args, **kwargs)
+            x, d, done = chain(args[0], None)
+            return x if done or d is None else st(d, session)
+        session.data_calls[id(m)] = (forward, None, None, calls_plainly(type(m)), chain)
         return forward
 
     return {nn.Conv2d: (("forward", "_conv_forward"), conv),
