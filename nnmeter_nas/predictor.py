@@ -39,6 +39,10 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# predict_many collects the young generation every this many networks (see predict_many)
+_GC_CHUNK = 64
+
+
 class LatencyWarning(UserWarning):
     """A prediction is less trustworthy than usual (missing regressor, out-of-domain kernel)."""
 
@@ -294,37 +298,47 @@ class LatencyPredictor:
         tol = 1e-9 * np.maximum(1.0, np.abs(hi))
         return np.all((X >= lo - tol) & (X <= hi + tol), axis=1)
 
-    def _evaluate(self, plans: list[list[tuple[Kernel, str, list[float] | None, str]]]
-                  ) -> tuple[list[np.ndarray], list[list[bool | None]], list[float],
+    def _evaluate(self, plans: list[list[tuple[Kernel, str, list[float] | None, str]]],
+                  weights: bool = True
+                  ) -> tuple[list[list[float]], list[list[bool | None]], list[float] | None,
                              list[float] | None]:
         """Kernel latencies (ms) and in-domain flags of several networks' plans, with one
-        regressor call per kernel type; and each network's weight MiB and cold share."""
+        regressor call per kernel type; and each network's weight MiB (None when neither
+        ``weights`` nor the package's cache model asks for it) and cold share."""
         groups: dict[str, list[tuple[int, int]]] = {}
         for m, plan in enumerate(plans):
-            for i, (_, reg, _, status) in enumerate(plan):
-                if status == "predicted":
-                    groups.setdefault(reg, []).append((m, i))
-        lat = [np.zeros(len(p)) for p in plans]
+            for i, entry in enumerate(plan):
+                if entry[3] == "predicted":
+                    reg = entry[1]
+                    group = groups.get(reg)
+                    if group is None:
+                        group = groups[reg] = []
+                    group.append((m, i))
+        lat: list[list[float]] = [[0.0] * len(p) for p in plans]
         dom: list[list[bool | None]] = [[None] * len(p) for p in plans]
         fs = self.package.feature_set
-        mib = [weight_mib(sum(weight_count(reg, feats, fs)
-                              for _, reg, feats, status in plan if status == "predicted"))
-               for plan in plans]
         cm = self._cache_model
-        share = None if cm is None else [cm.cold_share(w) for w in mib]
+        mib = None
+        if weights or cm is not None:
+            mib = [weight_mib(sum(weight_count(reg, feats, fs)
+                                  for _, reg, feats, status in plan if status == "predicted"))
+                   for plan in plans]
+        share = None if cm is None else [cm.cold_share(w) for w in mib]  # type: ignore
         for reg, idx in groups.items():
             X = np.asarray([plans[m][i][2] for m, i in idx], dtype=float)
             y = self.package.regressors[reg].predict(X)
             if cm is not None:
                 cold = self.package.cold_regressors.get(reg)
                 y = cm.apply(y, y if cold is None else cold.predict(X),
-                             [share[m] for m, _ in idx])
+                             [share[m] for m, _ in idx])  # type: ignore[index]
             if self._calibration is not None:
                 y = self._calibration.kernel_ms(reg, y)
             inside = self._in_domain(reg, X)
-            for r, (m, i) in enumerate(idx):
-                lat[m][i] = y[r]
-                dom[m][i] = None if inside is None else bool(inside[r])
+            flags = [None] * len(idx) if inside is None else \
+                np.asarray(inside, dtype=bool).tolist()
+            for (m, i), v, f in zip(idx, np.asarray(y, dtype=float).tolist(), flags):
+                lat[m][i] = v
+                dom[m][i] = f
         return lat, dom, mib, share
 
     def _warn_out_of_domain(self, regressors: Iterable[str], stacklevel: int = 5) -> None:
@@ -349,7 +363,7 @@ class LatencyPredictor:
                                   in_domain=dom[m][i], nodes=list(k.nodes))
                  for i, (k, reg, feats, status) in enumerate(plan)),
                 overhead_ms=self.network_overhead_ms,
-                weight_mib=mib[m],
+                weight_mib=mib[m],  # type: ignore[index]
                 cold_share=None if share is None else share[m])
             self._warn_out_of_domain(k.regressor for k in bd if k.in_domain is False)
             out.append(bd)
@@ -441,22 +455,35 @@ class LatencyPredictor:
             feature vectors (per feature set) are kept in it and reused, so each is computed
             once for all the devices. It holds the graphs: drop it with the models.
         """
-        memo: dict = {} if shared is None else shared
-        shape_key = repr(input_shape)
-        rules_key = self._rules_key()
-        fs = self.package.feature_set
-        plans, planned = [], {}
-        alive = []  # this call's graphs, so that equal ones can be found by signature
-        for m in models:
-            with gc_paused():  # one network at a time: collections between, not within
+        # The collector is paused for the whole call: reading networks leaves no reference
+        # cycles behind (what the call allocates goes when its last reference does, here
+        # before the collector is on again), and each automatic collection would walk the
+        # young objects again. Every _GC_CHUNK networks the young generation is collected all
+        # the same, so that a long call holds back no more than that many networks' cyclic
+        # garbage, if any.
+        collect = gc.isenabled()
+        with gc_paused():
+            memo: dict = {} if shared is None else shared
+            shape_key = repr(input_shape)
+            rules_key = self._rules_key()
+            fs = self.package.feature_set
+            plans, planned = [], {}
+            alive = []  # this call's graphs, so that equal ones can be found by signature
+            m = None
+            for n, m in enumerate(models):
+                if collect and n and n % _GC_CHUNK == 0:
+                    gc.collect(0)
                 plans.append(self._many_plan(m, memo, input_shape, shape_key, rules_key, fs,
                                              planned, alive))
-        lat, dom, _, _ = self._evaluate(plans)
-        self._warn_out_of_domain((plan[i][1] for plan, flags in zip(plans, dom)
-                                  for i, f in enumerate(flags) if f is False), stacklevel=4)
-        overhead = self.network_overhead_ms
-        # summed as KernelBreakdown.latency_ms sums (same order, same result)
-        return [float(sum(v.tolist())) + overhead for v in lat]
+            lat, dom, _, _ = self._evaluate(plans, weights=False)
+            self._warn_out_of_domain((plan[i][1] for plan, flags in zip(plans, dom)
+                                      for i, f in enumerate(flags) if f is False),
+                                     stacklevel=4)
+            overhead = self.network_overhead_ms
+            # summed as KernelBreakdown.latency_ms sums (same order, same result)
+            out = [float(sum(v)) + overhead for v in lat]
+            del memo, plans, planned, alive, lat, dom, m  # freed while the collector waits
+        return out
 
     def _many_plan(self, m: Any, memo: dict, input_shape: Sequence[int] | None,
                    shape_key: str, rules_key: str, fs: str, planned: dict, alive: list) -> list:

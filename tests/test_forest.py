@@ -89,3 +89,75 @@ def test_bad_arrays_and_inputs_raise():
         te.predict(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="not a tree-ensemble"):
         TreeEnsemble.load(b"garbage")
+
+
+def _numpy_only(monkeypatch):
+    import nnmeter_nas.regressors.forest as forest
+
+    monkeypatch.setattr(forest, "_COMPILED_MIN_PAIRS", 1 << 62)
+
+
+@pytest.mark.parametrize("est", [
+    RandomForestRegressor(n_estimators=37, max_depth=14, random_state=0),
+    GradientBoostingRegressor(n_estimators=9, max_depth=3, random_state=0),
+    DecisionTreeRegressor(max_depth=6, random_state=0),
+    DecisionTreeRegressor(max_depth=1, min_samples_split=10_000),  # a single-leaf tree
+])
+def test_compiled_walk_equals_numpy_walk(est, data, monkeypatch):
+    """The compiled walk (scikit-learn's tree code under a tree-selecting root) reaches the
+    numpy walk's leaves, so predictions are identical, for NaN, infinities and values on a
+    float32 boundary too, and in chunks."""
+    import nnmeter_nas.regressors.forest as forest
+
+    X, y, Xt = data
+    est.fit(X, y)
+    Xt = np.vstack([Xt, np.full((1, 7), np.nan), np.full((1, 7), np.inf),
+                    np.full((1, 7), -np.inf), X[:5].astype(np.float32)])
+    Xt[3, 2] = np.nan
+    te = TreeEnsemble.from_sklearn(est)
+    monkeypatch.setattr(forest, "_COMPILED_MIN_PAIRS", 1)
+    monkeypatch.setattr(forest, "_COMPILE_AFTER_PAIRS", 0)
+    monkeypatch.setattr(forest, "_CHUNK_PAIRS", 50)
+    leaves, pred = te.apply(Xt), te.predict(Xt)
+    assert te._compiled not in (None, False)  # the compiled walk answered
+    _numpy_only(monkeypatch)
+    fresh = TreeEnsemble.from_sklearn(est)
+    assert np.array_equal(leaves, fresh.apply(Xt))
+    assert np.array_equal(pred, fresh.predict(Xt))
+    assert fresh._compiled is None  # (numpy answered)
+    if not isinstance(est, GradientBoostingRegressor):
+        finite = np.isfinite(Xt).all(axis=1)
+        assert np.array_equal(pred[finite], est.predict(Xt[finite]))
+
+
+def test_compiled_walk_waits_for_work_and_is_not_pickled(data, monkeypatch):
+    """Without scikit-learn imported, small batches never build the compiled form (importing
+    scikit-learn costs more than they do); a pickled ensemble leaves it behind."""
+    import pickle
+    import sys
+
+    import nnmeter_nas.regressors.forest as forest
+
+    X, y, Xt = data
+    te = TreeEnsemble.from_sklearn(RandomForestRegressor(n_estimators=20, max_depth=8,
+                                                         random_state=0).fit(X, y))
+    monkeypatch.delitem(sys.modules, "sklearn.tree._tree")
+    monkeypatch.setattr(forest, "_COMPILED_MIN_PAIRS", 1)
+    te.predict(Xt[:10])
+    assert te._compiled is None and te._walked == 200
+    monkeypatch.setattr(forest, "_COMPILE_AFTER_PAIRS", 300)
+    te.predict(Xt[:10])  # 400 pairs walked: now compiled (scikit-learn re-imported)
+    assert te._compiled not in (None, False)
+    assert pickle.loads(pickle.dumps(te))._compiled is None
+
+
+def test_nan_goes_left_whatever_the_batch_size(data):
+    """A NaN feature sends a row left in every walk: its prediction does not depend on the
+    rows it is batched with (the small-batch walk used to send it right)."""
+    X, y, Xt = data
+    te = TreeEnsemble.from_sklearn(RandomForestRegressor(n_estimators=30, max_depth=8,
+                                                         random_state=0).fit(X, y))
+    rows = Xt[:60].copy()
+    rows[::3, 1] = np.nan
+    alone = np.array([te.predict(r[None, :])[0] for r in rows])  # 30 pairs: lockstep walk
+    assert np.array_equal(te.predict(rows), alone)               # 1800 pairs: active set

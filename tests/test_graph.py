@@ -246,3 +246,33 @@ def test_input_shape_other_than_a_fully_shaped_files_reshapes_every_tensor(tmp_p
     conv = next(iter(read64))
     assert conv.output_shapes == [[1, 32, 32, 16]]
     assert [n.output_shapes for n in read64] == [n.output_shapes for n in exported64]
+
+
+def test_onnx_attribute_and_shape_memos_hand_out_copies(monkeypatch):
+    """Attributes and tensor shapes are read once per distinct value (memoised by their
+    bytes): every node still gets its own lists, the memos stay bounded, and what they hold
+    is what reading the fields gives."""
+    import onnx
+    from onnx import helper
+
+    from nnmeter_nas.graph import onnx_import
+
+    monkeypatch.setattr(onnx_import, "_MEMO_SIZE", 3)
+    monkeypatch.setattr(onnx_import, "_ATTR_MEMO", {})
+    monkeypatch.setattr(onnx_import, "_DIMS_MEMO", {})
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1],
+                              kernel_shape=[3, 3], group=1, name=f"c{i}") for i in range(3)]
+    first, second, _ = (onnx_import._attributes(n) for n in nodes)
+    assert first == second == {"strides": [2, 2], "pads": [1, 1, 1, 1],
+                               "kernel_shape": [3, 3], "group": 1}
+    first["strides"].append(9)
+    assert onnx_import._attributes(nodes[2])["strides"] == [2, 2]
+    assert len(onnx_import._ATTR_MEMO) <= 3
+    shaped = helper.make_tensor_value_info("t", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    dynamic = helper.make_tensor_value_info("u", onnx.TensorProto.FLOAT, ["n", 3, 8, 8])
+    unshaped = helper.make_tensor_value_info("v", onnx.TensorProto.FLOAT, None)
+    for _ in range(2):  # read, then from the memo
+        assert onnx_import._static_dims(shaped.type) == [1, 3, 8, 8]
+        assert onnx_import._static_dims(dynamic.type) is None
+        assert onnx_import._static_dims(unshaped.type) is None
+    assert len(onnx_import._DIMS_MEMO) <= 3

@@ -57,6 +57,42 @@ def test_predict_many_matches_single(dummy_predictor):
     np.testing.assert_allclose(many, single, rtol=1e-12)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 64])
+def test_predict_many_in_collector_chunks(dummy_predictor, monkeypatch, chunk):
+    """predict_many pauses the garbage collector and collects the young generation every
+    chunk of networks: every network is predicted, in order, whether the models end inside
+    a chunk or on its edge, and from a generator too; the collector is on again afterwards."""
+    import gc
+
+    import nnmeter_nas.predictor as predictor
+
+    monkeypatch.setattr(predictor, "_GC_CHUNK", chunk)
+    models = [net(w) for w in (8, 16, 32, 8, 24, 40)]
+    single = [dummy_predictor.predict(m, input_shape=(1, 3, 32, 32)) for m in models]
+    many = dummy_predictor.predict_many((m for m in models), input_shape=(1, 3, 32, 32))
+    assert many == single
+    assert dummy_predictor.predict_many([], input_shape=(1, 3, 32, 32)) == []
+    assert gc.isenabled()
+
+
+def test_torch_front_end_leaves_no_reference_cycles():
+    """Reading a module leaves nothing for the garbage collector (predict_many pauses it
+    over many networks): all the front end's objects go when their last reference does."""
+    import gc
+
+    from nnmeter_nas.graph import load_graph
+
+    m = net()
+    load_graph(m, input_shape=(1, 3, 32, 32))
+    gc.collect()
+    gc.disable()
+    try:
+        load_graph(m, input_shape=(1, 3, 32, 32))
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
 def _partial_predictor(tmp_path, keep, strict=False, ranges=None):
     regs = {k: v for k, v in _dummy_regressors().items() if k in keep}
     write_package(tmp_path / "p", name="partial", version="1", device="partialdev",

@@ -383,6 +383,45 @@ def test_layers_whose_forward_is_overridden_or_hooked_are_read_through_it():
     assert [n.type for n in graph] == ["conv", "relu", "conv", "mul", "bn", "relu"]
 
 
+class _Sequentials(nn.Module):
+    """Sequential containers, whose common layers the front end runs without making the
+    shape tensors between them: an in-place ReLU first (it updates the tensor handed to the
+    container, which the caller reads again), a child with a forward hook, a batch norm on a
+    2-D input (its own forward runs), a nested container and one whose child returns a
+    tuple."""
+
+    class _Pair(nn.Module):
+        def forward(self, x):
+            return x, x
+
+    class _First(nn.Module):
+        def forward(self, pair):
+            return pair[0] + pair[1]
+
+    def __init__(self):
+        super().__init__()
+        self.pre = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3, padding=1),
+                                 nn.BatchNorm2d(4), nn.ReLU6(inplace=True))
+        hooked = nn.Conv2d(4, 4, 1)
+        hooked.register_forward_hook(lambda m, inp, out: out * 2.0)
+        self.body = nn.Sequential(nn.Sequential(nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8)),
+                                  nn.Identity(), nn.ReLU(),
+                                  nn.Conv2d(8, 4, 1), hooked, nn.Hardswish())
+        self.split = nn.Sequential(nn.Conv2d(4, 4, 1), self._Pair(), self._First(),
+                                   nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6),
+                                  nn.BatchNorm1d(6), nn.ReLU())
+
+    def forward(self, x):
+        y = self.pre(x)
+        return self.head(self.split(self.body(y) + x))  # x: updated by pre's first ReLU
+
+
+def test_sequential_containers_are_read_as_their_forward_runs():
+    graph = assert_same_as_onnx(_Sequentials().eval(), (1, 4, 8, 8))
+    assert "mul" in [n.type for n in graph]  # (the hook's output * 2.0)
+
+
 class _SamePadding(nn.Module):
     """Convolutions with ``padding='same'`` (odd, even and dilated kernels), which the exporter
     writes with ``auto_pad`` instead of pads."""

@@ -155,33 +155,79 @@ def _skeleton(proto: Any) -> tuple[Any, set[str]]:
     return out, weights
 
 
+# Memos of what is read from small protobuf messages, keyed by their serialized bytes (a
+# network repeats a few attribute values and tensor types many times, and serializing one is
+# several times cheaper than reading its fields); cleared when they reach _MEMO_SIZE entries.
+_MEMO_SIZE = 4096
+_MEMO_KEY_BYTES = 256  # larger messages are read directly
+_ATTR_MEMO: dict[bytes, tuple] = {}
+_DIMS_MEMO: dict[bytes, list[int] | None] = {}
+
+
 def _attributes(node: Any) -> dict[str, Any]:
     """``node``'s attributes as Python values: what ``onnx.helper.get_attribute_value`` gives,
     strings decoded, lists as lists, tensors and graphs left out (ints, floats and their lists,
-    the common case, are read directly, without the helper)."""
-    import onnx
-
+    the common case, are read directly, without the helper). Each distinct attribute is
+    read once per process (:data:`_ATTR_MEMO`); its lists are copied for each node."""
     out: dict[str, Any] = {}
     for a in node.attribute:
-        t = a.type  # AttributeProto.AttributeType
-        if t == 7 and not a.ref_attr_name:  # INTS
-            v = list(a.ints)
-        elif t == 2 and not a.ref_attr_name:  # INT
-            v = a.i
-        elif t == 1 and not a.ref_attr_name:  # FLOAT
-            v = a.f
-        elif t == 6 and not a.ref_attr_name:  # FLOATS
-            v = list(a.floats)
-        elif t == 3 and not a.ref_attr_name:  # STRING
-            v = a.s
-        else:
-            v = onnx.helper.get_attribute_value(a)
-            if hasattr(v, "ByteSize"):
-                continue
-            if isinstance(v, (list, tuple)):
-                v = list(v)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
+        key = a.SerializeToString()
+        hit = _ATTR_MEMO.get(key)
+        if hit is None:
+            hit = _attribute(a)
+            if len(key) <= _MEMO_KEY_BYTES:
+                if len(_ATTR_MEMO) >= _MEMO_SIZE:
+                    _ATTR_MEMO.clear()
+                _ATTR_MEMO[key] = hit
+        if hit:
+            name, v = hit
+            out[name] = list(v) if type(v) is list else v
     return out
+
+
+def _attribute(a: Any) -> tuple:
+    """``(name, value)`` of one attribute as :func:`_attributes` gives it, () if left out."""
+    import onnx
+
+    t = a.type  # AttributeProto.AttributeType
+    if t == 7 and not a.ref_attr_name:  # INTS
+        v = list(a.ints)
+    elif t == 2 and not a.ref_attr_name:  # INT
+        v = a.i
+    elif t == 1 and not a.ref_attr_name:  # FLOAT
+        v = a.f
+    elif t == 6 and not a.ref_attr_name:  # FLOATS
+        v = list(a.floats)
+    elif t == 3 and not a.ref_attr_name:  # STRING
+        v = a.s
+    else:
+        v = onnx.helper.get_attribute_value(a)
+        if hasattr(v, "ByteSize"):
+            return ()
+        if isinstance(v, (list, tuple)):
+            v = list(v)
+    return a.name, v.decode() if isinstance(v, bytes) else v
+
+
+def _static_dims(type_proto: Any) -> list[int] | None:
+    """The dims of a tensor type when all are known and positive, else None (memoised by
+    the type's bytes, :data:`_DIMS_MEMO`; the caller copies the list)."""
+    key = type_proto.SerializeToString()
+    try:
+        return _DIMS_MEMO[key]
+    except KeyError:
+        pass
+    tt = type_proto.tensor_type
+    dims: list[int] | None = None
+    if tt.HasField("shape"):
+        dims = [d.dim_value for d in tt.shape.dim]
+        if not all(d > 0 for d in dims):
+            dims = None
+    if len(key) <= _MEMO_KEY_BYTES:
+        if len(_DIMS_MEMO) >= _MEMO_SIZE:
+            _DIMS_MEMO.clear()
+        _DIMS_MEMO[key] = dims
+    return dims
 
 
 def _node_rows(graph: Any) -> list[tuple[Any, str, tuple[str, ...], tuple[str, ...]]]:
@@ -206,13 +252,10 @@ def _shaped_already(proto: Any, input_shape: InputShape, rows: list
     init_names = {t.name for t in g.initializer}
     shapes: dict[str, list[int] | None] = {}
     for vi in (*g.input, *g.value_info, *g.output):
-        tt = vi.type.tensor_type
-        if not tt.HasField("shape"):
+        dims = _static_dims(vi.type)
+        if dims is None:
             return None
-        dims = [d.dim_value for d in tt.shape.dim]
-        if not all(d > 0 for d in dims):
-            return None
-        shapes[vi.name] = dims
+        shapes[vi.name] = list(dims)
     inputs = [i.name for i in g.input if i.name not in init_names]
     if input_shape is not None:
         wanted = dict(input_shape) if isinstance(input_shape, dict) else \

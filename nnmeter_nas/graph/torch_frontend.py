@@ -46,9 +46,20 @@ __all__ = ["torch_to_graph", "traced_shape"]
 Shape = tuple
 
 
+_F32: dict = {}
+
+
 def _f32(x: float) -> float:
-    """``x`` rounded to float32, as ONNX stores float attributes."""
-    return float(np.float32(x))
+    """``x`` rounded to float32, as ONNX stores float attributes (memoised: a few values,
+    batch norms' eps and momentum above all, recur in every network)."""
+    try:
+        return _F32[x]
+    except (KeyError, TypeError):
+        pass
+    v = float(np.float32(x))
+    if type(x) in (float, int) and len(_F32) < 4096:
+        _F32[x] = v
+    return v
 
 
 def _pair(v: Any) -> list[int]:
@@ -66,6 +77,13 @@ def _nhwc(shape: Sequence[int]) -> list[int]:
     if len(shape) == 4:
         return [int(shape[0]), int(shape[2]), int(shape[3]), int(shape[1])]
     return [int(d) for d in shape]
+
+
+def _nhwc_ints(shape: tuple) -> list[int]:
+    """:func:`_nhwc` of a shape already made of ints."""
+    if len(shape) == 4:
+        return [shape[0], shape[2], shape[3], shape[1]]
+    return list(shape)
 
 
 class _Unsupported(Exception):
@@ -193,17 +211,23 @@ class _Builder:
         while name in self.nodes:
             n += 1
             name = f"{base}_{n}"
-        for d in ins:
+        if len(ins) == 1:
+            d = ins[0]
             if d.piece is not None:
                 d.piece[0] = True
-        if len(ins) == 1:
-            inputs = [] if ins[0].src is None else [ins[0].src]
+            inputs = [] if d.src is None else [d.src]
         else:
+            for d in ins:
+                if d.piece is not None:
+                    d.piece[0] = True
             inputs = list(dict.fromkeys(d.src for d in ins if d.src is not None))
+        made = [_Data(o, name) for o in outs]
+        # (the shapes of _Data are tuples of ints already)
         self.nodes[name] = OpNode(
-            name=name, type=ctype, inputs=inputs, input_shapes=[_nhwc(d.shape) for d in ins],
-            output_shapes=[_nhwc(o) for o in outs], attrs=attrs, source_op=op)
-        return [_Data(o, name) for o in outs]
+            name=name, type=ctype, inputs=inputs,
+            input_shapes=[_nhwc_ints(d.shape) for d in ins],
+            output_shapes=[_nhwc_ints(d.shape) for d in made], attrs=attrs, source_op=op)
+        return made
 
     def emit1(self, op: str, ins: list[_Data], out: Shape, attrs: dict | None = None,
               hint: str = "") -> _Data:
@@ -266,7 +290,9 @@ class _Ops:
     # -- elementwise / unary
     def unary(self, op: str, x: _Data, attrs: dict | None = None, key: Any = None,
               out: Shape | None = None) -> _Data:
-        k = (op, self.b.key(attrs or {}) if key is None else key, id(x))
+        if key is None:  # (the key of no attributes, key({}), is ())
+            key = self.b.key(attrs) if attrs else ()
+        k = (op, key, id(x))
         self.b.keep.append(x)
         return self.b.cached(k, lambda: self.b.emit1(op, [x], x.shape if out is None else out,
                                                      attrs, op))
@@ -354,34 +380,38 @@ class _Ops:
         same = padding == "same" if isinstance(padding, str) else False
         if isinstance(padding, str) and not same:
             raise _Unsupported(f"padding={padding!r}")
-        nd = weight.dim() - 2  # spatial dims: Conv1d 1, Conv2d 2
+        wshape = weight.shape
+        nd = len(wshape) - 2  # spatial dims: Conv1d 1, Conv2d 2
         if nd not in (1, 2) or len(x.shape) != nd + 2:
             raise _Unsupported("only 1-D and 2-D convolutions are mapped")
         s, d = _ntuple(stride, nd), _ntuple(dilation, nd)
         p = [0] * nd if same else _ntuple(padding, nd)
         if same and s != [1] * nd:
             raise _Unsupported("padding='same' with a stride (torch refuses it)")
-        k = [int(v) for v in weight.shape[2:]]
+        k = [int(v) for v in wshape[2:]]
         n, spatial = x.shape[0], x.shape[2:]
         if same:  # the exporter writes auto_pad (upper) and no pads: the size is kept
-            out = (n, int(weight.shape[0]), *spatial)
+            out = (n, int(wshape[0]), *spatial)
         else:
-            out = (n, int(weight.shape[0]),
+            out = (n, int(wshape[0]),
                    *(_conv_out(spatial[i], k[i], s[i], p[i], d[i]) for i in range(nd)))
 
         def make() -> _Data:
             attrs = {"dilations": d, "group": int(groups), "kernel_shape": k,
                      "pads": p + p, "strides": s,
                      # what the weights take, as the ONNX reader records it for validation
-                     "in_channels": int(weight.shape[1]) * int(groups)}
+                     "in_channels": int(wshape[1]) * int(groups)}
             if same:
                 attrs["auto_pad"] = "SAME_UPPER"
             r = self.b.emit1("Conv", [x], out, attrs)
             self.b.conv_params.add(r.src)
             return r
 
-        return self.b.cached(("conv", self.b.key(x), self.b.key(weight), self.b.key(bias),
-                              tuple(s), tuple(p), tuple(d), int(groups), same), make)
+        b = self.b
+        b.keep.append(x)
+        b.keep.append(weight)  # (x and weight are known activation and tensor: keyed by id)
+        return b.cached(("conv", id(x), id(weight), b.key(bias), tuple(s), tuple(p), tuple(d),
+                         int(groups), same), make)
 
     def batch_norm(self, x: _Data, mean: Any, var: Any, weight: Any, bias: Any,
                    training: bool, momentum: float | None, eps: float) -> _Data:
@@ -398,8 +428,10 @@ class _Ops:
             self.b.bn_params.add(r.src)
             return r
 
-        return self.b.cached(("bn", self.b.key([x, mean, var, weight, bias]), eps, momentum),
-                             make)
+        b = self.b
+        b.keep.append(x)
+        return b.cached(("bn", id(x), b.key(mean), b.key(var), b.key(weight), b.key(bias), eps,
+                         momentum), make)
 
     def linear(self, x: _Data, weight: Any, bias: Any) -> _Data:
         if not isinstance(weight, self.torch.Tensor) or isinstance(bias, _Data):
@@ -853,9 +885,11 @@ def _make_shape_tensor_class(torch: Any) -> type:
 
         @staticmethod
         def __new__(cls, data: _Data, session: Any) -> "ShapeTensor":
-            base = session.meta.get(data.shape)
+            base = _META.get(data.shape)
             if base is None:  # one storage-less tensor per shape, shared by its wrappers
-                base = session.meta[data.shape] = torch.empty(data.shape, device="meta")
+                if len(_META) >= 4096:
+                    _META.clear()
+                base = _META[data.shape] = torch.empty(data.shape, device="meta")
             t = make_subclass(cls, base)
             t._d = data
             t._session = session
@@ -887,6 +921,9 @@ def _make_shape_tensor_class(torch: Any) -> type:
 
 
 _SHAPE_TENSOR: type | None = None
+# shape -> storage-less ("meta") tensor the shape tensors of that shape wrap, kept across
+# conversions (every op on a shape tensor is intercepted: the meta tensor is never written)
+_META: dict = {}
 _PLAIN = (int, float, bool, str, type(None))
 
 
@@ -902,7 +939,11 @@ class _Session:
         self.builder = _Builder(torch)
         self.ops = _Ops(torch, self.builder)
         self.root = root
-        self.meta: dict[Shape, Any] = {}  # shape -> storage-less tensor the wrappers share
+        # id(module) -> (its patched forward, call, applies, plain, chain) of the modules
+        # _fast_forwards patched: for a layer, call(data) -> (output data, in place?) where
+        # applies(data); for a Sequential, chain (see _fast_forwards); plain: its class is
+        # called as Module.__call__ calls it
+        self.data_calls: dict[int, tuple] = {}
 
     def wrap(self, v: Any) -> Any:
         t = type(v)
@@ -958,9 +999,24 @@ class _Session:
         pos = _INPLACE_POS.get(func)
         inplace = func in _INPLACE or kwargs.get("inplace") is True or \
             (pos is not None and len(args) > pos and args[pos] is True)
-        self.builder.no_cse = inplace
+        return self.run(func, handler, self.ops, a, k, inplace,
+                        args[0] if args and type(args[0]) is st else None)
+
+    def run(self, func: Any, handler: Callable, *call: Any) -> Any:
+        """``handler(*call[:-2])``, the mapping of ``func`` on unwrapped arguments, with the
+        in-place semantics (``call[-2]``: whether ``func`` modifies ``call[-1]``, the shape
+        tensor it was called on, or None) and the errors of :meth:`dispatch`."""
+        inplace, target = call[-2], call[-1]
+        return self.result(self.raw(func, handler, *call[:-1]), inplace, target)
+
+    def raw(self, func: Any, handler: Callable, *call: Any) -> Any:
+        """``handler(*call[:-1])`` (``call[-1]``: whether ``func`` works in place) with the
+        errors of :meth:`dispatch`, its output not wrapped. The common layers' forwards
+        (:func:`_fast_forwards`) come here directly, their arguments known to need no
+        unwrapping."""
+        self.builder.no_cse = call[-1]
         try:
-            out = handler(self.ops, a, k)
+            return handler(*call[:-1])
         except _Unsupported as exc:
             name = _func_name(func)
             raise TorchFrontEndError(
@@ -975,11 +1031,15 @@ class _Session:
                 f"{type(exc).__name__}: {exc}", module=self.module_label()) from exc
         finally:
             self.builder.no_cse = False
+
+    def result(self, out: Any, inplace: bool, target: Any) -> Any:
+        """What a torch op returns for the handler's ``out``: ``target`` (the shape tensor it
+        was called on, or None) updated when the op works in place, else new shape tensors."""
         if type(out) is _Data:
-            if inplace and args and type(args[0]) is st:
-                args[0]._d = out
-                return args[0]
-            return st(out, self)  # type: ignore[misc]
+            if inplace and target is not None:
+                target._d = out
+                return target
+            return _SHAPE_TENSOR(out, self)  # type: ignore[misc]
         return self.wrap(out)
 
     def _attribute(self, func: Any, args: tuple) -> Any:
@@ -1013,53 +1073,176 @@ def _fast_forwards(torch: Any) -> dict:
     (the layer's own ``forward`` then runs)."""
     nn, F = torch.nn, torch.nn.functional
 
-    def guarded(session: Any, module: Any, call: Callable[[Any], Any]) -> Callable:
-        own = type(module).forward.__get__(module)
-
+    def guarded(session: Any, module: Any, call: Callable, applies: Callable | None = None
+                ) -> Callable:
+        """The layer's ``forward``: ``call(data) -> (output data, in place?)`` on a shape
+        tensor where ``applies(data)`` (None: always), the layer's own ``forward`` otherwise;
+        registered with the session for :func:`sequential` containers."""
         def forward(*args: Any, **kwargs: Any) -> Any:
             if len(args) == 1 and not kwargs and type(args[0]) is _SHAPE_TENSOR:
-                return call(args[0])
-            return own(*args, **kwargs)
+                x = args[0]
+                if applies is None or applies(x._d):
+                    out, inplace = call(x._d)
+                    return session.result(out, inplace, x)
+            return type(module).forward(module, *args, **kwargs)  # the layer's own
+        session.data_calls[id(module)] = (forward, call, applies, calls_plainly(type(module)),
+                                          None)
         return forward
 
+    # Each calls the handler that session.dispatch would pick for the layer's call, with the
+    # arguments dispatch would hand it (the layer's tensors and numbers need no unwrapping;
+    # an in-place flag is what dispatch reads from ``inplace=``).
+    # Parameters and buffers are read from the module's own dicts, where ``m.weight`` finds
+    # them (through Module.__getattr__, which costs more), at call time as ``forward`` does.
+    in_dicts: dict = {}
+
+    def tensors_in_dicts(m: Any, names: tuple) -> bool:
+        # a class attribute (a property, say) of that name would take precedence over the
+        # dicts: then the layer's own forward runs
+        cls = type(m)
+        ok = in_dicts.get(cls)
+        if ok is None:
+            ok = in_dicts[cls] = not any(hasattr(cls, n) for n in names)
+        return ok
+
     def conv(session, m):
-        if m.padding_mode != "zeros":
+        if m.padding_mode != "zeros" or not tensors_in_dicts(m, ("weight", "bias")):
             return None
-        return guarded(session, m, lambda x: session.dispatch(
-            torch.conv2d, (x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups), {}))
+        ops, p, raw = session.ops, m._parameters, session.raw
+        return guarded(session, m, lambda d: (raw(
+            torch.conv2d, ops.conv, d, p["weight"], p["bias"], m.stride, m.padding,
+            m.dilation, m.groups, False), False))
 
     def batch_norm_2d(session, m):
-        def call(x):
-            if len(x._d.shape) != 4 or m.training:  # the layer's own error / training mode
-                return type(m).forward(m, x)
-            bn_training = m.running_mean is None and m.running_var is None
-            return session.dispatch(F.batch_norm, (
-                x, m.running_mean, m.running_var), {
-                "weight": m.weight, "bias": m.bias, "training": bn_training,
-                "momentum": 0.0 if m.momentum is None else m.momentum, "eps": m.eps})
-        return guarded(session, m, call)
+        if not tensors_in_dicts(m, ("weight", "bias", "running_mean", "running_var")):
+            return None
+        ops, p, b, raw = session.ops, m._parameters, m._buffers, session.raw
+
+        def call(d):
+            mean, var = b["running_mean"], b["running_var"]
+            bn_training = mean is None and var is None
+            return raw(F.batch_norm, ops.batch_norm, d, mean, var, p["weight"], p["bias"],
+                       bn_training, 0.0 if m.momentum is None else m.momentum, m.eps,
+                       False), False
+
+        # otherwise the layer's own error (not 4-D) or training mode
+        return guarded(session, m, call, lambda d: len(d.shape) == 4 and not m.training)
 
     def relu(session, m):
-        return guarded(session, m, lambda x: session.dispatch(
-            F.relu, (x,), {"inplace": m.inplace}))
+        ops, raw = session.ops, session.raw
+
+        def call(d):
+            inplace = m.inplace is True
+            return raw(F.relu, ops.unary, "Relu", d, None, inplace), inplace
+        return guarded(session, m, call)
 
     def hardtanh(session, m):
-        return guarded(session, m, lambda x: session.dispatch(
-            F.hardtanh, (x,), {"min_val": m.min_val, "max_val": m.max_val,
-                               "inplace": m.inplace}))
+        ops, raw = session.ops, session.raw
+
+        def call(d):
+            inplace = m.inplace is True
+            return raw(F.hardtanh, ops.clip, d, m.min_val, m.max_val, inplace), inplace
+        return guarded(session, m, call)
 
     def hardswish(session, m):
-        return guarded(session, m, lambda x: session.dispatch(
-            F.hardswish, (x,), {"inplace": m.inplace}))
+        ops, raw = session.ops, session.raw
+
+        def call(d):
+            inplace = m.inplace is True
+            return raw(F.hardswish, ops.hardswish, d, inplace), inplace
+        return guarded(session, m, call)
 
     def linear(session, m):
-        return guarded(session, m, lambda x: session.dispatch(
-            F.linear, (x, m.weight, m.bias), {}))
+        if not tensors_in_dicts(m, ("weight", "bias")):
+            return None
+        ops, p, raw = session.ops, m._parameters, session.raw
+        return guarded(session, m, lambda d: (raw(
+            F.linear, ops.linear, d, p["weight"], p["bias"], False), False))
+
+    from torch.nn.modules import module as module_py
+
+    plain_call: dict = {}
+
+    def calls_plainly(cls: type) -> bool:
+        # instances of cls are called as Module.__call__ calls them (no override on the way)
+        ok = plain_call.get(cls)
+        if ok is None:
+            M = nn.Module
+            ok = plain_call[cls] = all(getattr(cls, a) is getattr(M, a) for a in (
+                "__call__", "_wrapped_call_impl", "_call_impl"))
+        return ok
+
+    def hooked_globally() -> bool:
+        # what Module.__call__ checks besides the module's own hooks
+        return bool(module_py._global_forward_hooks or module_py._global_forward_pre_hooks or
+                    module_py._global_backward_hooks or module_py._global_backward_pre_hooks or
+                    torch._C._get_tracing_state())
+
+    def sequential(session, m):
+        """``nn.Sequential.forward`` (each child called on the last one's output) where the
+        children the session patched (layers, and containers like this one) run at the data
+        level, as ``Module.__call__`` would run them (no hooks, not compiled, not traced): the
+        shape tensors between two of them are never made, only what leaves them or reaches
+        another child."""
+        data_calls, st = session.data_calls, _SHAPE_TENSOR
+
+        def forward(x: Any, d: Any) -> tuple:  # (named forward for module_label, as below)
+            """The children run from ``x`` (a shape tensor) or ``d`` (the current data when
+            it has no shape tensor, else None); returns ``(x, d, False)`` likewise, or
+            ``(what the container returns, None, True)`` once a child returns something other
+            than a shape tensor (the rest of the children then run as usual)."""
+            self = m  # noqa: F841 (the module the error messages name: see module_label)
+            children = iter(m._modules.values())
+            for child in children:
+                entry = data_calls.get(id(child))
+                # what Module.__call__ checks before it calls forward directly
+                if entry is not None and entry[3] and \
+                        child.__dict__.get("forward") is entry[0] and \
+                        not (child._backward_hooks or child._backward_pre_hooks or
+                             child._forward_hooks or child._forward_pre_hooks) and \
+                        child._compiled_call_impl is None:
+                    if entry[4] is not None:  # a container run the same way
+                        if not hooked_globally():
+                            x, d, done = entry[4](x, d)
+                            if done:
+                                for rest in children:
+                                    x = rest(x)
+                                return x, None, True
+                            continue
+                    else:
+                        cur = x._d if d is None else d
+                        if entry[2] is None or entry[2](cur):
+                            out, inplace = entry[1](cur)
+                            if inplace and d is None:
+                                x._d = out  # the layer updates the tensor it was given
+                            else:
+                                d = out
+                            continue
+                if d is not None:
+                    x, d = st(d, session), None
+                x = child(x)
+                if type(x) is not st:  # the rest as Sequential.forward runs it
+                    for rest in children:
+                        x = rest(x)
+                    return x, None, True
+            return x, d, False
+
+        chain = forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:  # noqa: F811
+            self = m  # noqa: F841 (the module the error messages name: see module_label)
+            if len(args) != 1 or kwargs or type(args[0]) is not st or hooked_globally():
+                return type(m).forward(m, *args, **kwargs)
+            x, d, done = chain(args[0], None)
+            return x if done or d is None else st(d, session)
+        session.data_calls[id(m)] = (forward, None, None, calls_plainly(type(m)), chain)
+        return forward
 
     return {nn.Conv2d: (("forward", "_conv_forward"), conv),
             nn.BatchNorm2d: (("forward", "_check_input_dim"), batch_norm_2d),
             nn.ReLU: (("forward",), relu), nn.Hardtanh: (("forward",), hardtanh),
-            nn.Hardswish: (("forward",), hardswish), nn.Linear: (("forward",), linear)}
+            nn.Hardswish: (("forward",), hardswish), nn.Linear: (("forward",), linear),
+            nn.Sequential: (("forward", "__iter__"), sequential)}
 
 
 _FAST: dict = {}
@@ -1101,6 +1284,37 @@ def _setup(torch: Any) -> None:
         _TABLE, _INPLACE = _build_table(torch)
 
 
+def _submodules(module: Any) -> list:
+    """``module`` and its submodules, each once, as ``module.modules()`` lists them (walked
+    here without its generators: it is a per-network cost)."""
+    out, seen = [], set()
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        out.append(m)
+        children = m.__dict__.get("_modules")
+        if children:
+            stack.extend(c for c in reversed(children.values()) if c is not None)
+    return out
+
+
+def _collect_outputs(v: Any, outputs: list) -> None:
+    """Append the activations in ``v`` (nested lists, tuples, dicts) to ``outputs`` (a module
+    function, not a closure: a recursive closure is a reference cycle, left for the garbage
+    collector)."""
+    if isinstance(v, _SHAPE_TENSOR):  # type: ignore[arg-type]
+        outputs.append(v._d)
+    elif isinstance(v, (list, tuple)):
+        for a in v:
+            _collect_outputs(a, outputs)
+    elif isinstance(v, dict):
+        for a in v.values():
+            _collect_outputs(a, outputs)
+
+
 def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[int]], *,
                    name: str | None = None) -> OpGraph:
     """Shaped graph of ``module`` (run in eval mode) for inputs of ``input_shape`` (NCHW, or a
@@ -1133,11 +1347,13 @@ def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[i
     # modules), restored afterwards; common layers get a forward that skips their Python
     # (an instance attribute, removed afterwards)
     training, patched = [], []
-    for m in module.modules():
+    fast_of = _FAST_OF_CLASS
+    for m in _submodules(module):
         if m.training:
             m.__dict__["training"] = False
             training.append(m)
-        factory = _fast_factory(type(m))
+        cls = type(m)
+        factory = fast_of[cls] if cls in fast_of else _fast_factory(cls)
         if factory is not None and "forward" not in m.__dict__:
             forward = factory(session, m)
             if forward is not None:
@@ -1163,19 +1379,9 @@ def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[i
             m.__dict__["training"] = True
         for m in patched:
             m.__dict__.pop("forward", None)
+        session.data_calls.clear()  # (its forwards refer to the session: no cycle left)
     outputs: list[_Data] = []
-
-    def collect(v: Any) -> None:
-        if isinstance(v, _SHAPE_TENSOR):  # type: ignore[arg-type]
-            outputs.append(v._d)
-        elif isinstance(v, (list, tuple)):
-            for a in v:
-                collect(a)
-        elif isinstance(v, dict):
-            for a in v.values():
-                collect(a)
-
-    collect(out)
+    _collect_outputs(out, outputs)
     if not outputs:
         raise TorchFrontEndError(f"{label} returns no tensor computed from its input",
                                  module=label)

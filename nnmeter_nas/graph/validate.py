@@ -64,8 +64,19 @@ def _where(node: OpNode) -> str:
     return f"node {node.name!r} ({node.type}{src})"
 
 
+def _positive_ints(shape: Any) -> bool:
+    """Whether ``shape`` is a list of positive Python ints (the common case, checked with a
+    plain loop: a generator in ``all`` costs twice as much)."""
+    if type(shape) is not list:
+        return False
+    for d in shape:
+        if type(d) is not int or d <= 0:
+            return False
+    return True
+
+
 def _check_shape(shape: Any, label: str, node: OpNode, what: str) -> None:
-    if type(shape) is list and all(type(d) is int and d > 0 for d in shape):
+    if _positive_ints(shape):
         return  # the common case, without the per-dim checks below
     if not isinstance(shape, (list, tuple)):
         raise GraphValidationError(f"{label}: {_where(node)} has {what} {shape!r}, which is "
@@ -87,8 +98,12 @@ def _check_attr(key: str, value: Any, label: str, node: OpNode) -> None:
     if type(value) is int:  # the common cases, without _is_int
         if value >= low:
             return
-    elif type(value) is list and all(type(v) is int and v >= low for v in value):
-        return
+    elif type(value) is list:
+        for v in value:
+            if type(v) is not int or v < low:
+                break
+        else:
+            return
     items = value if isinstance(value, (list, tuple)) else [value]
     for v in items:
         if not _is_int(v) or v < low:
@@ -102,14 +117,34 @@ def validate_node(node: OpNode, label: str) -> None:
     """Raise :class:`GraphValidationError` if ``node`` cannot be predicted from."""
     for what, shapes in (("input shape", node.input_shapes),
                          ("output shape", node.output_shapes)):
-        if not isinstance(shapes, list):
-            raise GraphValidationError(f"{label}: {_where(node)} has {what}s {shapes!r}; "
-                                       "expected a list of shapes")
+        if type(shapes) is not list:
+            if not isinstance(shapes, list):
+                raise GraphValidationError(f"{label}: {_where(node)} has {what}s "
+                                           f"{shapes!r}; expected a list of shapes")
         for s in shapes:
-            _check_shape(s, label, node, what)
+            if type(s) is list:  # the common case inline: a list of positive ints
+                for d in s:
+                    if type(d) is not int or d <= 0:
+                        _check_shape(s, label, node, what)
+                        break
+            else:
+                _check_shape(s, label, node, what)
     for key, value in node.attrs.items():
-        if key in _INT_ATTRS:
-            _check_attr(key, value, label, node)
+        rule = _INT_ATTRS.get(key)
+        if rule is None:
+            continue
+        # the common cases inline (an int, a list of ints, not below the bound)
+        if type(value) is int:
+            if value >= rule[0]:
+                continue
+        elif type(value) is list:
+            low = rule[0]
+            for v in value:
+                if type(v) is not int or v < low:
+                    break
+            else:
+                continue
+        _check_attr(key, value, label, node)
     ranks = INPUT_RANKS.get(node.type)
     if ranks and node.input_shapes:
         first = node.input_shapes[0]
@@ -148,12 +183,14 @@ def validate_graph(graph: OpGraph, label: str | None = None) -> OpGraph:
         What to name in errors (a file path); default ``graph.name``.
     """
     label = label or graph.name or "<graph>"
+    nodes = graph.nodes
     for node in graph:
         validate_node(node, label)
-        for other in node.inputs + node.outputs:
-            if other not in graph.nodes:
-                raise GraphValidationError(f"{label}: {_where(node)} refers to the node "
-                                           f"{other!r}, which is not in the graph")
+        for links in (node.inputs, node.outputs):
+            for other in links:
+                if other not in nodes:
+                    raise GraphValidationError(f"{label}: {_where(node)} refers to the node "
+                                               f"{other!r}, which is not in the graph")
     return graph
 
 

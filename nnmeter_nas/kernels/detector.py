@@ -34,13 +34,18 @@ class Kernel:
     outputs: list[str] = field(default_factory=list)  # consumer kernels
 
 
-@dataclass
 class _Unit:
-    type: str
-    nodes: list[str]
-    root: str
-    inputs: set[int] = field(default_factory=set)
-    outputs: set[int] = field(default_factory=set)
+    """One operator or multi-operator block before fusion (a plain class with slots: one is
+    made per graph node)."""
+
+    __slots__ = ("type", "nodes", "root", "inputs", "outputs")
+
+    def __init__(self, type: str, nodes: list[str], root: str) -> None:  # noqa: A002
+        self.type = type
+        self.nodes = nodes
+        self.root = root
+        self.inputs: set[int] = set()
+        self.outputs: set[int] = set()
 
 
 def _chain_matches(g: OpGraph, chain: tuple[str, ...], taken: set[str]) -> list[list[str]]:
@@ -94,9 +99,10 @@ def _build_units(g: OpGraph, rules: FusionRules) -> list[_Unit]:
             units.append(_Unit(btype, order, _root(g, order)))
             for n in grp:
                 unit_of[n] = idx
+    gnodes = g.nodes
     for i, u in enumerate(units):
         for n in u.nodes:
-            for o in g[n].outputs:
+            for o in gnodes[n].outputs:
                 j = unit_of[o]
                 if j != i:
                     u.outputs.add(j)

@@ -15,6 +15,13 @@ Node arrays (one entry per node, all trees concatenated; child indices are globa
 Prediction matches scikit-learn bit for bit for forests converted from it: inputs are cast to
 float32 before comparison (as scikit-learn's trees do) and per-tree outputs are summed in tree
 order before dividing by the number of trees.
+
+Large batches, in a process that has evaluated many (row, tree) pairs or has scikit-learn
+imported already, descend the trees in scikit-learn's compiled tree walk instead of numpy: all
+trees become one scikit-learn ``Tree`` under a balanced "selector" that routes each (row, tree)
+pair to its tree's root on an extra tree-index column. The comparisons are the same (float32
+input against the float64 threshold, NaN to the left), so the leaves are the same; only the
+walk is compiled.
 """
 from __future__ import annotations
 
@@ -36,6 +43,13 @@ _DEDUPE_WORK = 4096
 # From this many (row, tree) pairs on, the walk drops the pairs that reached their leaf.
 _ACTIVE_SET_PAIRS = 1024
 _TRANSFORMS = ("identity", "log")
+# The compiled walk (see the module docstring) is used for batches of at least this many
+# (row, tree) pairs, once scikit-learn is imported or this ensemble has walked
+# _COMPILE_AFTER_PAIRS pairs with numpy (importing scikit-learn costs about a second; building
+# the compiled form a few ms per 100,000 nodes); pairs go through it in chunks of _CHUNK_PAIRS.
+_COMPILED_MIN_PAIRS = 2048
+_COMPILE_AFTER_PAIRS = 2_000_000
+_CHUNK_PAIRS = 1 << 19
 
 
 @dataclass
@@ -111,6 +125,13 @@ class TreeEnsemble:
         self._right_walk = np.where(is_leaf, idx, self.right)
         self._feature_walk = np.where(is_leaf, 0, self.feature)
         self._depth = self._max_depth()
+        self._walked = 0  # (row, tree) pairs walked with numpy, until compiled
+        self._compiled: Any = None  # (scikit-learn Tree, node offset), False if unavailable
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_compiled"] = None  # rebuilt where needed (a compiled tree is large)
+        return state
 
     # ------------------------------------------------------------------ properties
     @property
@@ -153,12 +174,18 @@ class TreeEnsemble:
         leaves the active set once it reaches a leaf, so each step costs what the pairs still
         inside a tree cost (trees are ragged: most paths end well above the deepest leaf)."""
         n, nt, nf = X.shape[0], self.n_trees, X.shape[1]
+        if n * nt >= _COMPILED_MIN_PAIRS:
+            compiled = self._compiled_walk(n * nt)
+            if compiled is not None:
+                return self._apply_compiled(X, *compiled)
+            self._walked += n * nt
         if n * nt < _ACTIVE_SET_PAIRS:  # lockstep: less bookkeeping per step
             idx = np.broadcast_to(self.roots, (n, nt)).copy()
             rows = np.arange(n)[:, None]
             for _ in range(self._depth):
-                go_left = X[rows, self._feature_walk[idx]] <= self.threshold[idx]
-                nxt = np.where(go_left, self._left_walk[idx], self._right_walk[idx])
+                # right when x > threshold, as below (so NaN goes left in every walk)
+                go_right = X[rows, self._feature_walk[idx]] > self.threshold[idx]
+                nxt = np.where(go_right, self._right_walk[idx], self._left_walk[idx])
                 if np.array_equal(nxt, idx):
                     break
                 idx = nxt
@@ -184,6 +211,94 @@ class TreeEnsemble:
                 node, pos, base = node[inner], pos[inner], base[inner]
         return out.reshape(n, nt)
 
+    def _compiled_walk(self, pairs: int) -> tuple[Any, int] | None:
+        """The compiled form (scikit-learn ``Tree``, offset of node 0 of these arrays in it),
+        built on first need; None while numpy walks (see ``_COMPILE_AFTER_PAIRS``) or where
+        scikit-learn's tree cannot be built."""
+        if self._compiled is False:
+            return None
+        if self._compiled is None:
+            import sys
+
+            if "sklearn.tree._tree" not in sys.modules and \
+                    self._walked + pairs < _COMPILE_AFTER_PAIRS:
+                return None
+            try:
+                self._compiled = self._compile()
+            except Exception:  # no (or an unexpected) scikit-learn: numpy walks
+                self._compiled = False
+                return None
+        return self._compiled
+
+    def _compile(self) -> tuple[Any, int]:
+        """All trees as one scikit-learn ``Tree``: nodes ``0 .. off - 1`` select a tree by the
+        extra feature ``n_features`` (the tree's index), node ``off + i`` is node ``i`` here."""
+        from sklearn.tree._tree import Tree
+
+        nt, nf, n = self.n_trees, self.n_features, self.n_nodes
+        off = max(nt - 1, 1)  # one selector node even for a single tree (node 0 is the root)
+        sel_left = np.zeros(off, dtype=np.int64)
+        sel_right = np.zeros(off, dtype=np.int64)
+        sel_thr = np.zeros(off, dtype=np.float64)
+        roots = self.roots.astype(np.int64) + off
+        if nt == 1:
+            sel_left[0] = sel_right[0] = roots[0]
+            sel_thr[0] = 0.5
+        else:
+            stack = [(0, nt, -1, 0)]  # (first tree, end, parent selector, 0 left / 1 right)
+            count = 0
+            while stack:
+                lo, hi, parent, side = stack.pop()
+                if hi - lo == 1:
+                    node = int(roots[lo])
+                else:
+                    node = count
+                    count += 1
+                    mid = (lo + hi) // 2
+                    sel_thr[node] = mid - 0.5  # tree index <= mid - 0.5: trees lo .. mid - 1
+                    stack.append((mid, hi, node, 1))
+                    stack.append((lo, mid, node, 0))
+                if parent >= 0:
+                    (sel_right if side else sel_left)[parent] = node
+        kind = np.array([1], dtype=np.intp)
+        dtype = Tree(nf + 1, kind, 1).__getstate__()["nodes"].dtype
+        leaf = self.left < 0
+        nodes = np.zeros(off + n, dtype=dtype)
+        nodes["left_child"] = np.concatenate([sel_left, np.where(leaf, -1, self.left.astype(np.int64) + off)])
+        nodes["right_child"] = np.concatenate([sel_right,
+                                               np.where(leaf, -1, self.right.astype(np.int64) + off)])
+        nodes["feature"] = np.concatenate([np.full(off, nf), np.where(leaf, -2, self.feature)])
+        nodes["threshold"] = np.concatenate([sel_thr, np.where(leaf, -2.0, self.threshold)])
+        names = dtype.names or ()
+        if "missing_go_to_left" in names:
+            nodes["missing_go_to_left"] = 1  # NaN goes left, as NaN > threshold is False
+        for f in ("n_node_samples", "weighted_n_node_samples"):
+            if f in names:
+                nodes[f] = 1
+        tree = Tree(nf + 1, kind, 1)
+        tree.__setstate__({"max_depth": self._depth + int(np.ceil(np.log2(max(nt, 2)))),
+                           "node_count": off + n, "nodes": nodes,
+                           "values": np.zeros((off + n, 1, 1))})
+        return tree, off
+
+    def _apply_compiled(self, X: np.ndarray, tree: Any, off: int) -> np.ndarray:
+        """:meth:`_apply_checked` through the compiled tree; pairs are laid out tree by tree
+        (each tree's nodes stay in cache while its rows descend it)."""
+        n, nt, nf = X.shape[0], self.n_trees, X.shape[1]
+        X32 = X.astype(np.float32)
+        out = np.empty((n, nt), dtype=np.int64)
+        step = max(1, _CHUNK_PAIRS // nt)
+        ids = np.arange(nt, dtype=np.float32)[:, None]
+        for s in range(0, n, step):
+            rows = X32[s:s + step]
+            m = rows.shape[0]
+            pairs = np.empty((nt, m, nf + 1), dtype=np.float32)
+            pairs[:, :, :nf] = rows[None, :, :]
+            pairs[:, :, nf] = ids
+            leaves = tree.apply(pairs.reshape(nt * m, nf + 1))
+            out[s:s + m] = leaves.reshape(nt, m).T - off
+        return out
+
     def predict_transformed(self, X: np.ndarray) -> np.ndarray:
         """Ensemble output before the inverse target transform, shape ``(n_rows,)``.
 
@@ -195,9 +310,14 @@ class TreeEnsemble:
             return np.zeros(0)
         inverse = None
         if X.shape[0] > 1 and X.shape[0] * self.n_trees >= _DEDUPE_WORK:
-            uniq, inverse = np.unique(X, axis=0, return_inverse=True)
-            if uniq.shape[0] < X.shape[0]:
-                X, inverse = uniq, inverse.ravel()
+            # rows compared as bytes (one sort of a 1-D array: several times faster than
+            # np.unique(axis=0)); rows equal by value but not by bytes (0.0 and -0.0) are
+            # just evaluated twice
+            rows = np.ascontiguousarray(X).view(
+                np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+            _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+            if first.size < X.shape[0]:
+                X, inverse = X[first], inverse.ravel()
             else:
                 inverse = None
         vals = self.value[self._apply_checked(X)]
