@@ -45,6 +45,8 @@ SLOW = {
     "nnmeter-nas score --space spos-small --devices all --n 10 --mode full --out full.parquet",
     "nnmeter-nas predictors calibrate x86avx512cpu_onnxruntime --space spos",
     "nnmeter-nas predictors calibrate x86avx2cpu_onnxruntime --space nb201 --networks 40",
+    # refits the Cortex-A76 on its built-in measurements too (20-28 s)
+    "nnmeter-nas predictors fit cortexA76cpu_tflite21 --networks measured.csv",
 }
 
 # Examples whose work is big enough for score() to start a local Ray: under pytest-xdist they
