@@ -6,6 +6,9 @@ the torch modules (torch front end) into graphs, validating the graphs, detectin
 extracting features, ``predict_many`` on the graphs read (detection, features and the batched
 regressors), and ``predict_many`` on the files and on the modules end to end. Predictor: the
 parity benchmark's synthetic forests (nn-Meter's CPU forest sizes), imported as a package.
+The stages run with the numpy forest walk (a fresh user process's; this script imports
+scikit-learn, which would otherwise select the compiled walk, see nnmeter_parity.py), and the
+``predict_many`` rows once more with the compiled walk (a long scoring run's).
 
     python benchmarks/predict_many_stages.py --repeats 5
 """
@@ -74,6 +77,7 @@ def main() -> None:
         files.append(str(path))
     mods = list(nets.values())
     rules = ours.package.fusion_rules
+    parity.set_tree_walk(ours, "numpy")
     ours.predict_many(files)  # warm: imports, first calls
     ours.predict_many(mods, input_shape=shape)
     graphs = [load_graph(f) for f in files]
@@ -93,7 +97,16 @@ def main() -> None:
         ("predict_many(torch modules)",
          cpu_median(lambda: ours.predict_many(mods, input_shape=shape), r)),
     ]
-    print(f"CPU time over the {n} networks, median of {r} runs:")
+    parity.set_tree_walk(ours, "compiled")
+    ours.predict_many(files)  # builds the compiled forms
+    rows += [
+        ("predict_many(graphs), compiled forest walk", cpu_median(lambda: ours.predict_many(graphs), r)),
+        ("predict_many(files), compiled forest walk", cpu_median(lambda: ours.predict_many(files), r)),
+        ("predict_many(torch modules), compiled forest walk",
+         cpu_median(lambda: ours.predict_many(mods, input_shape=shape), r)),
+    ]
+    print(f"CPU time over the {n} networks, median of {r} runs (numpy forest walk unless "
+          "named):")
     for label, t in rows:
         print(f"  {label:66s} {1000 * t:7.1f} ms  ({1000 * t / n:5.2f} ms per network)")
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
