@@ -199,3 +199,22 @@ def test_tree_walk_option_selects_the_walk_with_identical_bits(data, monkeypatch
     compiled.tree_walk = "fast"
     with pytest.raises(ValueError, match="tree_walk"):
         compiled.predict(Xt)
+
+
+def test_compiled_tree_walk_without_scikit_learn_says_so(data, monkeypatch):
+    """tree_walk="compiled" where scikit-learn's tree cannot be built raises a UsageError
+    naming the cause ("auto" falls back to numpy silently, with the same results)."""
+    from nnmeter_nas.errors import UsageError
+
+    X, y, Xt = data
+    est = RandomForestRegressor(n_estimators=40, max_depth=8, random_state=0).fit(X, y)
+
+    def no_sklearn(self):
+        raise ImportError("No module named 'sklearn'")
+
+    monkeypatch.setattr(TreeEnsemble, "_compile", no_sklearn)
+    te = TreeEnsemble.from_sklearn(est, meta={})
+    assert np.array_equal(te.predict(Xt), est.predict(Xt))  # auto, sklearn imported: numpy
+    te.tree_walk = "compiled"
+    with pytest.raises(UsageError, match="No module named 'sklearn'"):
+        te.predict(Xt)
