@@ -6,6 +6,9 @@ the torch modules (torch front end) into graphs, validating the graphs, detectin
 extracting features, ``predict_many`` on the graphs read (detection, features and the batched
 regressors), and ``predict_many`` on the files and on the modules end to end. Predictor: the
 parity benchmark's synthetic forests (nn-Meter's CPU forest sizes), imported as a package.
+The stages run with the numpy forest walk (a fresh user process's; this script imports
+scikit-learn, which would otherwise select the compiled walk, see nnmeter_parity.py), and the
+``predict_many`` rows once more with the compiled walk (a long scoring run's).
 
     python benchmarks/predict_many_stages.py --repeats 5
 """
@@ -74,16 +77,44 @@ def main() -> None:
         files.append(str(path))
     mods = list(nets.values())
     rules = ours.package.fusion_rules
+    parity.set_tree_walk(ours, "numpy")
     ours.predict_many(files)  # warm: imports, first calls
     ours.predict_many(mods, input_shape=shape)
     graphs = [load_graph(f) for f in files]
     kernels = [detect_kernels(g, rules) for g in graphs]
     n, r = len(files), args.repeats
+    import torch
+
+    from nnmeter_nas.graph import torch_frontend as tf
+
+    def patch_and_restore() -> None:
+        """What torch_to_graph does to the modules around its pass (eval mode set directly,
+        the common layers' forwards patched, then both restored), without the pass."""
+        for module in mods:
+            session = tf._Session(torch, module)
+            training, patched = [], []
+            for m in tf._submodules(module):
+                if m.training:
+                    m.__dict__["training"] = False
+                    training.append(m)
+                factory = tf._fast_factory(type(m))
+                if factory is not None and "forward" not in m.__dict__:
+                    forward = factory(session, m)
+                    if forward is not None:
+                        m.__dict__["forward"] = forward
+                        patched.append(m)
+            for m in training:
+                m.__dict__["training"] = True
+            for m in patched:
+                m.__dict__.pop("forward", None)
+            session.data_calls.clear()
     rows = [
         ("read the ONNX files (load_graph, incl. validation)",
          cpu_median(lambda: [load_graph(f) for f in files], r)),
         ("read the torch modules (load_graph, incl. validation)",
          cpu_median(lambda: [load_graph(m, input_shape=shape) for m in mods], r)),
+        ("  of which: set up, restore the modules (eval mode, forwards)",
+         cpu_median(patch_and_restore, r)),
         ("validate the graphs", cpu_median(lambda: [validate_graph(g) for g in graphs], r)),
         ("detect kernels", cpu_median(lambda: [detect_kernels(g, rules) for g in graphs], r)),
         ("extract features", cpu_median(lambda: [ours._kernel_features(k) for k in kernels], r)),
@@ -93,7 +124,18 @@ def main() -> None:
         ("predict_many(torch modules)",
          cpu_median(lambda: ours.predict_many(mods, input_shape=shape), r)),
     ]
-    print(f"CPU time over the {n} networks, median of {r} runs:")
+    parity.set_tree_walk(ours, "compiled")
+    ours.predict_many(files)  # builds the compiled forms
+    rows += [
+        ("predict_many(graphs), compiled forest walk",
+         cpu_median(lambda: ours.predict_many(graphs), r)),
+        ("predict_many(files), compiled forest walk",
+         cpu_median(lambda: ours.predict_many(files), r)),
+        ("predict_many(torch modules), compiled forest walk",
+         cpu_median(lambda: ours.predict_many(mods, input_shape=shape), r)),
+    ]
+    print(f"CPU time over the {n} networks, median of {r} runs (numpy forest walk unless "
+          "named):")
     for label, t in rows:
         print(f"  {label:66s} {1000 * t:7.1f} ms  ({1000 * t / n:5.2f} ms per network)")
     print(f"load average at end: {os.getloadavg()[0]:.1f}")

@@ -161,3 +161,60 @@ def test_nan_goes_left_whatever_the_batch_size(data):
     rows[::3, 1] = np.nan
     alone = np.array([te.predict(r[None, :])[0] for r in rows])  # 30 pairs: lockstep walk
     assert np.array_equal(te.predict(rows), alone)               # 1800 pairs: active set
+
+
+def test_tree_walk_option_selects_the_walk_with_identical_bits(data, monkeypatch):
+    """``tree_walk`` picks the walk whatever the process state: "numpy" never compiles (even
+    with scikit-learn imported), "compiled" compiles on the first large batch (even with it
+    not imported and nothing walked yet); both give the same leaves and bits, and "auto"
+    keeps the state-dependent choice. An unknown value is refused, at construction and when
+    set later."""
+    import sys
+
+    X, y, Xt = data
+    est = RandomForestRegressor(n_estimators=40, max_depth=12, random_state=0).fit(X, y)
+    Xt = np.vstack([Xt, np.full((1, 7), np.nan), X[:5].astype(np.float32)])
+    numpy_walk = TreeEnsemble.from_sklearn(est)
+    numpy_walk.tree_walk = "numpy"
+    assert "sklearn.tree._tree" in sys.modules
+    leaves_np, pred_np = numpy_walk.apply(Xt), numpy_walk.predict(Xt)
+    assert numpy_walk._compiled is None
+    monkeypatch.delitem(sys.modules, "sklearn.tree._tree")
+    auto = TreeEnsemble.from_sklearn(est)
+    pred_auto = auto.predict(Xt)
+    assert auto._compiled is None  # fresh process state: numpy
+    compiled = TreeEnsemble.from_sklearn(est)
+    compiled.tree_walk = "compiled"
+    leaves_c, pred_c = compiled.apply(Xt), compiled.predict(Xt)
+    assert compiled._compiled not in (None, False)
+    assert Xt.shape[0] * 40 >= 2048  # a batch the compiled walk answers
+    assert np.array_equal(leaves_np, leaves_c)
+    assert np.array_equal(pred_np, pred_c) and np.array_equal(pred_np, pred_auto)
+    finite = np.isfinite(Xt).all(axis=1)
+    assert np.array_equal(pred_c[finite], est.predict(Xt[finite]))
+    one = {"left": [-1], "right": [-1], "feature": [-2], "threshold": [0.0], "value": [1.0]}
+    with pytest.raises(ValueError, match="tree_walk"):
+        TreeEnsemble(**{k: np.asarray(v) for k, v in one.items()}, roots=[0], n_features=1,
+                     tree_walk="fast")
+    compiled.tree_walk = "fast"
+    with pytest.raises(ValueError, match="tree_walk"):
+        compiled.predict(Xt)
+
+
+def test_compiled_tree_walk_without_scikit_learn_says_so(data, monkeypatch):
+    """tree_walk="compiled" where scikit-learn's tree cannot be built raises a UsageError
+    naming the cause ("auto" falls back to numpy silently, with the same results)."""
+    from nnmeter_nas.errors import UsageError
+
+    X, y, Xt = data
+    est = RandomForestRegressor(n_estimators=40, max_depth=8, random_state=0).fit(X, y)
+
+    def no_sklearn(self):
+        raise ImportError("No module named 'sklearn'")
+
+    monkeypatch.setattr(TreeEnsemble, "_compile", no_sklearn)
+    te = TreeEnsemble.from_sklearn(est, meta={})
+    assert np.array_equal(te.predict(Xt), est.predict(Xt))  # auto, sklearn imported: numpy
+    te.tree_walk = "compiled"
+    with pytest.raises(UsageError, match="No module named 'sklearn'"):
+        te.predict(Xt)

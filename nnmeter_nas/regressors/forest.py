@@ -22,6 +22,14 @@ trees become one scikit-learn ``Tree`` under a balanced "selector" that routes e
 pair to its tree's root on an extra tree-index column. The comparisons are the same (float32
 input against the float64 threshold, NaN to the left), so the leaves are the same; only the
 walk is compiled.
+
+Which walk answers is chosen per ensemble by :attr:`TreeEnsemble.tree_walk` (a constructor
+keyword and a plain attribute, not saved with the ensemble): ``"auto"`` (default, as above: a
+fresh process walks with numpy until an ensemble has walked ``_COMPILE_AFTER_PAIRS`` pairs or
+scikit-learn is imported), ``"numpy"`` (never compiled) or ``"compiled"`` (large batches always
+through scikit-learn's walk; :class:`~nnmeter_nas.errors.UsageError` where scikit-learn's
+tree cannot be built). The walks reach the same leaves, so predictions are bit-identical; only
+their speed differs.
 """
 from __future__ import annotations
 
@@ -43,6 +51,7 @@ _DEDUPE_WORK = 4096
 # From this many (row, tree) pairs on, the walk drops the pairs that reached their leaf.
 _ACTIVE_SET_PAIRS = 1024
 _TRANSFORMS = ("identity", "log")
+_TREE_WALKS = ("auto", "numpy", "compiled")
 # The compiled walk (see the module docstring) is used for batches of at least this many
 # (row, tree) pairs, once scikit-learn is imported or this ensemble has walked
 # _COMPILE_AFTER_PAIRS pairs with numpy (importing scikit-learn costs about a second; building
@@ -71,6 +80,11 @@ class TreeEnsemble:
         :meth:`predict` returns ``exp`` of it.
     meta:
         Free JSON-serialisable information (hyper-parameters, origin, validation error).
+    tree_walk:
+        How large batches (at least ``_COMPILED_MIN_PAIRS`` (row, tree) pairs) descend the
+        trees: ``"auto"`` (numpy until this ensemble has walked ``_COMPILE_AFTER_PAIRS`` pairs
+        or scikit-learn is imported, then scikit-learn's compiled walk), ``"numpy"`` or
+        ``"compiled"``. Same leaves and bits in every walk; a runtime setting, not saved.
     """
 
     left: np.ndarray
@@ -84,6 +98,7 @@ class TreeEnsemble:
     base: float = 0.0
     target_transform: str = "identity"
     meta: dict = field(default_factory=dict)
+    tree_walk: str = "auto"
 
     def __post_init__(self) -> None:
         self.left = np.ascontiguousarray(self.left, dtype=np.int32)
@@ -105,6 +120,9 @@ class TreeEnsemble:
         if self.target_transform not in _TRANSFORMS:
             raise ValueError(f"TreeEnsemble: target_transform must be one of {_TRANSFORMS}, "
                              f"got {self.target_transform!r}")
+        if self.tree_walk not in _TREE_WALKS:
+            raise ValueError(f"TreeEnsemble: tree_walk must be one of {_TREE_WALKS}, "
+                             f"got {self.tree_walk!r}")
         if self.roots.size == 0:
             raise ValueError("TreeEnsemble: no trees")
         is_leaf = self.left < 0
@@ -117,13 +135,18 @@ class TreeEnsemble:
         if np.any(self.left[inner] >= n) or np.any(self.right[inner] >= n) or \
                 np.any(self.roots >= n) or np.any(self.roots < 0):
             raise ValueError("TreeEnsemble: a child or root index points outside the node arrays")
-        # children[2 * i] / children[2 * i + 1]: node i's left / right child
-        self._children = np.stack([self.left, self.right], axis=1).ravel()
         # for small batches: leaves point to themselves, so all pairs take the same steps
         idx = np.arange(n, dtype=np.int32)
         self._left_walk = np.where(is_leaf, idx, self.left)
         self._right_walk = np.where(is_leaf, idx, self.right)
         self._feature_walk = np.where(is_leaf, 0, self.feature)
+        # for large batches (index arrays, so numpy does not convert them at each gather):
+        # _walk_children[2 * i] / [2 * i + 1]: node i's left / right child, a leaf's itself;
+        # _walk_feature: -1 at leaves
+        self._walk_children = np.stack([self._left_walk, self._right_walk],
+                                       axis=1).ravel().astype(np.intp)
+        self._walk_feature = np.where(is_leaf, -1, self.feature).astype(np.intp)
+        self._walk_roots = self.roots.astype(np.intp)
         self._depth = self._max_depth()
         self._walked = 0  # (row, tree) pairs walked with numpy, until compiled
         self._compiled: Any = None  # (scikit-learn Tree, node offset), False if unavailable
@@ -170,9 +193,9 @@ class TreeEnsemble:
     def _apply_checked(self, X: np.ndarray) -> np.ndarray:
         """:meth:`apply` for rows already through :meth:`_check_X`.
 
-        All (row, tree) pairs descend together, one level per step. In large batches a pair
-        leaves the active set once it reaches a leaf, so each step costs what the pairs still
-        inside a tree cost (trees are ragged: most paths end well above the deepest leaf)."""
+        All (row, tree) pairs descend together, one level per step. In large batches the
+        pairs that reached a leaf leave the active set (see below), so a step costs about
+        what the pairs still inside a tree cost."""
         n, nt, nf = X.shape[0], self.n_trees, X.shape[1]
         if n * nt >= _COMPILED_MIN_PAIRS:
             compiled = self._compiled_walk(n * nt)
@@ -190,43 +213,64 @@ class TreeEnsemble:
                     break
                 idx = nxt
             return idx
-        node = np.tile(self.roots, n)  # pair p = row p // nt, tree p % nt
+        # Pairs laid out tree by tree (pair p = tree p // n, row p % n: a tree's nodes stay
+        # in cache while its rows descend it), X feature by feature (x[f * n + row]). A pair
+        # at a leaf stays there (the leaf is its own child, its feature -1 reads some other
+        # row's value, harmlessly); the pairs at leaves leave the active arrays once they
+        # are half of them, so a level costs what the pairs still inside a tree cost (trees
+        # are ragged: most paths end well above the deepest leaf) without compacting at
+        # every level.
+        feature, threshold, children = self._walk_feature, self.threshold, self._walk_children
+        Xt = np.ascontiguousarray(X.T).ravel()
+        node = np.repeat(self._walk_roots, n)
         out = node.copy()
-        if node.size == 0:
-            return out.reshape(n, nt)
         pos = np.arange(n * nt)
-        base = np.repeat(np.arange(n) * nf, nt)  # offset of each pair's row in X.ravel()
-        Xf = X.ravel()
-        feature, threshold, children = self.feature, self.threshold, self._children
-        active = feature[node] >= 0
-        if not active.all():  # single-leaf trees
-            node, pos, base = node[active], pos[active], base[active]
-        while node.size:
-            right = Xf[base + feature[node]] > threshold[node]  # left when x <= threshold
+        row = np.tile(np.arange(n), nt)
+        f = feature[node]
+        while True:
+            leaf = f < 0
+            k = np.count_nonzero(leaf)
+            if k:
+                if k == node.size:
+                    out[pos] = node
+                    break
+                if 2 * k >= node.size:
+                    out[pos[leaf]] = node[leaf]
+                    inner = ~leaf
+                    node, pos, row, f = node[inner], pos[inner], row[inner], f[inner]
+            right = Xt[f * n + row] > threshold[node]  # left when x <= threshold (or NaN)
             node = children[2 * node + right]
-            leaf = feature[node] < 0
-            if leaf.any():
-                out[pos[leaf]] = node[leaf]
-                inner = ~leaf
-                node, pos, base = node[inner], pos[inner], base[inner]
-        return out.reshape(n, nt)
+            f = feature[node]
+        return out.reshape(nt, n).T
 
     def _compiled_walk(self, pairs: int) -> tuple[Any, int] | None:
         """The compiled form (scikit-learn ``Tree``, offset of node 0 of these arrays in it),
-        built on first need; None while numpy walks (see ``_COMPILE_AFTER_PAIRS``) or where
-        scikit-learn's tree cannot be built."""
-        if self._compiled is False:
+        built on first need; None while numpy walks (see :attr:`tree_walk`) or, in ``"auto"``,
+        where scikit-learn's tree cannot be built."""
+        walk = self.tree_walk
+        if walk == "numpy":
             return None
-        if self._compiled is None:
+        if walk not in _TREE_WALKS:  # an attribute set after construction
+            raise ValueError(f"TreeEnsemble: tree_walk must be one of {_TREE_WALKS}, "
+                             f"got {walk!r}")
+        if self._compiled is False and walk == "auto":
+            return None
+        if self._compiled is None or self._compiled is False:
             import sys
 
-            if "sklearn.tree._tree" not in sys.modules and \
+            if walk == "auto" and "sklearn.tree._tree" not in sys.modules and \
                     self._walked + pairs < _COMPILE_AFTER_PAIRS:
                 return None
             try:
                 self._compiled = self._compile()
-            except Exception:  # no (or an unexpected) scikit-learn: numpy walks
+            except Exception as exc:  # no (or an unexpected) scikit-learn
                 self._compiled = False
+                if walk == "compiled":
+                    from ..errors import UsageError
+
+                    raise UsageError(
+                        "TreeEnsemble: tree_walk='compiled' needs scikit-learn's tree "
+                        f"({type(exc).__name__}: {exc}); use 'auto' or 'numpy'") from exc
                 return None
         return self._compiled
 
