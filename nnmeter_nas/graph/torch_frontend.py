@@ -1268,8 +1268,20 @@ def _prepare(session: Any, module: Any) -> tuple[list, list]:
     reads and writes, and for a patched layer one ``functools.partial``."""
     training, patched = [], []
     fast_of, data_calls, layer_forward = _FAST_OF_CLASS, session.data_calls, _layer_forward
-    for m in _submodules(module):
+    # module and its submodules, each once, in module.modules()'s order (walked here without
+    # its generators)
+    seen: set = set()
+    stack = [module]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        m = pop()
+        if m is None or id(m) in seen:
+            continue
+        seen.add(id(m))
         d = m.__dict__
+        children = d.get("_modules")
+        if children:
+            push(reversed(children.values()))
         if m.training:
             d["training"] = False
             training.append(m)
@@ -1316,23 +1328,6 @@ def _setup(torch: Any) -> None:
         _INPLACE_POS = _inplace_positions(torch)
         _FAST.update(_fast_forwards(torch))
         _TABLE, _INPLACE = _build_table(torch)
-
-
-def _submodules(module: Any) -> list:
-    """``module`` and its submodules, each once, as ``module.modules()`` lists them (walked
-    here without its generators: it is a per-network cost)."""
-    out, seen = [], set()
-    stack = [module]
-    while stack:
-        m = stack.pop()
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
-        out.append(m)
-        children = m.__dict__.get("_modules")
-        if children:
-            stack.extend(c for c in reversed(children.values()) if c is not None)
-    return out
 
 
 def _collect_outputs(v: Any, outputs: list) -> None:
