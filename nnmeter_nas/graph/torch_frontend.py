@@ -71,6 +71,10 @@ def _pair(v: Any) -> list[int]:
 
 def _ntuple(v: Any, nd: int) -> list[int]:
     """A 1-D or 2-D layer argument (int or sequence) as ``nd`` ints."""
+    if type(v) is tuple and len(v) == 2 == nd:  # what a Conv2d holds: a tuple of two ints
+        a, b = v
+        if type(a) is int and type(b) is int:
+            return [a, b]
     return _pair(v) if nd == 2 else [int(v[0]) if isinstance(v, (list, tuple)) else int(v)]
 
 
