@@ -92,22 +92,7 @@ def main() -> None:
         the common layers' forwards patched, then both restored), without the pass."""
         for module in mods:
             session = tf._Session(torch, module)
-            training, patched = [], []
-            for m in tf._submodules(module):
-                if m.training:
-                    m.__dict__["training"] = False
-                    training.append(m)
-                factory = tf._fast_factory(type(m))
-                if factory is not None and "forward" not in m.__dict__:
-                    forward = factory(session, m)
-                    if forward is not None:
-                        m.__dict__["forward"] = forward
-                        patched.append(m)
-            for m in training:
-                m.__dict__["training"] = True
-            for m in patched:
-                m.__dict__.pop("forward", None)
-            session.data_calls.clear()
+            tf._restore(session, *tf._prepare(session, module))
     rows = [
         ("read the ONNX files (load_graph, incl. validation)",
          cpu_median(lambda: [load_graph(f) for f in files], r)),

@@ -32,6 +32,7 @@ back to the ONNX export.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -70,6 +71,10 @@ def _pair(v: Any) -> list[int]:
 
 def _ntuple(v: Any, nd: int) -> list[int]:
     """A 1-D or 2-D layer argument (int or sequence) as ``nd`` ints."""
+    if type(v) is tuple and len(v) == 2 == nd:  # what a Conv2d holds: a tuple of two ints
+        a, b = v
+        if type(a) is int and type(b) is int:
+            return [a, b]
     return _pair(v) if nd == 2 else [int(v[0]) if isinstance(v, (list, tuple)) else int(v)]
 
 
@@ -1065,99 +1070,77 @@ class _Session:
 
 # ---------------------------------------------------------------------------- leaf layers
 
+def _layer_forward(session: Any, m: Any, call: Callable, applies: Callable | None,
+                   *args: Any, **kwargs: Any) -> Any:
+    """The ``forward`` a common layer ``m`` gets for a pass (bound to it with
+    ``functools.partial``, cheaper to make than a closure): ``call(session, m, data) ->
+    (output data, in place?)`` on a shape tensor where ``applies(m, data)`` (None: always),
+    the layer's own ``forward`` otherwise. (No local named ``self``: an error names the
+    module that called the layer, see :meth:`_Session.module_label`.)"""
+    if len(args) == 1 and not kwargs and type(args[0]) is _SHAPE_TENSOR:
+        x = args[0]
+        if applies is None or applies(m, x._d):
+            out, inplace = call(session, m, x._d)
+            return session.result(out, inplace, x)
+    return type(m).forward(m, *args, **kwargs)  # the layer's own
+
+
 def _fast_forwards(torch: Any) -> dict:
-    """``{layer class: (attributes its forward reads, factory)}`` for the common torch layers:
-    ``factory(session, module)`` gives a ``forward`` that hands the session the very call the
-    layer's own ``forward`` makes (same function, same arguments), without the Python of
-    ``forward`` and ``torch.nn.functional`` in between; or None where that call would differ
-    (the layer's own ``forward`` then runs)."""
+    """``{layer class: (attributes its forward reads, spec)}`` for the common torch layers.
+
+    For a layer, ``spec`` is ``(check, call, applies, tensor attributes)``: ``check(m)``
+    (None: always true) says whether a layer of that class can skip its ``forward``;
+    ``call(session, m, data)`` hands the session the very call the layer's own ``forward``
+    makes (same function, same arguments) without the Python of ``forward`` and
+    ``torch.nn.functional`` in between, where ``applies(m, data)`` (None: always); the
+    attributes must be found in the module's dicts (else, for that class, the layer's own
+    ``forward`` runs). For ``nn.Sequential``, ``spec`` is ``factory(session, m)``, which gives
+    the container's ``forward``. Everything here is per class: a pass only binds a layer to
+    its ``call`` (:func:`_layer_forward`)."""
     nn, F = torch.nn, torch.nn.functional
 
-    def guarded(session: Any, module: Any, call: Callable, applies: Callable | None = None
-                ) -> Callable:
-        """The layer's ``forward``: ``call(data) -> (output data, in place?)`` on a shape
-        tensor where ``applies(data)`` (None: always), the layer's own ``forward`` otherwise;
-        registered with the session for :func:`sequential` containers."""
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            if len(args) == 1 and not kwargs and type(args[0]) is _SHAPE_TENSOR:
-                x = args[0]
-                if applies is None or applies(x._d):
-                    out, inplace = call(x._d)
-                    return session.result(out, inplace, x)
-            return type(module).forward(module, *args, **kwargs)  # the layer's own
-        session.data_calls[id(module)] = (forward, call, applies, calls_plainly(type(module)),
-                                          None)
-        return forward
-
-    # Each calls the handler that session.dispatch would pick for the layer's call, with the
-    # arguments dispatch would hand it (the layer's tensors and numbers need no unwrapping;
-    # an in-place flag is what dispatch reads from ``inplace=``).
+    # Each call hands session.raw the handler that session.dispatch would pick for the
+    # layer's call, with the arguments dispatch would hand it (the layer's tensors and numbers
+    # need no unwrapping; an in-place flag is what dispatch reads from ``inplace=``).
     # Parameters and buffers are read from the module's own dicts, where ``m.weight`` finds
     # them (through Module.__getattr__, which costs more), at call time as ``forward`` does.
-    in_dicts: dict = {}
+    def conv_check(m):
+        return m.padding_mode == "zeros"
 
-    def tensors_in_dicts(m: Any, names: tuple) -> bool:
-        # a class attribute (a property, say) of that name would take precedence over the
-        # dicts: then the layer's own forward runs
-        cls = type(m)
-        ok = in_dicts.get(cls)
-        if ok is None:
-            ok = in_dicts[cls] = not any(hasattr(cls, n) for n in names)
-        return ok
+    def conv(session, m, d):
+        p = m._parameters
+        return session.raw(torch.conv2d, session.ops.conv, d, p["weight"], p["bias"],
+                           m.stride, m.padding, m.dilation, m.groups, False), False
 
-    def conv(session, m):
-        if m.padding_mode != "zeros" or not tensors_in_dicts(m, ("weight", "bias")):
-            return None
-        ops, p, raw = session.ops, m._parameters, session.raw
-        return guarded(session, m, lambda d: (raw(
-            torch.conv2d, ops.conv, d, p["weight"], p["bias"], m.stride, m.padding,
-            m.dilation, m.groups, False), False))
+    def batch_norm_2d(session, m, d):
+        p, b = m._parameters, m._buffers
+        mean, var = b["running_mean"], b["running_var"]
+        bn_training = mean is None and var is None
+        return session.raw(F.batch_norm, session.ops.batch_norm, d, mean, var, p["weight"],
+                           p["bias"], bn_training, 0.0 if m.momentum is None else m.momentum,
+                           m.eps, False), False
 
-    def batch_norm_2d(session, m):
-        if not tensors_in_dicts(m, ("weight", "bias", "running_mean", "running_var")):
-            return None
-        ops, p, b, raw = session.ops, m._parameters, m._buffers, session.raw
-
-        def call(d):
-            mean, var = b["running_mean"], b["running_var"]
-            bn_training = mean is None and var is None
-            return raw(F.batch_norm, ops.batch_norm, d, mean, var, p["weight"], p["bias"],
-                       bn_training, 0.0 if m.momentum is None else m.momentum, m.eps,
-                       False), False
-
+    def batch_norm_applies(m, d):
         # otherwise the layer's own error (not 4-D) or training mode
-        return guarded(session, m, call, lambda d: len(d.shape) == 4 and not m.training)
+        return len(d.shape) == 4 and not m.training
 
-    def relu(session, m):
-        ops, raw = session.ops, session.raw
+    def relu(session, m, d):
+        inplace = m.inplace is True
+        return session.raw(F.relu, session.ops.unary, "Relu", d, None, inplace), inplace
 
-        def call(d):
-            inplace = m.inplace is True
-            return raw(F.relu, ops.unary, "Relu", d, None, inplace), inplace
-        return guarded(session, m, call)
+    def hardtanh(session, m, d):
+        inplace = m.inplace is True
+        return session.raw(F.hardtanh, session.ops.clip, d, m.min_val, m.max_val,
+                           inplace), inplace
 
-    def hardtanh(session, m):
-        ops, raw = session.ops, session.raw
+    def hardswish(session, m, d):
+        inplace = m.inplace is True
+        return session.raw(F.hardswish, session.ops.hardswish, d, inplace), inplace
 
-        def call(d):
-            inplace = m.inplace is True
-            return raw(F.hardtanh, ops.clip, d, m.min_val, m.max_val, inplace), inplace
-        return guarded(session, m, call)
-
-    def hardswish(session, m):
-        ops, raw = session.ops, session.raw
-
-        def call(d):
-            inplace = m.inplace is True
-            return raw(F.hardswish, ops.hardswish, d, inplace), inplace
-        return guarded(session, m, call)
-
-    def linear(session, m):
-        if not tensors_in_dicts(m, ("weight", "bias")):
-            return None
-        ops, p, raw = session.ops, m._parameters, session.raw
-        return guarded(session, m, lambda d: (raw(
-            F.linear, ops.linear, d, p["weight"], p["bias"], False), False))
+    def linear(session, m, d):
+        p = m._parameters
+        return session.raw(F.linear, session.ops.linear, d, p["weight"], p["bias"],
+                           False), False
 
     from torch.nn.modules import module as module_py
 
@@ -1211,8 +1194,8 @@ def _fast_forwards(torch: Any) -> dict:
                             continue
                     else:
                         cur = x._d if d is None else d
-                        if entry[2] is None or entry[2](cur):
-                            out, inplace = entry[1](cur)
+                        if entry[2] is None or entry[2](child, cur):
+                            out, inplace = entry[1](session, child, cur)
                             if inplace and d is None:
                                 x._d = out  # the layer updates the tensor it was given
                             else:
@@ -1238,31 +1221,98 @@ def _fast_forwards(torch: Any) -> dict:
         session.data_calls[id(m)] = (forward, None, None, calls_plainly(type(m)), chain)
         return forward
 
-    return {nn.Conv2d: (("forward", "_conv_forward"), conv),
-            nn.BatchNorm2d: (("forward", "_check_input_dim"), batch_norm_2d),
-            nn.ReLU: (("forward",), relu), nn.Hardtanh: (("forward",), hardtanh),
-            nn.Hardswish: (("forward",), hardswish), nn.Linear: (("forward",), linear),
+    w, wb = ("weight", "bias"), ("weight", "bias", "running_mean", "running_var")
+    return {nn.Conv2d: (("forward", "_conv_forward"), (conv_check, conv, None, w)),
+            nn.BatchNorm2d: (("forward", "_check_input_dim"),
+                             (None, batch_norm_2d, batch_norm_applies, wb)),
+            nn.ReLU: (("forward",), (None, relu, None, ())),
+            nn.Hardtanh: (("forward",), (None, hardtanh, None, ())),
+            nn.Hardswish: (("forward",), (None, hardswish, None, ())),
+            nn.Linear: (("forward",), (None, linear, None, w)),
             nn.Sequential: (("forward", "__iter__"), sequential)}
 
 
 _FAST: dict = {}
-_FAST_OF_CLASS: dict = {}  # layer class -> factory or None (memo of _fast_factory)
+_FAST_OF_CLASS: dict = {}  # layer class -> its resolved spec or None (memo of _fast_spec)
 
 
-def _fast_factory(cls: type) -> Callable | None:
-    """The fast-forward factory of layers of class ``cls``: that of the torch layer it
-    derives from, if it overrides none of the methods that layer's ``forward`` runs."""
+def _fast_spec(cls: type) -> tuple | None:
+    """How a pass patches modules of class ``cls``: None (not at all), ``(check, call,
+    applies, plain)`` for a layer (see :func:`_fast_forwards`; ``plain``: instances are called
+    as ``Module.__call__`` calls them), or ``(factory,)`` for a container. That of the torch
+    layer ``cls`` derives from, if it overrides none of the methods that layer's ``forward``
+    runs and the tensors it reads are found in the module's dicts (a class attribute, a
+    property say, of that name would take precedence over them)."""
     try:
         return _FAST_OF_CLASS[cls]
     except KeyError:
         pass
+    import torch
+
     found = None
-    for base, (attrs, factory) in _FAST.items():
+    for base, (attrs, spec) in _FAST.items():
         if issubclass(cls, base) and all(getattr(cls, a) is getattr(base, a) for a in attrs):
-            found = factory
+            if callable(spec):
+                found = (spec,)
+            elif not any(hasattr(cls, n) for n in spec[3]):
+                M = torch.nn.Module
+                plain = all(getattr(cls, a) is getattr(M, a) for a in (
+                    "__call__", "_wrapped_call_impl", "_call_impl"))
+                found = (spec[0], spec[1], spec[2], plain)
             break
     _FAST_OF_CLASS[cls] = found
     return found
+
+
+def _prepare(session: Any, module: Any) -> tuple[list, list]:
+    """Set ``module`` and its submodules to eval mode as the exporter does (directly:
+    ``Module.eval()`` costs ~1 ms per 100 modules) and give the common layers and containers
+    a ``forward`` that skips their Python (an instance attribute); returns ``(modules whose
+    mode was changed, modules patched)`` for :func:`_restore`. Per module, only dictionary
+    reads and writes, and for a patched layer one ``functools.partial``."""
+    training, patched = [], []
+    fast_of, data_calls, layer_forward = _FAST_OF_CLASS, session.data_calls, _layer_forward
+    # module and its submodules, each once, in module.modules()'s order (walked here without
+    # its generators)
+    seen: set = set()
+    stack = [module]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        m = pop()
+        if m is None or id(m) in seen:
+            continue
+        seen.add(id(m))
+        d = m.__dict__
+        children = d.get("_modules")
+        if children:
+            push(reversed(children.values()))
+        if m.training:
+            d["training"] = False
+            training.append(m)
+        cls = type(m)
+        spec = fast_of[cls] if cls in fast_of else _fast_spec(cls)
+        if spec is None or "forward" in d:
+            continue
+        if len(spec) == 1:  # a container
+            forward = spec[0](session, m)
+        else:
+            check, call, applies, plain = spec
+            if check is not None and not check(m):
+                continue
+            forward = partial(layer_forward, session, m, call, applies)
+            data_calls[id(m)] = (forward, call, applies, plain, None)
+        d["forward"] = forward
+        patched.append(m)
+    return training, patched
+
+
+def _restore(session: Any, training: list, patched: list) -> None:
+    """Undo :func:`_prepare`."""
+    for m in training:
+        m.__dict__["training"] = True
+    for m in patched:
+        m.__dict__.pop("forward", None)
+    session.data_calls.clear()  # (its forwards refer to the session: no cycle left)
 
 
 def traced_shape(tensor: Any) -> tuple[int, ...]:
@@ -1282,23 +1332,6 @@ def _setup(torch: Any) -> None:
         _INPLACE_POS = _inplace_positions(torch)
         _FAST.update(_fast_forwards(torch))
         _TABLE, _INPLACE = _build_table(torch)
-
-
-def _submodules(module: Any) -> list:
-    """``module`` and its submodules, each once, as ``module.modules()`` lists them (walked
-    here without its generators: it is a per-network cost)."""
-    out, seen = [], set()
-    stack = [module]
-    while stack:
-        m = stack.pop()
-        if id(m) in seen:
-            continue
-        seen.add(id(m))
-        out.append(m)
-        children = m.__dict__.get("_modules")
-        if children:
-            stack.extend(c for c in reversed(children.values()) if c is not None)
-    return out
 
 
 def _collect_outputs(v: Any, outputs: list) -> None:
@@ -1343,22 +1376,7 @@ def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[i
     _setup(torch)
     label = name or type(module).__name__
     session = _Session(torch, module)
-    # eval mode as the exporter sets it (set directly: Module.eval() costs ~1 ms per 100
-    # modules), restored afterwards; common layers get a forward that skips their Python
-    # (an instance attribute, removed afterwards)
-    training, patched = [], []
-    fast_of = _FAST_OF_CLASS
-    for m in _submodules(module):
-        if m.training:
-            m.__dict__["training"] = False
-            training.append(m)
-        cls = type(m)
-        factory = fast_of[cls] if cls in fast_of else _fast_factory(cls)
-        if factory is not None and "forward" not in m.__dict__:
-            forward = factory(session, m)
-            if forward is not None:
-                m.__dict__["forward"] = forward
-                patched.append(m)
+    training, patched = _prepare(session, module)
     try:
         inputs = [session.wrap(_Data(s, None)) for s in shapes]
         with torch.no_grad():
@@ -1375,11 +1393,7 @@ def torch_to_graph(module: Any, input_shape: Sequence[int] | Sequence[Sequence[i
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
             module=where) from exc
     finally:
-        for m in training:
-            m.__dict__["training"] = True
-        for m in patched:
-            m.__dict__.pop("forward", None)
-        session.data_calls.clear()  # (its forwards refer to the session: no cycle left)
+        _restore(session, training, patched)
     outputs: list[_Data] = []
     _collect_outputs(out, outputs)
     if not outputs:

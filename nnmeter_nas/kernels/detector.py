@@ -36,15 +36,14 @@ class Kernel:
 
 class _Unit:
     """One operator or multi-operator block before fusion (a plain class with slots: one is
-    made per graph node)."""
+    made per graph node); ``outputs``: the indices of its consumer units."""
 
-    __slots__ = ("type", "nodes", "root", "inputs", "outputs")
+    __slots__ = ("type", "nodes", "root", "outputs")
 
     def __init__(self, type: str, nodes: list[str], root: str) -> None:  # noqa: A002
         self.type = type
         self.nodes = nodes
         self.root = root
-        self.inputs: set[int] = set()
         self.outputs: set[int] = set()
 
 
@@ -81,32 +80,37 @@ def _build_units(g: OpGraph, rules: FusionRules) -> list[_Unit]:
         blocks += [("-".join(chain), grp) for grp in _chain_matches(g, chain, taken)]
     for block_type, finder in BLOCK_FINDERS:
         blocks += [(block_type, grp) for grp in finder(g, taken)]
-    unit_of: dict[str, int] = {}
-    units: list[_Unit] = []
-    block_of = {n: i for i, (_, grp) in enumerate(blocks) for n in grp}
-    emitted: set[int] = set()
-    pos = {name: i for i, name in enumerate(g.nodes)} if blocks else {}
-    for node in g:  # units in topological order of their first node
-        b = block_of.get(node.name)
-        if b is None:
-            unit_of[node.name] = len(units)
-            units.append(_Unit(node.type, [node.name], node.name))
-        elif b not in emitted:
-            emitted.add(b)
-            btype, grp = blocks[b]
-            order = sorted(dict.fromkeys(grp), key=pos.__getitem__)
-            idx = len(units)
-            units.append(_Unit(btype, order, _root(g, order)))
-            for n in grp:
-                unit_of[n] = idx
     gnodes = g.nodes
+    unit_of: dict[str, int]
+    if not blocks:  # one unit per node, in the graph's (topological) order
+        units = [_Unit(node.type, [name], name) for name, node in gnodes.items()]
+        unit_of = {name: i for i, name in enumerate(gnodes)}
+    else:
+        unit_of = {}
+        units = []
+        block_of = {n: i for i, (_, grp) in enumerate(blocks) for n in grp}
+        emitted: set[int] = set()
+        pos = {name: i for i, name in enumerate(gnodes)}
+        for node in g:  # units in topological order of their first node
+            b = block_of.get(node.name)
+            if b is None:
+                unit_of[node.name] = len(units)
+                units.append(_Unit(node.type, [node.name], node.name))
+            elif b not in emitted:
+                emitted.add(b)
+                btype, grp = blocks[b]
+                order = sorted(dict.fromkeys(grp), key=pos.__getitem__)
+                idx = len(units)
+                units.append(_Unit(btype, order, _root(g, order)))
+                for n in grp:
+                    unit_of[n] = idx
     for i, u in enumerate(units):
+        add = u.outputs.add
         for n in u.nodes:
             for o in gnodes[n].outputs:
                 j = unit_of[o]
                 if j != i:
-                    u.outputs.add(j)
-                    units[j].inputs.add(i)
+                    add(j)
     return units
 
 
@@ -116,7 +120,16 @@ def detect_kernels(graph: OpGraph, rules: FusionRules | None = None) -> list[Ker
     units = _build_units(graph, rules)
     n = len(units)
     parent = list(range(n))
-    outs = [set(u.outputs) for u in units]
+    outs = [u.outputs for u in units]  # (replaced, never changed in place, below)
+    types = [u.type for u in units]
+    mon = rules.mon
+    if type(rules).is_fusible is FusionRules.is_fusible:
+        pairs = rules.pairs
+
+        def fusible(a: str, b: str) -> bool:
+            return (a, b) in pairs
+    else:
+        fusible = rules.is_fusible
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -124,39 +137,52 @@ def detect_kernels(graph: OpGraph, rules: FusionRules | None = None) -> list[Ker
             x = parent[x]
         return x
 
+    # (find(x) == x exactly where parent[x] == x: a root is its own parent)
     i = 0
     while i < n:
-        if find(i) != i or not outs[i] or (rules.mon == 0 and len(outs[i]) > 1):
+        out_i = outs[i]
+        if parent[i] != i or not out_i or (mon == 0 and len(out_i) > 1):
             i += 1
             continue
         fused = False
-        for j in sorted(outs[i]):
-            if find(j) != j or not rules.is_fusible(units[i].type, units[j].type):
+        ti = types[i]
+        for j in (out_i if len(out_i) == 1 else sorted(out_i)):
+            if parent[j] != j or not fusible(ti, types[j]):
                 continue
             parent[j] = i
-            if rules.mon == 0:
+            if mon == 0:
                 outs[i] = set(outs[j])
             else:
                 outs[i] = (outs[i] - {j}) | outs[j]
             fused = True
-            if rules.mon == 1:
+            if mon == 1:
                 break
         if not fused:
             i += 1
 
+    root_of = [find(k) for k in range(n)]
     members: dict[int, list[int]] = {}
     for k in range(n):
-        members.setdefault(find(k), []).append(k)
+        r = root_of[k]
+        ks = members.get(r)
+        if ks is None:
+            members[r] = [k]
+        else:
+            ks.append(k)
     kernels: list[Kernel] = []
-    name_of: dict[int, str] = {}
-    clip_relus = {n.name for n in graph
-                  if n.type == "relu" and getattr(n, "source_op", None) == "Clip"}
+    kernel_of: dict[int, Kernel] = {}
+    gnodes = graph.nodes
+    clip_relus = {nd.name for nd in gnodes.values()
+                  if nd.type == "relu" and getattr(nd, "source_op", None) == "Clip"}
     for idx, (root, ks) in enumerate(sorted(members.items())):
         first = units[root]
-        node = graph[first.root]
-        ktype = "-".join([units[k].type for k in ks])
-        kname = f"{ktype}#{idx}"
-        nodes = [nm for k in ks for nm in units[k].nodes]
+        node = gnodes[first.root]
+        if len(ks) == 1:
+            ktype = first.type
+            nodes = list(first.nodes)
+        else:
+            ktype = "-".join([types[k] for k in ks])
+            nodes = [nm for k in ks for nm in units[k].nodes]
         in_shapes = [list(s) for s in node.input_shapes]
         if first.type == "hswish":
             in_shapes = in_shapes[:1]
@@ -165,17 +191,19 @@ def detect_kernels(graph: OpGraph, rules: FusionRules | None = None) -> list[Ker
         # runtime may fuse the two differently, so the kernel says which it holds.
         if clip_relus and not clip_relus.isdisjoint(nodes):
             attrs["relu6"] = True
-        kernels.append(Kernel(name=kname, type=ktype, nodes=nodes, input_shapes=in_shapes,
-                              output_shapes=[list(s) for s in node.output_shapes],
-                              attrs=attrs))
-        name_of[root] = kname
-    by_name = {k.name: k for k in kernels}
+        kernel = Kernel(f"{ktype}#{idx}", ktype, nodes, in_shapes,
+                        [list(s) for s in node.output_shapes], attrs, [], [])
+        kernels.append(kernel)
+        kernel_of[root] = kernel
     for root, ks in members.items():
-        src = by_name[name_of[root]]
+        src = kernel_of[root]
+        src_outputs, src_name = src.outputs, src.name
         for k in ks:
             for o in units[k].outputs:
-                dst = name_of[find(o)]
-                if dst != src.name and dst not in src.outputs:
-                    src.outputs.append(dst)
-                    by_name[dst].inputs.append(src.name)
+                r = root_of[o]
+                if r != root:
+                    dst = kernel_of[r]
+                    if dst.name not in src_outputs:
+                        src_outputs.append(dst.name)
+                        dst.inputs.append(src_name)
     return kernels
