@@ -159,12 +159,12 @@ class BuiltinData:
         donor = BORROW_FC.get(device)
         if donor is None or not train_refs:
             return []
+        exclude = frozenset(exclude)  # (read three times below: an iterator would run dry)
         fit, _ = self.fit(donor, exclude=exclude)
         if "pixel4" not in fit.factors_:
             return []
-        refs = [s for s in self.references(donor) if s.name not in frozenset(exclude)]
-        ops = [o for o in self.fc_operators(donor)
-               if o.name.split("#")[0] not in frozenset(exclude)]
+        refs = [s for s in self.references(donor) if s.name not in exclude]
+        ops = [o for o in self.fc_operators(donor) if o.name.split("#")[0] not in exclude]
         return borrowed_fc_samples(train_refs, refs, ops, fit.factors_["pixel4"]["other"])
 
     def fit(self, device: str, *, exclude: Iterable[str] = ()
