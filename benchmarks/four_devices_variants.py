@@ -1,19 +1,23 @@
 """Settings tried for the two Adreno GPUs (and one for the Cortex-A76) in issue 14's round 3,
-against the shipped ones: each variant changes one thing in the built-in fit
-(:mod:`nnmeter_nas.fitting.builtin`) and is scored as ``benchmarks/four_devices.py`` scores
-the packages.
+and for the Myriad VPU in round 4, against the shipped ones: each variant changes one thing in
+the built-in fit (:mod:`nnmeter_nas.fitting.builtin`) and is scored as
+``benchmarks/four_devices.py`` scores the packages.
 
     python benchmarks/four_devices_variants.py            # every variant
     python benchmarks/four_devices_variants.py --only 640-no-pixel4 630-joint
+    python benchmarks/four_devices_variants.py --only 'vpu-*' --heldout 'vpu-*'
 
 Per variant: leave-one-network-out over nn-Meter's reference networks (the left-out network
 leaves every source, a sibling device's rows included) with each network's error, and, where
 ``--heldout`` asks for it, the Pixel 4 held-out split and the NAS-Bench-201 held-out split of
-the fit on everything. Results: ``benchmarks/results/four_devices_variants.txt``.
+the fit on everything. Names may be shell-style patterns. Results:
+``benchmarks/results/four_devices_variants.txt`` (round 3),
+``benchmarks/results/four_devices_variants_vpu.txt`` (round 4, the VPU).
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 import time
 from pathlib import Path
@@ -31,6 +35,7 @@ from nnmeter_nas.fitting.builtin import BuiltinData, fit_params  # noqa: E402
 from nnmeter_nas.fitting.device_fit import DeviceLatencyFit, NetworkSample  # noqa: E402
 
 A76, A640, A630 = "cortexA76cpu_tflite21", "adreno640gpu_tflite21", "adreno630gpu_tflite21"
+VPU = "myriadvpu_openvino2019r2"
 
 
 def sibling(data: BuiltinData, device: str, nb201: bool = False) -> list[NetworkSample]:
@@ -63,6 +68,18 @@ def variants(data: BuiltinData) -> dict:
         "630-shipped": (A630, {}, None, []),
         "630-joint": (A630, {"factor_groups": {"sibling": True}}, None, sibling(data, A640)),
         "a76-factor-add": (A76, {"factor_groups": "add"}, None, []),
+        # issue 14 round 4, the Myriad VPU ("vpu-bandwidth": the shipped settings since then;
+        # the others each change the term set or the identifiability rule of multi-4's fit)
+        "vpu-multi-4": (VPU, {"term_set": "default"}, None, []),
+        "vpu-min-networks-2": (VPU, {"term_set": "default", "min_excess_networks": 2}, None,
+                               []),
+        "vpu-memory": (VPU, {"term_set": "memory"}, None, []),
+        "vpu-memory-min-networks-2": (VPU, {"term_set": "memory", "min_excess_networks": 2},
+                                      None, []),
+        "vpu-memory-copies": (VPU, {"term_set": "memory-copies"}, None, []),
+        "vpu-bandwidth": (VPU, {"term_set": "bandwidth"}, None, []),
+        "vpu-se-parts": (VPU, {"term_set": "se-parts"}, None, []),
+        "vpu-se-parts-own": (VPU, {"term_set": "se-parts-own"}, None, []),
     }
 
 
@@ -110,9 +127,10 @@ def main(argv=None) -> int:
     t0 = time.time()
     data = BuiltinData()
     for name, (dev, params, drop, extra) in variants(data).items():
-        if args.only and name not in args.only:
+        if args.only and not any(fnmatch.fnmatchcase(name, p) for p in args.only):
             continue
-        run(data, name, dev, params, drop, extra, name in args.heldout)
+        run(data, name, dev, params, drop, extra,
+            any(fnmatch.fnmatchcase(name, p) for p in args.heldout))
     print(f"\ntotal {time.time() - t0:.0f} s")
     return 0
 

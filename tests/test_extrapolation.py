@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnmeter_nas.fitting.cost_terms import terms_of
+from nnmeter_nas.fitting.cost_terms import TERM_SETS, terms_of
 from nnmeter_nas.packages.format import PredictorPackage, write_package
 from nnmeter_nas.regressors import KernelCostModel, load_regressor
 from nnmeter_nas.regressors.cost_model import term_arrays
@@ -49,8 +49,8 @@ def rows_for(reg, hw, c, k, s, rng_cout_ratio=1.0):
     return [hw, c]
 
 
-def random_model(reg, n_features, seed):
-    terms = [t for _, t in terms_of(reg)]
+def random_model(reg, n_features, seed, term_set="default"):
+    terms = [t for _, t in terms_of(reg, term_set)]
     coef = np.random.default_rng(seed).exponential(1e-3, len(terms))
     return KernelCostModel(regressor=reg, n_features=n_features, coef=coef,
                            **term_arrays(reg, terms))
@@ -106,6 +106,13 @@ def check_monotone_and_linear(model, reg):
 def test_random_cost_models_are_monotone_without_plateau(reg, nf):
     for seed in range(3):
         check_monotone_and_linear(random_model(reg, nf, seed), reg)
+
+
+@pytest.mark.parametrize("term_set", [t for t in TERM_SETS if t != "default"])
+@pytest.mark.parametrize("reg,nf", REGS + [("bnrelu", 2), ("split", 2)])
+def test_every_term_set_is_monotone_without_plateau(reg, nf, term_set):
+    for seed in range(3):
+        check_monotone_and_linear(random_model(reg, nf, seed, term_set), reg)
 
 
 @pytest.mark.parametrize("device", FOUR)

@@ -46,10 +46,74 @@ def _shared_elementwise(reg: str, area_c: dict) -> list[tuple[str, Term]]:
             (f"{reg}:elements", Term("own_elements", area_c))]
 
 
-def terms_of(regressor: str) -> list[tuple[str, Term]]:
+#: Pure data-movement kernel types (a copy, with at most a trivial operation per element):
+#: in the ``"memory"`` term set they share one bandwidth cost, ``memory:moved`` per element
+#: read or written, instead of the element-wise family's.
+MEMORY_TYPES = ("concat", "split", "channelshuffle", "bnrelu", "relu")
+
+#: Term sets :func:`terms_of` knows (``DeviceLatencyFit(term_set=...)``):
+#:
+#: - ``"default"``: the shipped terms;
+#: - ``"se-parts"``: a squeeze-and-excitation block costs as its parts, each priced with the
+#:   coefficients of its own kernel type: a global average pooling (its launch and elements),
+#:   two fully connected layers on the channel vector (two launches, ``c * c / 4`` weights
+#:   each: ``c^2 / 2`` at the dense rate per MAC and the fully connected rate per weight) and
+#:   the multiply (one element-wise pass), no term of its own;
+#: - ``"se-parts-own"``: the same with the block's own launch and per-element excess;
+#: - ``"memory"``: :data:`MEMORY_TYPES` share a bandwidth family (launch + elements moved,
+#:   read plus written) instead of the element-wise one, whose arithmetic types (additions,
+#:   h-swish, ...) then no longer set the cost of a copy;
+#: - ``"memory-copies"``: the copies among them (concatenation, split, BN-ReLU, ReLU) cost
+#:   the bandwidth family alone, with no term of their own; a channel shuffle (a transpose,
+#:   strided reads) keeps the element-wise family and its own terms;
+#: - ``"bandwidth"``: ``"memory-copies"``, and a pooling's elements read and written are
+#:   priced at the same bandwidth (``memory:moved``) instead of the pooling family's own
+#:   per-element rate (window reads and launches stay the pooling family's). The VPU's
+#:   built-in fit (:data:`.builtin.DEVICE_FIT_PARAMS`); the others were tried there and not
+#:   adopted (``benchmarks/four_devices_variants.py``, docs/four_devices.md, round 4).
+TERM_SETS = ("default", "se-parts", "se-parts-own", "memory", "memory-copies", "bandwidth")
+
+#: Kernel types of :data:`MEMORY_TYPES` that ``"memory-copies"`` prices as plain copies.
+COPY_TYPES = ("concat", "split", "bnrelu", "relu")
+
+
+def _se_parts(own: bool) -> list[tuple[str, Term]]:
+    area_c = {"area": 1, "c": 1}
+    out = [("elementwise:launch", Term("launch", {}, scale=2.0)),      # pool read + multiply
+           ("elementwise:elements", Term("elements", area_c, scale=2.0)),
+           ("global-avgpool:launch", Term("pool_launch", {})),
+           ("global-avgpool:elements", Term("pool_elements", area_c)),
+           ("fc:launch", Term("fc_launch", {}, scale=2.0)),
+           ("conv:macs", Term("fc_macs", {"c": 2}, scale=0.5e-6)),
+           ("fc:weights", Term("fc_weights", {"c": 2}, scale=0.5e-6))]
+    if own:
+        out += [("se:launch", Term("own_launch", {})), ("se:elements", Term("own_elements",
+                                                                             area_c))]
+    return out
+
+
+def _memory(reg: str, area_c: dict, own: bool = True) -> list[tuple[str, Term]]:
+    out = [("memory:launch", Term("launch", {})),
+           ("memory:moved", Term("moved", area_c, scale=2.0))]     # read + written
+    if own:
+        out += [(f"{reg}:launch", Term("own_launch", {})),
+                (f"{reg}:elements", Term("own_elements", area_c))]
+    return out
+
+
+def terms_of(regressor: str, term_set: str = "default") -> list[tuple[str, Term]]:
     """``[(coefficient key, Term), ...]`` of a kernel type (registered quantities or the
-    generic ``[area, c]``)."""
+    generic ``[area, c]``) in one of :data:`TERM_SETS`."""
     r = regressor
+    if term_set not in TERM_SETS:
+        raise ValueError(f"unknown term set {term_set!r} (known: {', '.join(TERM_SETS)})")
+    if r == "se" and term_set in ("se-parts", "se-parts-own"):
+        return _se_parts(term_set == "se-parts-own")
+    if r in MEMORY_TYPES and term_set == "memory":
+        return _memory(r, {"area": 1, "c_total": 1} if r == "concat" else {"area": 1, "c": 1})
+    if r in COPY_TYPES and term_set in ("memory-copies", "bandwidth"):
+        return _memory(r, {"area": 1, "c_total": 1} if r == "concat" else {"area": 1, "c": 1},
+                       own=False)
     if r in ("conv-bn-relu", "dwconv-bn-relu"):
         return _conv_terms(r)
     if r == "fc":
@@ -61,6 +125,14 @@ def terms_of(regressor: str) -> list[tuple[str, Term]]:
         # AlexNet's (38M weights): +113 % on the Adreno 640 in leave-one-out, +3 % without.
         return [("fc:launch", Term("launch", {})), ("conv:macs", Term("macs", {"macs_1e6": 1})),
                 ("fc:weights", Term("weights", {"macs_1e6": 1}))]
+    if r in ("avgpool", "maxpool") and term_set == "bandwidth":
+        out = [("memory:moved", Term("elements_in", {"area_in": 1, "cin": 1})),
+               ("memory:moved", Term("elements_out", {"area_out": 1, "cout": 1}))]
+        for prefix in ("pool", r):
+            out += [(f"{prefix}:launch", Term("launch", {})),
+                    (f"{prefix}:window", Term("window_reads", {"area_out": 1, "k2": 1,
+                                                               "cout": 1}))]
+        return out + [(f"{r}:elements_in", Term("own_elements_in", {"area_in": 1, "cin": 1}))]
     if r in ("avgpool", "maxpool"):
         out = []
         for prefix in ("pool", r):
@@ -85,16 +157,20 @@ def is_excess_key(key: str) -> bool:
     """True for a kernel type's own cost beyond its family's shared terms (fitted with a
     stronger ridge: a type seen in few networks stays close to its family)."""
     return key.startswith("excess:") or key.split(":", 1)[0] not in (
-        "conv-bn-relu", "dwconv-bn-relu", "fc", "elementwise", "pool", "conv", "dwconv")
+        "conv-bn-relu", "dwconv-bn-relu", "fc", "elementwise", "pool", "conv", "dwconv",
+        "memory")
 
 
 #: Smallest coefficient of the shared work terms, so that every kernel type's latency keeps
 #: growing with its work however the data split the cost (no plateau by construction): a
 #: dense or depthwise MAC at 2 TFLOP/s (1e-3 ms per 1e6 MACs), an element moved or a pooling
-#: window read at 160 GB/s (8 bytes read + written, 5e-8 ms). Far above any device's peak, so
-#: the floors never bind where the data speak.
+#: window read at 160 GB/s (8 bytes read + written, 5e-8 ms; ``memory:moved`` counts the read
+#: and the write apart, 2.5e-8 ms each). Far above any device's peak, so the floors never bind
+#: where the data speak, with one exception: the VPU's copies (term set ``"bandwidth"``) cost
+#: next to nothing in every fit, and ``memory:moved`` sits at its floor there.
 WORK_FLOORS: dict[str, float] = {"conv:macs": 1e-3, "dwconv:macs": 1e-3,
-                                 "elementwise:elements": 5e-8, "pool:window": 5e-8}
+                                 "elementwise:elements": 5e-8, "pool:window": 5e-8,
+                                 "memory:moved": 2.5e-8}
 
 
 def floor_of(key: str) -> float:

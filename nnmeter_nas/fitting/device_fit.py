@@ -153,6 +153,18 @@ class DeviceLatencyFit:
         out came out +189 %). 8 was chosen over 4 in leave-one-out (Adreno 630 within +-10 %
         76.9 -> 84.6 %, VPU 64.3 -> 71.4 %; the Cortex-A76 and Adreno 640 unchanged). 1 keeps
         every term.
+    min_excess_networks : int, default=1
+        A kernel type's own terms (:func:`.cost_terms.is_excess_key`, its launch included) are
+        fitted only when the type occurs in at least this many measured samples (networks or
+        operator rows, borrowed rows not counted); otherwise they stay 0 and the type costs
+        what its family's shared terms say. Kernel types that occur in one network only
+        (the VPU's channel shuffles, splits and, with DenseNet-121 left out, concatenations:
+        ShuffleNetV2 alone) are collinear with each other there: only their sum is measured,
+        and any split of it the ridge makes up is extrapolated to other networks. Tried for the
+        VPU, not used by the built-in fits: the network's unexplained time then goes into the
+        shared terms of every network (docs/four_devices.md, round 4).
+    term_set : str, default="default"
+        Which cost terms each kernel type has (:data:`.cost_terms.TERM_SETS`).
     factor_groups : bool or str, default=True
         Factors of each foreign source (:data:`FACTOR_MODES`): True, one per kernel group (dense
         convolutions, depthwise, other); False, one; ``"conv1x1"``, one for 1x1 dense
@@ -169,6 +181,7 @@ class DeviceLatencyFit:
                  correction_bound: float = 1.5,
                  correction_sources: Sequence[str] = NATIVE_SOURCES,
                  excess_ridge: float = 0.05, min_excess_span: float = 8.0,
+                 min_excess_networks: int = 1, term_set: str = "default",
                  factor_groups: bool | str | Mapping = True) -> None:
         self.source_weights = source_weights
         self.theta_ridge = theta_ridge
@@ -180,18 +193,20 @@ class DeviceLatencyFit:
         self.excess_ridge = excess_ridge
         self.factor_groups = factor_groups
         self.min_excess_span = min_excess_span
+        self.min_excess_networks = int(min_excess_networks)
+        self.term_set = term_set
 
     # ------------------------------------------------------------------ design
     def _config_columns(self, cfg: Config) -> dict[str, float]:
         reg, x = cfg
         cached = self._colcache.get(cfg)
         if cached is None:
-            terms = terms_of(reg)
+            terms = terms_of(reg, self.term_set)
             model = _unit_model(reg, len(x), [t for _, t in terms])
             vals = model.terms(np.asarray([x]))[0]
             cached = {}
-            for (key, _), v in zip(terms, vals):
-                cached[key] = cached.get(key, 0.0) + float(v)
+            for (key, t), v in zip(terms, vals):
+                cached[key] = cached.get(key, 0.0) + t.scale * float(v)
             self._colcache[cfg] = cached
         return cached
 
@@ -305,7 +320,8 @@ class DeviceLatencyFit:
 
     def _unidentified_keys(self, samples: Sequence[NetworkSample]) -> list[str]:
         """Own size-dependent terms whose measured values span less than
-        :attr:`min_excess_span` (max / min over the distinct configurations)."""
+        :attr:`min_excess_span` (max / min over the distinct configurations), and own terms
+        of kernel types held by fewer than :attr:`min_excess_networks` samples."""
         lo: dict[str, float] = {}
         hi: dict[str, float] = {}
         for cfg in {c for s in samples for c in s.configs if c[0] not in FREE_TYPES}:
@@ -313,7 +329,18 @@ class DeviceLatencyFit:
                 if v > 0 and is_excess_key(key) and not key.endswith(":launch"):
                     lo[key] = min(lo.get(key, np.inf), v)
                     hi[key] = max(hi.get(key, 0.0), v)
-        return sorted(k for k in lo if hi[k] < self.min_excess_span * lo[k])
+        out = {k for k in lo if hi[k] < self.min_excess_span * lo[k]}
+        if self.min_excess_networks > 1:
+            held: Counter = Counter()
+            for s in samples:
+                if s.source in BORROWED_SOURCES:
+                    continue
+                keys = {key for cfg in s.configs if cfg[0] not in FREE_TYPES
+                        for key, v in self._config_columns(cfg).items()
+                        if v > 0 and is_excess_key(key)}
+                held.update(keys)
+            out |= {k for k, n in held.items() if n < self.min_excess_networks}
+        return sorted(out)
 
     def _fit_corrections(self, samples: Sequence[NetworkSample], y: np.ndarray,
                          sw: np.ndarray) -> None:
@@ -381,9 +408,10 @@ class DeviceLatencyFit:
         length}``); types the data never held get the shared terms fitted on the others."""
         out = {}
         for reg, nf in sorted(n_features.items()):
-            terms = terms_of(reg)
+            terms = terms_of(reg, self.term_set)
             # a family no measured network held keeps its floor (never a plateau)
-            coef = np.array([max(self.theta_.get(key, 0.0), floor_of(key)) for key, _ in terms])
+            coef = np.array([max(self.theta_.get(key, 0.0), floor_of(key)) * t.scale
+                             for key, t in terms])
             corr = [(c[1], f) for c, f in self.correction_.items() if c[0] == reg]
             out[reg] = KernelCostModel(
                 regressor=reg, n_features=nf, coef=coef,

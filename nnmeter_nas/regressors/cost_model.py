@@ -370,12 +370,16 @@ class KernelCostModel:
 
 @dataclass(frozen=True)
 class Term:
-    """One cost term of a kernel type: a monomial ``{quantity: exponent}`` and an optional gate
-    ``(feature index, lo, hi)``."""
+    """One cost term of a kernel type: a monomial ``{quantity: exponent}``, an optional gate
+    ``(feature index, lo, hi)`` and a constant ``scale`` (> 0) its fitted coefficient is taken
+    at: a term whose key it shares with another kernel type counts ``scale`` units of that
+    key's quantity per unit of its monomial (a squeeze-and-excitation block's two fully
+    connected layers: two launches). The stored model folds it into ``coef``."""
 
     name: str
     powers: Mapping[str, float]
     gate: tuple[int, float, float] | None = None
+    scale: float = 1.0
 
 
 def term_arrays(regressor: str, terms: Sequence[Term]) -> dict[str, np.ndarray]:
