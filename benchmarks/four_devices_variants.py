@@ -80,6 +80,10 @@ def variants(data: BuiltinData) -> dict:
         "vpu-bandwidth": (VPU, {"term_set": "bandwidth"}, None, []),
         "vpu-se-parts": (VPU, {"term_set": "se-parts"}, None, []),
         "vpu-se-parts-own": (VPU, {"term_set": "se-parts-own"}, None, []),
+        # the VPU's adopted term set on the other three devices (information, not adopted)
+        "a76-bandwidth": (A76, {"term_set": "bandwidth"}, None, []),
+        "640-bandwidth": (A640, {"term_set": "bandwidth"}, None, []),
+        "630-bandwidth": (A630, {"term_set": "bandwidth"}, None, []),
     }
 
 

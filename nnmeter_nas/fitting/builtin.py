@@ -44,14 +44,15 @@ FIT_PARAMS: dict = {"factor_groups": False, "source_weights": {"nb201": 3.0}}
 #:   the convolution before, and their factor goes to 0): leave-one-out RMSPE 9.8 -> 8.5 %,
 #:   Pixel 4 held out 52.4 -> 57.1 % within +-10 %, but NAS-Bench-201 held out 99.0 -> 97.3 %,
 #:   tau 0.931 -> 0.899, below the FLOPs line's 0.918 (docs/four_devices.md).
-#: - VPU, term set ``"bandwidth"`` (multi-5): concatenations, splits, BN-ReLUs and ReLUs are
+#: - VPU, term set ``"bandwidth"`` (issue 14 round 4): concatenations, splits, BN-ReLUs and ReLUs are
 #:   priced as copies (launch + elements read and written at one shared bandwidth, no term of
 #:   their own) and a pooling's elements at the same bandwidth; the fit puts that bandwidth at
-#:   its floor (OpenVINO's Myriad plugin concatenates in place and fuses activations). Before,
+#:   its floor (a standalone copy costs next to nothing there). Before,
 #:   these types took the element-wise family's per-element cost, which the additions, h-swish
 #:   and SE blocks set: DenseNet-121 left out +48.7 -> +6.9 %, leave-one-out within +-10 %
 #:   71.4 -> 78.6 %, RMSPE 20.5 -> 16.5 %, NAS-Bench-201 held out 94.2 % either way
-#:   (benchmarks/four_devices_variants.py, docs/four_devices.md).
+#:   (benchmarks/four_devices_variants.py, docs/four_devices.md). On the other three devices
+#:   the same term set gains nothing (Adreno 630 within +-10 % 84.6 -> 76.9 %): not used.
 DEVICE_FIT_PARAMS: dict = {"myriadvpu_openvino2019r2": {"source_weights": {"nb201": 6.0},
                                                         "term_set": "bandwidth"},
                            "adreno640gpu_tflite21": {"source_weights": {"nb201": 1.0},
