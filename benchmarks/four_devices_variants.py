@@ -1,6 +1,7 @@
-"""Settings tried for the two Adreno GPUs (and one for the Cortex-A76) in issue 14's round 3,
-and for the Myriad VPU in round 4, against the shipped ones: each variant changes one thing in
-the built-in fit (:mod:`nnmeter_nas.fitting.builtin`) and is scored as
+"""Settings tried for the two Adreno GPUs (and a few for the Cortex-A76 and the VPU) in issue
+14's rounds 3 and 4, against the shipped ones: each variant changes one thing in the built-in
+fit (:mod:`nnmeter_nas.fitting.builtin`: a setting of :class:`DeviceLatencyFit`, the rows
+fitted on, the term set, or one more cost term of a kernel type) and is scored as
 ``benchmarks/four_devices.py`` scores the packages.
 
     python benchmarks/four_devices_variants.py            # every variant
@@ -49,6 +50,27 @@ def sibling(data: BuiltinData, device: str, nb201: bool = False) -> list[Network
     return out
 
 
+def dw_strided(quantity: str):
+    """Cost terms with one more own term of depthwise convolutions, gated on stride >= 2
+    (``quantity``: ``"macs"`` or ``"elements_in"``): the TFLite GPU delegate runs 3x3 stride-1
+    depthwise convolutions with a specialised kernel (two by two outputs per work item) and
+    every other one with the generic kernel, so a strided one may cost more per unit of work
+    than the kernel-size class says."""
+    from nnmeter_nas.fitting import cost_terms
+    from nnmeter_nas.regressors.cost_model import Term
+
+    powers = {"macs": {"macs_1e6": 1}, "elements_in": {"area_in": 1, "cin": 1}}[quantity]
+    base = cost_terms.terms_of
+
+    def terms_of(reg, term_set="default"):
+        out = base(reg, term_set)
+        if reg == "dwconv-bn-relu":
+            out = out + [(f"excess:{reg}:{quantity}_s2", Term(f"{quantity}_s2", powers,
+                                                               (4, 1.5, float("inf"))))]
+        return out
+    return terms_of
+
+
 def variants(data: BuiltinData) -> dict:
     """``{name: (device, fit settings over the built-in ones, drop(sample) -> bool,
     extra rows)}``."""
@@ -65,9 +87,30 @@ def variants(data: BuiltinData) -> dict:
         "640-joint": (A640, {"factor_groups": sib_fg}, None, sibling(data, A630)),
         "640-joint-nb201": (A640, {"factor_groups": sib_fg}, None,
                             sibling(data, A630, nb201=True)),
+        # round 4: a per-term-class factor of the Pixel 4 source beside the 1x1 one
+        "640-factor-launch": (A640, {"factor_terms": ("launch",)}, None, []),
+        "640-factor-memory": (A640, {"factor_terms": ("memory",)}, None, []),
+        "640-factor-thin": (A640, {"factor_terms": ("thin",)}, None, []),
+        "640-factor-launch-memory": (A640, {"factor_terms": ("launch", "memory")}, None, []),
+        "640-factor-launch-thin": (A640, {"factor_terms": ("launch", "thin")}, None, []),
+        "640-one-factor-launch": (A640, {"factor_groups": False, "factor_terms": ("launch",)},
+                                  None, []),
+        "640-ref-weight-3": (A640, {"source_weights": {"nb201": 1.0,
+                                                       "nnmeter-reference": 3.0}}, None, []),
+        "640-dw-strided-macs": (A640, {"_terms": dw_strided("macs")}, None, []),
+        "640-dw-strided-elements": (A640, {"_terms": dw_strided("elements_in")}, None, []),
         "630-shipped": (A630, {}, None, []),
+        "630-nb201-weight-0.5": (A630, {"source_weights": {"nb201": 0.5}}, None, []),
+        "630-nb201-weight-1": (A630, {"source_weights": {"nb201": 1.0}}, None, []),
+        "630-nb201-weight-2": (A630, {"source_weights": {"nb201": 2.0}}, None, []),
+        "630-dw-strided-macs": (A630, {"_terms": dw_strided("macs")}, None, []),
+        "630-dw-strided-elements": (A630, {"_terms": dw_strided("elements_in")}, None, []),
+        "630-ref-weight-3": (A630, {"source_weights": {"nb201": 3.0,
+                                                       "nnmeter-reference": 3.0}}, None, []),
         "630-joint": (A630, {"factor_groups": {"sibling": True}}, None, sibling(data, A640)),
         "a76-factor-add": (A76, {"factor_groups": "add"}, None, []),
+        "a76-dw-strided-macs": (A76, {"_terms": dw_strided("macs")}, None, []),
+        "vpu-dw-strided-macs": (VPU, {"_terms": dw_strided("macs")}, None, []),
         # issue 14 round 4, the Myriad VPU ("vpu-bandwidth": the shipped settings since then;
         # the others each change the term set or the identifiability rule of multi-4's fit)
         "vpu-multi-4": (VPU, {"term_set": "default"}, None, []),
@@ -88,6 +131,27 @@ def variants(data: BuiltinData) -> dict:
 
 
 def run(data, name, dev, params, drop, extra, heldout: bool) -> None:
+    from nnmeter_nas.fitting import device_fit
+
+    params = dict(params)
+    terms = params.pop("_terms", None)
+    if terms is None:
+        return _run(data, name, dev, params, drop, extra, heldout)
+    saved = device_fit.terms_of
+    device_fit.terms_of = terms          # this variant's cost terms, for its fits only
+    try:
+        return _run(data, name, dev, params, drop, extra, heldout)
+    finally:
+        device_fit.terms_of = saved
+
+
+def device_fit_terms_patched() -> bool:
+    from nnmeter_nas.fitting import cost_terms, device_fit
+
+    return device_fit.terms_of is not cost_terms.terms_of
+
+
+def _run(data, name, dev, params, drop, extra, heldout: bool) -> None:
     settings = {**fit_params(dev), **params}
 
     def train_without(names):
@@ -101,6 +165,7 @@ def run(data, name, dev, params, drop, extra, heldout: bool) -> None:
         pred.append(fit.predict([s])[0])
     y = np.array([s.latency_ms for s in refs])
     print(f"\n{name} ({dev}; {params or 'shipped settings'}"
+          + (", own cost terms" if device_fit_terms_patched() else "")
           + (", without the Pixel 4 networks" if drop else "")
           + (f", + {len(extra)} sibling rows" if extra else "") + ")")
     print(f"  leave-one-out  {fmt(report(pred, y))}")

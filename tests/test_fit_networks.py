@@ -176,6 +176,49 @@ def test_conv1x1_factor_mode_separates_the_1x1_convolutions_ratio():
     assert np.max(np.abs(err1)) > 2 * np.max(np.abs(err))
 
 
+def test_launch_factor_term_splits_a_runtimes_fixed_and_work_ratios():
+    """``factor_terms=("launch",)``: a runtime that changed each kernel's fixed dispatch cost by
+    one ratio (1.5) and its work by another (0.5) gets both back, the launch factor reported
+    under ``"launch"``; one factor per kernel group cannot fit small and large kernels at
+    once."""
+    from collections import Counter
+
+    from nnmeter_nas.fitting.device_fit import term_class
+
+    assert term_class("conv-bn-relu:launch") == "launch"
+    assert term_class("conv-bn-relu:elements_in") == "memory"
+    assert term_class("conv-bn-relu:macs_per_cin") == "thin"
+    assert term_class("conv:macs") is None and term_class("excess:dwconv-bn-relu:macs_k3") is None
+    rng = np.random.default_rng(2)
+    samples = []
+    for i in range(80):
+        cnt = Counter()
+        for _ in range(3):
+            hw, c = float(rng.choice([4, 8, 32, 64])), float(rng.choice([8, 16, 128, 256]))
+            cfg = ("conv-bn-relu", (hw, c, c, 3.0, 1.0, hw * hw * 9 * c * c / 1e6,
+                                    9 * c * c / 1e6))
+            cnt[cfg] += int(rng.integers(1, 6))
+        launch = 0.05 * sum(cnt.values())
+        work = sum(n * x[5] / 50 for (_, x), n in cnt.items())
+        native = i % 2 == 1
+        samples.append(NetworkSample(f"n{i}", "user" if native else "newer", cnt,
+                                     launch + work if native else 1.5 * launch + 0.5 * work))
+    fit = DeviceLatencyFit(corrections=False, factor_groups=False,
+                           factor_terms=("launch",)).fit(samples)
+    f = fit.factors_["newer"]
+    assert f["launch"] == pytest.approx(1.5, rel=0.1)
+    assert f["conv"] == pytest.approx(0.5, rel=0.1)
+    foreign = [s for s in samples if s.source == "newer"]
+    err = fit.predict(foreign) / np.array([s.latency_ms for s in foreign]) - 1
+    assert np.max(np.abs(err)) < 0.05
+    native = [s for s in samples if s.source == "user"]
+    np.testing.assert_allclose(fit.predict(native, as_source=False),
+                               [s.latency_ms for s in native], rtol=0.05)
+    one = DeviceLatencyFit(corrections=False, factor_groups=False).fit(samples)
+    err1 = one.predict(foreign) / np.array([s.latency_ms for s in foreign]) - 1
+    assert np.max(np.abs(err1)) > 2 * np.max(np.abs(err))
+
+
 def test_borrowed_rows_are_scaled_fitted_and_never_calibrate():
     """Another device's fully connected rows enter in this device's units (ratio fitted on the
     networks both ran, geometric mean) and never put a kernel in domain here."""

@@ -11,7 +11,8 @@ kernel's type; ``s`` the source of the measurement. *Native* sources measured th
 (``factor = 1``): NAS-Bench-201, nn-Meter's reference networks, a user's own networks. A source
 measured on the same hardware with another runtime (the Pixel 4 with a newer TFLite) gets its
 own overhead and fitted factors, one or one per kernel group (:data:`FACTOR_MODES`: e.g. 1x1
-dense convolutions and the rest), reported in the package manifest.
+dense convolutions and the rest), optionally one more per class of cost terms
+(:data:`TERM_CLASSES`: launch, memory, thin-layer), reported in the package manifest.
 
 Fitting minimises the weighted relative squared error (each source's rows share a total weight,
 :attr:`DeviceLatencyFit.source_weights`), alternating between ``theta`` and overheads (bounded
@@ -61,6 +62,26 @@ FACTOR_MODES = {False: (0, 0, 0, 0, 0, 0),              # one factor
                 "conv1x1+add+3x3": (0, 0, 0, 1, 2, 3),  # ... / 3x3 stride-1 convolutions
                 "conv1x1+add+3x3+dw": (0, 1, 0, 2, 3, 4),
                 "all": (0, 1, 2, 3, 4, 0)}              # each group but 3x3 its own
+
+#: Classes of cost terms (by the suffix of their key, :mod:`.cost_terms`) that a foreign
+#: source's factor may treat apart from the kernel groups (``factor_terms``): a runtime may
+#: change a kernel's fixed dispatch cost (``launch``), its memory traffic (``memory``: elements
+#: read and written, weights, pooling windows) or its thin-layer inefficiency (``thin``:
+#: ``MACs / cin``, ``MACs / cout``) by another ratio than its arithmetic.
+TERM_CLASSES = {"launch": ("launch",),
+                "memory": ("elements_in", "elements_out", "params", "elements", "window",
+                           "writes"),
+                "thin": ("macs_per_cin", "macs_per_cout")}
+
+
+def term_class(key: str) -> str | None:
+    """The :data:`TERM_CLASSES` entry of a coefficient key (None: the kernel's work)."""
+    suffix = key.rsplit(":", 1)[-1]
+    for name, suffixes in TERM_CLASSES.items():
+        if suffix in suffixes:
+            return name
+    return None
+
 
 #: Lowest factor of each group (others: :data:`FACTOR_FLOOR`). A newer runtime may fuse an
 #: operator into its producer, so that it costs next to nothing there: the Pixel 4's TFLite
@@ -173,6 +194,12 @@ class DeviceLatencyFit:
         for element-wise additions, which may go to 0 (:data:`FACTOR_LOWER`: a runtime that
         fuses them into the convolution before); the other :data:`FACTOR_MODES`; or a dict
         ``{source: mode}`` (``"*"``: the other sources).
+    factor_terms : sequence of str, default=()
+        :data:`TERM_CLASSES` whose terms get one more factor per foreign source, shared by
+        every kernel group, instead of their kernel group's: e.g. ``("launch",)`` splits a
+        kernel's cost under a newer runtime into a fixed (dispatch) part and a
+        work-proportional part, each with its own ratio. Reported in ``factors_`` under the
+        class's name.
     """
 
     def __init__(self, *, source_weights: Mapping[str, float] | None = None,
@@ -182,7 +209,8 @@ class DeviceLatencyFit:
                  correction_sources: Sequence[str] = NATIVE_SOURCES,
                  excess_ridge: float = 0.05, min_excess_span: float = 8.0,
                  min_excess_networks: int = 1, term_set: str = "default",
-                 factor_groups: bool | str | Mapping = True) -> None:
+                 factor_groups: bool | str | Mapping = True,
+                 factor_terms: Sequence[str] = ()) -> None:
         self.source_weights = source_weights
         self.theta_ridge = theta_ridge
         self.n_alternations = n_alternations
@@ -195,8 +223,19 @@ class DeviceLatencyFit:
         self.min_excess_span = min_excess_span
         self.min_excess_networks = int(min_excess_networks)
         self.term_set = term_set
+        self.factor_terms = tuple(factor_terms)
 
     # ------------------------------------------------------------------ design
+    def _slots(self) -> tuple[str, ...]:
+        """Factor slots: :data:`FACTOR_GROUPS`, then the classes of ``factor_terms``."""
+        return FACTOR_GROUPS + tuple(self.factor_terms)
+
+    def _slot(self, cfg: Config, key: str) -> int:
+        tc = term_class(key)
+        if tc is not None and tc in self.factor_terms:
+            return len(FACTOR_GROUPS) + self.factor_terms.index(tc)
+        return FACTOR_GROUPS.index(factor_group(cfg))
+
     def _config_columns(self, cfg: Config) -> dict[str, float]:
         reg, x = cfg
         cached = self._colcache.get(cfg)
@@ -212,16 +251,15 @@ class DeviceLatencyFit:
 
     def _design(self, samples: Sequence[NetworkSample]) -> np.ndarray:
         """``(n_samples, n_keys, n_groups)``: term sums of each sample per factor group."""
-        D = np.zeros((len(samples), len(self.keys_), len(FACTOR_GROUPS)))
+        D = np.zeros((len(samples), len(self.keys_), len(self._slots())))
         for i, s in enumerate(samples):
             for cfg, n in s.configs.items():
                 if cfg[0] in FREE_TYPES:
                     continue
-                g = FACTOR_GROUPS.index(factor_group(cfg))
                 for key, v in self._config_columns(cfg).items():
                     j = self._key_index.get(key)
                     if j is not None:
-                        D[i, j, g] += n * v
+                        D[i, j, self._slot(cfg, key)] += n * v
         return D
 
     # ------------------------------------------------------------------ fitting
@@ -253,8 +291,9 @@ class DeviceLatencyFit:
         weights = dict(self.source_weights or {})
         counts = Counter(src)
         sw = np.array([np.sqrt(weights.get(s, 1.0) / counts[s]) for s in src]) / y
-        factors = {s: np.ones(len(FACTOR_GROUPS)) for s in foreign}
-        row_factor = np.ones((len(y), len(FACTOR_GROUPS)))
+        slots = self._slots()
+        factors = {s: np.ones(len(slots)) for s in foreign}
+        row_factor = np.ones((len(y), len(slots)))
         n_keys = len(keys)
         theta = np.zeros(n_keys)
         ovh = np.zeros(len(ovh_names))
@@ -286,6 +325,8 @@ class DeviceLatencyFit:
                 P = np.einsum("ikg,k->ig", D[rows], theta) * sw[rows, None]
                 r = (y[rows] - ovh[ovh_names.index(s)] * whole[rows]) * sw[rows]
                 gmap = np.asarray(FACTOR_MODES[self._factor_mode(s)])
+                gmap = np.concatenate([gmap, int(gmap.max()) + 1
+                                       + np.arange(len(self.factor_terms), dtype=int)])
                 n_par = int(gmap.max()) + 1
                 Pm = np.zeros((P.shape[0], n_par))
                 for g, j in enumerate(gmap):
@@ -294,7 +335,7 @@ class DeviceLatencyFit:
                 par = np.ones(n_par)
                 lb = np.zeros(n_par)
                 for g, j in enumerate(gmap):
-                    lb[j] = max(lb[j], FACTOR_LOWER.get(FACTOR_GROUPS[g], FACTOR_FLOOR))
+                    lb[j] = max(lb[j], FACTOR_LOWER.get(slots[g], FACTOR_FLOOR))
                 if used.any():
                     par[used] = lsq_linear(Pm[:, used], r, bounds=(lb[used], 1 / FACTOR_FLOOR),
                                            method="bvls").x
@@ -304,7 +345,7 @@ class DeviceLatencyFit:
                 factors[s] = f
         self.theta_ = dict(zip(keys, theta.tolist()))
         self.overhead_ms_ = {n: float(v) for n, v in zip(ovh_names, ovh)}
-        self.factors_ = {s: dict(zip(FACTOR_GROUPS, f.tolist())) for s, f in factors.items()}
+        self.factors_ = {s: dict(zip(slots, f.tolist())) for s, f in factors.items()}
         self.correction_ = {}
         if self.corrections:
             self._fit_corrections(samples, y, sw)
@@ -357,7 +398,7 @@ class DeviceLatencyFit:
             for c, n in s.configs.items():
                 j = index.get(c)
                 if j is not None:
-                    B[i, j] += n * self._config_ms(c) * self._factor(s.source, c)
+                    B[i, j] += n * self._config_ms_as(s.source, c)
         B *= sw[:, None]
         r = (y - base) * sw
         k = len(cfgs)
@@ -369,9 +410,16 @@ class DeviceLatencyFit:
         self.correction_ = {c: 1.0 + float(v) for c, v in zip(cfgs, u) if abs(v) > 1e-6}
 
     # ------------------------------------------------------------------ prediction
-    def _factor(self, source: str, cfg) -> float:
+    def _config_ms_as(self, source: str, cfg: Config) -> float:
+        """Uncorrected latency (ms) of one configuration as ``source`` measures it (its
+        factors; the device's own for a native source)."""
         f = self.factors_.get(source)
-        return 1.0 if f is None else f.get(factor_group(cfg), f["conv"])
+        if f is None or cfg[0] in FREE_TYPES:
+            return self._config_ms(cfg)
+        slots = self._slots()
+        fallback = f["conv"]
+        return sum(self.theta_.get(k, 0.0) * v * f.get(slots[self._slot(cfg, k)], fallback)
+                   for k, v in self._config_columns(cfg).items())
 
     def _config_ms(self, cfg: Config) -> float:
         if cfg[0] in FREE_TYPES:
@@ -383,7 +431,7 @@ class DeviceLatencyFit:
 
     def _predict_uncorrected(self, samples: Sequence[NetworkSample]) -> np.ndarray:
         return np.array([self._overhead(s.source) * s.whole_network + sum(
-            n * self._config_ms(c) * self._factor(s.source, c) for c, n in s.configs.items())
+            n * self._config_ms_as(s.source, c) for c, n in s.configs.items())
             for s in samples])
 
     def kernel_ms(self, cfg: Config) -> float:
@@ -398,7 +446,8 @@ class DeviceLatencyFit:
         for s in samples:
             src = s.source if as_source else "native"
             out.append(self._overhead(src) * s.whole_network + sum(
-                n * self.kernel_ms(c) * self._factor(src, c) for c, n in s.configs.items()))
+                n * self._config_ms_as(src, c) * self.correction_.get(c, 1.0)
+                for c, n in s.configs.items()))
         return np.asarray(out)
 
     # ------------------------------------------------------------------ export
