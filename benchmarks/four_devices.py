@@ -38,12 +38,12 @@ if str(ROOT) not in sys.path:
 from nnmeter_nas.datasets.nb201 import NB201_DEVICES, NB201Table  # noqa: E402
 from nnmeter_nas.fitting.builtin import BORROW_FC, BuiltinData, fit_params  # noqa: E402
 from nnmeter_nas.fitting.device_fit import NATIVE_SOURCES  # noqa: E402
+from nnmeter_nas.fitting.device_package import PACKAGE_VERSION  # noqa: E402
 from nnmeter_nas.fitting.metrics import accuracy_report  # noqa: E402
 from nnmeter_nas.fitting.nb201_devices import DEVICES  # noqa: E402
 from nnmeter_nas.fitting.sources import (DEFAULT_CONFIG_CACHE,  # noqa: E402
                                          load_imagenet_configs)
 
-PACKAGE_VERSION = "multi-4"
 #: What the manifests say about the data left out of the fit.
 NOT_USED = ("pixel4_ops_gpu.csv: only its fully connected rows are fitted on (Adreno 640, "
             "source pixel4, no per-network overhead); its convolution, pooling and mean rows "
