@@ -15,7 +15,7 @@ from ..errors import ModelFormatError
 Shape = list  # list[int]
 
 
-@dataclass
+@dataclass(slots=True)
 class OpNode:
     """One operator of a shaped graph.
 

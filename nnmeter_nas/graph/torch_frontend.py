@@ -189,10 +189,12 @@ class _Builder:
         return hit
 
     def emit(self, op: str, ins: list[_Data], outs: list[Shape], attrs: dict | None = None,
-             hint: str = "") -> list[_Data]:
+             hint: str = "", owned: bool = False) -> list[_Data]:
         """Add one node of ONNX type ``op`` reading activations ``ins`` and producing tensors
-        of shapes ``outs``."""
-        attrs = dict(attrs or {})
+        of shapes ``outs`` (``owned``: ``attrs`` is a dict made for this node, kept as it is,
+        else it is copied)."""
+        if not owned:
+            attrs = dict(attrs) if attrs else {}
         ctype = ONNX_OP_TYPES[op]
         if op == "Conv":
             group = int(attrs.get("group", 1))
@@ -210,28 +212,36 @@ class _Builder:
         if ctype == "split" and "axis" in attrs:
             attrs["split_dim"] = attrs.pop("axis")
         base = hint or op
-        n = self.counts.get(base, 0)
-        self.counts[base] = n + 1
+        counts, nodes = self.counts, self.nodes
+        n = counts.get(base, 0)
+        counts[base] = n + 1
         name = base if n == 0 else f"{base}_{n}"
-        while name in self.nodes:
+        while name in nodes:
             n += 1
             name = f"{base}_{n}"
+        # (the shapes of _Data are tuples of ints already: NHWC lists made directly)
+        in_shapes = []
         if len(ins) == 1:
             d = ins[0]
             if d.piece is not None:
                 d.piece[0] = True
             inputs = [] if d.src is None else [d.src]
+            s = d.shape
+            in_shapes.append([s[0], s[2], s[3], s[1]] if len(s) == 4 else list(s))
         else:
             for d in ins:
                 if d.piece is not None:
                     d.piece[0] = True
+                s = d.shape
+                in_shapes.append([s[0], s[2], s[3], s[1]] if len(s) == 4 else list(s))
             inputs = list(dict.fromkeys(d.src for d in ins if d.src is not None))
-        made = [_Data(o, name) for o in outs]
-        # (the shapes of _Data are tuples of ints already)
-        self.nodes[name] = OpNode(
-            name=name, type=ctype, inputs=inputs,
-            input_shapes=[_nhwc_ints(d.shape) for d in ins],
-            output_shapes=[_nhwc_ints(d.shape) for d in made], attrs=attrs, source_op=op)
+        made, out_shapes = [], []
+        for o in outs:
+            d = _Data(o, name)
+            made.append(d)
+            s = d.shape
+            out_shapes.append([s[0], s[2], s[3], s[1]] if len(s) == 4 else list(s))
+        nodes[name] = OpNode(name, ctype, inputs, [], in_shapes, out_shapes, attrs, op)
         return made
 
     def emit1(self, op: str, ins: list[_Data], out: Shape, attrs: dict | None = None,
