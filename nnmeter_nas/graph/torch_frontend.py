@@ -106,6 +106,9 @@ class _Data:
         self.piece = piece  # [used] flag of one slice of a merged split node
 
 
+_new_data = object.__new__  # (a _Data without __init__: see _Builder.emit's exact)
+
+
 def _shape_of(v: Any, torch: Any) -> Shape:
     if isinstance(v, _Data):
         return v.shape
@@ -149,6 +152,43 @@ def _conv_out(size: int, k: int, s: int, p: int, d: int, ceil: bool = False) -> 
     return out
 
 
+# (stride, padding, dilation, groups, weight shape) -> _conv_spec's result, for the layer
+# arguments that are hashable (tuples, ints, strings): what a convolution's node takes from
+# them, whatever its input; bounded
+_CONV_SPECS: dict = {}
+_CONV_ARG_TYPES = (int, str)
+
+
+def _conv_spec(stride: Any, padding: Any, dilation: Any, groups: Any, wshape: Any) -> tuple:
+    """``(nd, same, strides, pads, dilations, kernel, out channels, in_channels, CSE key
+    part, error or None)`` of a convolution with these arguments and weight shape (memoised in
+    ``_CONV_SPECS`` where the arguments are hashable). The lists are shared: copy them
+    before they go into a node."""
+    same = padding == "same" if isinstance(padding, str) else False
+    if isinstance(padding, str) and not same:
+        raise _Unsupported(f"padding={padding!r}")
+    nd = len(wshape) - 2  # spatial dims: Conv1d 1, Conv2d 2
+    if nd not in (1, 2):
+        raise _Unsupported("only 1-D and 2-D convolutions are mapped")
+    s, d = _ntuple(stride, nd), _ntuple(dilation, nd)
+    p = [0] * nd if same else _ntuple(padding, nd)
+    # (raised by the caller after its input rank check, as it was before this memo)
+    err = "padding='same' with a stride (torch refuses it)" if same and s != [1] * nd \
+        else None
+    k = [int(v) for v in wshape[2:]]
+    g = int(groups)
+    spec = (nd, same, s, p, d, k, int(wshape[0]), int(wshape[1]) * g,
+            (tuple(s), tuple(p), tuple(d), g, same), err)
+    # memoised for arguments of plain types only (a list is unhashable; an object hashed by
+    # its id could be replaced by another at the same id)
+    if type(groups) is int and all(type(v) in _CONV_ARG_TYPES or (type(v) is tuple and all(
+            type(a) is int for a in v)) for v in (stride, padding, dilation)):
+        if len(_CONV_SPECS) >= 4096:
+            _CONV_SPECS.clear()
+        _CONV_SPECS[stride, padding, dilation, groups, wshape] = spec
+    return spec
+
+
 # ---------------------------------------------------------------------------- graph builder
 
 class _Builder:
@@ -189,10 +229,12 @@ class _Builder:
         return hit
 
     def emit(self, op: str, ins: list[_Data], outs: list[Shape], attrs: dict | None = None,
-             hint: str = "", owned: bool = False) -> list[_Data]:
+             hint: str = "", owned: bool = False, exact: bool = False) -> list[_Data]:
         """Add one node of ONNX type ``op`` reading activations ``ins`` and producing tensors
         of shapes ``outs`` (``owned``: ``attrs`` is a dict made for this node, kept as it is,
-        else it is copied)."""
+        else it is copied; ``exact``: the shapes are tuples of ints already, as those
+        computed from activations' shapes with int arithmetic are, kept without the
+        conversion a new :class:`_Data` makes)."""
         if not owned:
             attrs = dict(attrs) if attrs else {}
         ctype = ONNX_OP_TYPES[op]
@@ -237,7 +279,11 @@ class _Builder:
             inputs = list(dict.fromkeys(d.src for d in ins if d.src is not None))
         made, out_shapes = [], []
         for o in outs:
-            d = _Data(o, name)
+            if exact:
+                d = _new_data(_Data)
+                d.shape, d.src, d.piece = o, name, None
+            else:
+                d = _Data(o, name)
             made.append(d)
             s = d.shape
             out_shapes.append([s[0], s[2], s[3], s[1]] if len(s) == 4 else list(s))
@@ -245,8 +291,8 @@ class _Builder:
         return made
 
     def emit1(self, op: str, ins: list[_Data], out: Shape, attrs: dict | None = None,
-              hint: str = "") -> _Data:
-        return self.emit(op, ins, [out], attrs, hint)[0]
+              hint: str = "", exact: bool = False) -> _Data:
+        return self.emit(op, ins, [out], attrs, hint, False, exact)[0]
 
     def emit_slice(self, src: _Data, out: Shape, hint: str) -> _Data:
         """A ``Slice`` of ``src``: the slices of one tensor share one ``split`` node whose
@@ -309,8 +355,9 @@ class _Ops:
             key = self.b.key(attrs) if attrs else ()
         k = (op, key, id(x))
         self.b.keep.append(x)
+        # (every caller's ``out`` is computed from x.shape with int arithmetic: exact)
         return self.b.cached(k, lambda: self.b.emit1(op, [x], x.shape if out is None else out,
-                                                     attrs, op))
+                                                     attrs, op, True))
 
     def binary(self, op: str, a: Any, b: Any) -> _Data:
         torch = self.torch
@@ -324,7 +371,7 @@ class _Ops:
         ins = [v for v in (a, b) if isinstance(v, _Data)]
         out = _broadcast(_shape_of(a, torch), _shape_of(b, torch))
         return self.b.cached((op, self.b.key(a), self.b.key(b)),
-                             lambda: self.b.emit1(op, ins, out, {}, op))
+                             lambda: self.b.emit1(op, ins, out, {}, op, True))
 
     def clip(self, x: _Data, lo: Any, hi: Any) -> _Data:
         if _has_data(lo) or _has_data(hi):
@@ -333,15 +380,15 @@ class _Ops:
 
     def hardswish(self, x: _Data) -> _Data:
         def make() -> _Data:
-            hs = self.b.emit1("HardSigmoid", [x], x.shape, {"alpha": _f32(1 / 6)})
-            return self.b.emit1("Mul", [x, hs], x.shape, {})
+            hs = self.b.emit1("HardSigmoid", [x], x.shape, {"alpha": _f32(1 / 6)}, "", True)
+            return self.b.emit1("Mul", [x, hs], x.shape, {}, "", True)
         self.b.keep.append(x)
         return self.b.cached(("hardswish", id(x)), make)
 
     def silu(self, x: _Data) -> _Data:
         def make() -> _Data:
-            s = self.b.emit1("Sigmoid", [x], x.shape, {})
-            return self.b.emit1("Mul", [x, s], x.shape, {})
+            s = self.b.emit1("Sigmoid", [x], x.shape, {}, "", True)
+            return self.b.emit1("Mul", [x, s], x.shape, {}, "", True)
         self.b.keep.append(x)
         return self.b.cached(("silu", id(x)), make)
 
@@ -392,61 +439,71 @@ class _Ops:
         torch = self.torch
         if not isinstance(weight, torch.Tensor) or isinstance(bias, _Data):
             raise _Unsupported("convolution weights computed from activations")
-        same = padding == "same" if isinstance(padding, str) else False
-        if isinstance(padding, str) and not same:
-            raise _Unsupported(f"padding={padding!r}")
         wshape = weight.shape
-        nd = len(wshape) - 2  # spatial dims: Conv1d 1, Conv2d 2
-        if nd not in (1, 2) or len(x.shape) != nd + 2:
+        try:
+            spec = _CONV_SPECS[stride, padding, dilation, groups, wshape]
+        except (KeyError, TypeError):  # (TypeError: an argument given as a list)
+            spec = _conv_spec(stride, padding, dilation, groups, wshape)
+        nd, same, s, p, d, k, cout, cin, key, err = spec
+        shape = x.shape
+        if len(shape) != nd + 2:
             raise _Unsupported("only 1-D and 2-D convolutions are mapped")
-        s, d = _ntuple(stride, nd), _ntuple(dilation, nd)
-        p = [0] * nd if same else _ntuple(padding, nd)
-        if same and s != [1] * nd:
-            raise _Unsupported("padding='same' with a stride (torch refuses it)")
-        k = [int(v) for v in wshape[2:]]
-        n, spatial = x.shape[0], x.shape[2:]
+        if err is not None:
+            raise _Unsupported(err)
         if same:  # the exporter writes auto_pad (upper) and no pads: the size is kept
-            out = (n, int(wshape[0]), *spatial)
+            out = (shape[0], cout, *shape[2:])
+        elif nd == 2:  # (_conv_out without ceil: (size + 2 p - d (k - 1) - 1) // s + 1)
+            out = (shape[0], cout,
+                   (shape[2] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1,
+                   (shape[3] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1)
         else:
-            out = (n, int(wshape[0]),
-                   *(_conv_out(spatial[i], k[i], s[i], p[i], d[i]) for i in range(nd)))
-
-        def make() -> _Data:
-            attrs = {"dilations": d, "group": int(groups), "kernel_shape": k,
-                     "pads": p + p, "strides": s,
-                     # what the weights take, as the ONNX reader records it for validation
-                     "in_channels": int(wshape[1]) * int(groups)}
-            if same:
-                attrs["auto_pad"] = "SAME_UPPER"
-            r = self.b.emit1("Conv", [x], out, attrs)
-            self.b.conv_params.add(r.src)
-            return r
-
+            out = (shape[0], cout, _conv_out(shape[2], k[0], s[0], p[0], d[0]))
         b = self.b
         b.keep.append(x)
         b.keep.append(weight)  # (x and weight are known activation and tensor: keyed by id)
-        return b.cached(("conv", id(x), id(weight), b.key(bias), tuple(s), tuple(p), tuple(d),
-                         int(groups), same), make)
+        ck = ("conv", id(x), id(weight), ("NoneType", None) if bias is None else b.key(bias),
+              *key)
+        if not b.no_cse:
+            hit = b.cse.get(ck)
+            if hit is not None:
+                return hit
+        # the attributes in the order emit used to leave them in (kernel_shape renamed ks,
+        # last); lists copied per node
+        attrs = {"dilations": list(d), "group": key[3], "pads": p + p, "strides": list(s),
+                 # what the weights take, as the ONNX reader records it for validation
+                 "in_channels": cin}
+        if same:
+            attrs["auto_pad"] = "SAME_UPPER"
+        attrs["ks"] = list(k)
+        r = b.emit("Conv", [x], [out], attrs, "", True, True)[0]
+        b.conv_params.add(r.src)
+        if not b.no_cse:
+            b.cse[ck] = r
+        return r
 
     def batch_norm(self, x: _Data, mean: Any, var: Any, weight: Any, bias: Any,
                    training: bool, momentum: float | None, eps: float) -> _Data:
-        if any(isinstance(t, _Data) for t in (mean, var, weight, bias)):
+        if type(mean) is _Data or type(var) is _Data or type(weight) is _Data or \
+                type(bias) is _Data:
             raise _Unsupported("batch norm statistics computed from activations")
         if training or mean is None or var is None:
             raise _Unsupported("batch norm without running statistics (training mode or "
                                "track_running_stats=False)")
-
-        def make() -> _Data:
-            attrs = {"epsilon": _f32(eps),
-                     "momentum": _f32(1.0 - (momentum if momentum is not None else 0.0))}
-            r = self.b.emit1("BatchNormalization", [x], x.shape, attrs)
-            self.b.bn_params.add(r.src)
-            return r
-
         b = self.b
         b.keep.append(x)
-        return b.cached(("bn", id(x), b.key(mean), b.key(var), b.key(weight), b.key(bias), eps,
-                         momentum), make)
+        key = b.key
+        ck = ("bn", id(x), key(mean), key(var), key(weight), key(bias), eps, momentum)
+        if not b.no_cse:
+            hit = b.cse.get(ck)
+            if hit is not None:
+                return hit
+        attrs = {"epsilon": _f32(eps),
+                 "momentum": _f32(1.0 - (momentum if momentum is not None else 0.0))}
+        r = b.emit("BatchNormalization", [x], [x.shape], attrs, "", True, True)[0]
+        b.bn_params.add(r.src)
+        if not b.no_cse:
+            b.cse[ck] = r
+        return r
 
     def linear(self, x: _Data, weight: Any, bias: Any) -> _Data:
         if not isinstance(weight, self.torch.Tensor) or isinstance(bias, _Data):
