@@ -325,10 +325,12 @@ class _Builder:
             for p in n.inputs:
                 nodes[p].outputs.append(n.name)
         graph_outputs = {d.src for d in outputs}
-        graph = OpGraph(list(nodes.values()), name=label)
-        for name in list(graph.nodes):
+        # (every input is a live node, linked both ways just above)
+        graph = OpGraph._from_linked(nodes, name=label)
+        bn_params = self.bn_params
+        for name in [k for k in nodes if k in bn_params]:  # (in graph order)
             bn = graph.nodes.get(name)
-            if bn is None or name not in self.bn_params or len(bn.inputs) != 1:
+            if bn is None or len(bn.inputs) != 1:
                 continue
             conv = graph.nodes[bn.inputs[0]]
             if conv.source_op == "Conv" and conv.outputs == [name] and \
@@ -1089,20 +1091,24 @@ class _Session:
         self.builder.no_cse = call[-1]
         try:
             return handler(*call[:-1])
-        except _Unsupported as exc:
-            name = _func_name(func)
-            raise TorchFrontEndError(
-                f"the torch front end cannot map {name} in module {self.module_label()}: {exc}",
-                module=self.module_label()) from None
         except TorchFrontEndError:
             raise
-        except Exception as exc:  # a shape rule met an input it does not cover
-            name = _func_name(func)
-            raise TorchFrontEndError(
-                f"the torch front end failed on {name} in module {self.module_label()}: "
-                f"{type(exc).__name__}: {exc}", module=self.module_label()) from exc
+        except Exception as exc:  # (an _Unsupported, or a shape rule met an input it does
+            # not cover: the message and the chained cause say which)
+            raise self.failure(func, exc) from (None if isinstance(exc, _Unsupported) else exc)
         finally:
             self.builder.no_cse = False
+
+    def failure(self, func: Any, exc: Exception) -> TorchFrontEndError:
+        """The error :meth:`raw` raises where the handler of ``func`` raised ``exc``."""
+        name = _func_name(func)
+        if isinstance(exc, _Unsupported):
+            return TorchFrontEndError(
+                f"the torch front end cannot map {name} in module {self.module_label()}: {exc}",
+                module=self.module_label())
+        return TorchFrontEndError(
+            f"the torch front end failed on {name} in module {self.module_label()}: "
+            f"{type(exc).__name__}: {exc}", module=self.module_label())
 
     def result(self, out: Any, inplace: bool, target: Any) -> Any:
         """What a torch op returns for the handler's ``out``: ``target`` (the shape tensor it
@@ -1174,18 +1180,34 @@ def _fast_forwards(torch: Any) -> dict:
     def conv_check(m):
         return m.padding_mode == "zeros"
 
+    # (conv and batch norm, never in place, call the handler as session.raw would, without
+    # its in-place flag: the builder's no_cse is False outside raw)
     def conv(session, m, d):
         p = m._parameters
-        return session.raw(torch.conv2d, session.ops.conv, d, p["weight"], p["bias"],
-                           m.stride, m.padding, m.dilation, m.groups, False), False
+        w, bias = p["weight"], p["bias"]
+        try:
+            return session.ops.conv(d, w, bias, m.stride, m.padding, m.dilation,
+                                    m.groups), False
+        except TorchFrontEndError:
+            raise
+        except Exception as exc:
+            raise session.failure(torch.conv2d, exc) from (
+                None if isinstance(exc, _Unsupported) else exc)
 
     def batch_norm_2d(session, m, d):
         p, b = m._parameters, m._buffers
         mean, var = b["running_mean"], b["running_var"]
+        w, bias = p["weight"], p["bias"]
         bn_training = mean is None and var is None
-        return session.raw(F.batch_norm, session.ops.batch_norm, d, mean, var, p["weight"],
-                           p["bias"], bn_training, 0.0 if m.momentum is None else m.momentum,
-                           m.eps, False), False
+        momentum = 0.0 if m.momentum is None else m.momentum
+        try:
+            return session.ops.batch_norm(d, mean, var, w, bias, bn_training, momentum,
+                                          m.eps), False
+        except TorchFrontEndError:
+            raise
+        except Exception as exc:
+            raise session.failure(F.batch_norm, exc) from (
+                None if isinstance(exc, _Unsupported) else exc)
 
     def batch_norm_applies(m, d):
         # otherwise the layer's own error (not 4-D) or training mode
