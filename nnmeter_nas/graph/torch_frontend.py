@@ -1358,15 +1358,8 @@ def _prepare(session: Any, module: Any) -> tuple[list, list]:
     ``Module.eval()`` costs ~1 ms per 100 modules) and give the common layers and containers
     a ``forward`` that skips their Python (an instance attribute); returns ``(modules whose
     mode was changed, modules patched)`` for :func:`_restore`. Per module, only dictionary
-    reads and writes, and for a patched layer one ``functools.partial``.
-
-    A layer first met as the child of a container patched here is not patched: the
-    container's ``forward`` runs it at the data level from its ``data_calls`` entry (whose
-    ``forward`` is None: the layer has no instance ``forward``); called in any other way
-    (elsewhere too, if it is shared), it runs its own ``forward``, whose ops the session
-    dispatches to the same handlers."""
+    reads and writes, and for a patched layer one ``functools.partial``."""
     training, patched = [], []
-    in_chain: set = set()  # ids of the children of the containers patched so far
     fast_of, data_calls, layer_forward = _FAST_OF_CLASS, session.data_calls, _layer_forward
     # module and its submodules, each once, in module.modules()'s order (walked here without
     # its generators)
@@ -1391,14 +1384,9 @@ def _prepare(session: Any, module: Any) -> tuple[list, list]:
             continue
         if len(spec) == 1:  # a container
             forward = spec[0](session, m)
-            if children:  # (walked after it: the stack is last in, first out)
-                in_chain.update(map(id, children.values()))
         else:
             check, call, applies, plain = spec
             if check is not None and not check(m):
-                continue
-            if id(m) in in_chain:
-                data_calls[id(m)] = (None, call, applies, plain, None)
                 continue
             forward = partial(layer_forward, session, m, call, applies)
             data_calls[id(m)] = (forward, call, applies, plain, None)
