@@ -166,6 +166,21 @@ def _extra_v2(kernel: Kernel, base: list[float], *, relu6: bool = False) -> list
     return extra
 
 
+def _ks(attrs: dict) -> int:
+    """The kernel size features use (the last of ``ks``; 1 when absent)."""
+    k = attrs.get("ks", _ONES)
+    return int(k[1] if len(k) > 1 else k[0])
+
+
+def _stride(attrs: dict) -> int:
+    """The stride features use (the last of ``strides``; 1 when absent)."""
+    s = attrs.get("strides", _ONES)
+    return int(s[1] if len(s) > 1 else s[0])
+
+
+_ONES = (1, 1)
+
+
 def _features_v1(kernel: Kernel, feature_set: str) -> list[float] | None:
     compat = feature_set == "nnmeter-2.0"
     op = kernel.type
@@ -177,21 +192,14 @@ def _features_v1(kernel: Kernel, feature_set: str) -> list[float] | None:
     cin = first[-1] if first else None
     cout = outs[0][-1] if len(outs) == 1 and outs[0] else None
 
-    def ks() -> int:
-        k = attrs.get("ks", [1, 1])
-        return int(k[1] if len(k) > 1 else k[0])
-
-    def stride() -> int:
-        s = attrs.get("strides", [1, 1])
-        return int(s[1] if len(s) > 1 else s[0])
-
     # The order of these tests follows nn-Meter's, which matches by substring.
     if "conv" in op:
         if inputh is None or cout is None:
             return None
         groups = 1 if compat else int(attrs.get("group", 1))
-        flops, params = _conv_flops_params(op, inputh, cin, cout, ks(), stride(), groups)
-        return [inputh, cin, cout, ks(), stride(), flops / 2e6, params / 1e6]
+        k, s = _ks(attrs), _stride(attrs)
+        flops, params = _conv_flops_params(op, inputh, cin, cout, k, s, groups)
+        return [inputh, cin, cout, k, s, flops / 2e6, params / 1e6]
     if "fc" in op:
         if cin is None or cout is None:
             return None
@@ -200,7 +208,7 @@ def _features_v1(kernel: Kernel, feature_set: str) -> list[float] | None:
     if "pool" in op and "global" not in op:
         if inputh is None or cout is None:
             return None
-        return [inputh, cin, cout, ks(), stride()]
+        return [inputh, cin, cout, _ks(attrs), _stride(attrs)]
     if "global-pool" in op or "global-avgpool" in op or "gap" in op:
         return [1 if compat else (inputh or 1), cin]
     if "channelshuffle" in op or "split" in op:

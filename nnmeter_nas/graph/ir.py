@@ -15,7 +15,7 @@ from ..errors import ModelFormatError
 Shape = list  # list[int]
 
 
-@dataclass
+@dataclass(slots=True)
 class OpNode:
     """One operator of a shaped graph.
 
@@ -45,6 +45,18 @@ class OpGraph:
             self.nodes[n.name] = n
         self._check_links()
         self.toposort()
+
+    @classmethod
+    def _from_linked(cls, nodes: dict[str, OpNode], name: str = "") -> "OpGraph":
+        """The graph of ``nodes`` (``{name: node}``, kept as the graph's dict) from a front end
+        that links them consistently by construction (every name in a node's ``inputs`` and
+        ``outputs`` is a key of ``nodes``), so the constructor's link check is skipped; the
+        order is checked (and sorted where needed) as the constructor does."""
+        graph = cls.__new__(cls)
+        graph.name = name
+        graph.nodes = nodes
+        graph.toposort()
+        return graph
 
     def __len__(self) -> int:
         return len(self.nodes)

@@ -375,6 +375,7 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
         kept.append((node, name, op, raw_ins, outs))
 
     nodes: dict[str, OpNode] = {}
+    data_inputs: dict[str, list[str]] = {}  # node -> its non-constant input tensors
     slice_groups: dict[str, str] = {}  # tensor -> name of the split node that slices it
     for node, name, op, raw_ins, node_outs in kept:
         ins = [real(i) for i in raw_ins if i]
@@ -450,12 +451,11 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
                              input_shapes=[_to_nhwc(s) for s in in_shapes],
                              output_shapes=[_to_nhwc(s) for s in out_shapes],
                              attrs=attrs, source_op=op)
-        nodes[name]._data_inputs = data_ins  # type: ignore[attr-defined]
+        data_inputs[name] = data_ins
     # Inputs were resolved through `producer`, which merged slices may have redirected.
     for n in nodes.values():
-        n.inputs = list(dict.fromkeys(producer[t] for t in n._data_inputs  # type: ignore
+        n.inputs = list(dict.fromkeys(producer[t] for t in data_inputs[n.name]
                                       if t in producer))
-        del n._data_inputs  # type: ignore[attr-defined]
     for n in nodes.values():
         for p in n.inputs:
             if n.name not in nodes[p].outputs:

@@ -106,6 +106,9 @@ class _Data:
         self.piece = piece  # [used] flag of one slice of a merged split node
 
 
+_new_data = object.__new__  # (a _Data without __init__: see _Builder.emit's exact)
+
+
 def _shape_of(v: Any, torch: Any) -> Shape:
     if isinstance(v, _Data):
         return v.shape
@@ -149,6 +152,43 @@ def _conv_out(size: int, k: int, s: int, p: int, d: int, ceil: bool = False) -> 
     return out
 
 
+# (stride, padding, dilation, groups, weight shape) -> _conv_spec's result, for the layer
+# arguments that are hashable (tuples, ints, strings): what a convolution's node takes from
+# them, whatever its input; bounded
+_CONV_SPECS: dict = {}
+_CONV_ARG_TYPES = (int, str)
+
+
+def _conv_spec(stride: Any, padding: Any, dilation: Any, groups: Any, wshape: Any) -> tuple:
+    """``(nd, same, strides, pads, dilations, kernel, out channels, in_channels, CSE key
+    part, error or None)`` of a convolution with these arguments and weight shape (memoised in
+    ``_CONV_SPECS`` where the arguments are hashable). The lists are shared: copy them
+    before they go into a node."""
+    same = padding == "same" if isinstance(padding, str) else False
+    if isinstance(padding, str) and not same:
+        raise _Unsupported(f"padding={padding!r}")
+    nd = len(wshape) - 2  # spatial dims: Conv1d 1, Conv2d 2
+    if nd not in (1, 2):
+        raise _Unsupported("only 1-D and 2-D convolutions are mapped")
+    s, d = _ntuple(stride, nd), _ntuple(dilation, nd)
+    p = [0] * nd if same else _ntuple(padding, nd)
+    # (raised by the caller after its input rank check, as it was before this memo)
+    err = "padding='same' with a stride (torch refuses it)" if same and s != [1] * nd \
+        else None
+    k = [int(v) for v in wshape[2:]]
+    g = int(groups)
+    spec = (nd, same, s, p, d, k, int(wshape[0]), int(wshape[1]) * g,
+            (tuple(s), tuple(p), tuple(d), g, same), err)
+    # memoised for arguments of plain types only (a list is unhashable; an object hashed by
+    # its id could be replaced by another at the same id)
+    if type(groups) is int and all(type(v) in _CONV_ARG_TYPES or (type(v) is tuple and all(
+            type(a) is int for a in v)) for v in (stride, padding, dilation)):
+        if len(_CONV_SPECS) >= 4096:
+            _CONV_SPECS.clear()
+        _CONV_SPECS[stride, padding, dilation, groups, wshape] = spec
+    return spec
+
+
 # ---------------------------------------------------------------------------- graph builder
 
 class _Builder:
@@ -189,10 +229,14 @@ class _Builder:
         return hit
 
     def emit(self, op: str, ins: list[_Data], outs: list[Shape], attrs: dict | None = None,
-             hint: str = "") -> list[_Data]:
+             hint: str = "", owned: bool = False, exact: bool = False) -> list[_Data]:
         """Add one node of ONNX type ``op`` reading activations ``ins`` and producing tensors
-        of shapes ``outs``."""
-        attrs = dict(attrs or {})
+        of shapes ``outs`` (``owned``: ``attrs`` is a dict made for this node, kept as it is,
+        else it is copied; ``exact``: the shapes are tuples of ints already, as those
+        computed from activations' shapes with int arithmetic are, kept without the
+        conversion a new :class:`_Data` makes)."""
+        if not owned:
+            attrs = dict(attrs) if attrs else {}
         ctype = ONNX_OP_TYPES[op]
         if op == "Conv":
             group = int(attrs.get("group", 1))
@@ -210,33 +254,45 @@ class _Builder:
         if ctype == "split" and "axis" in attrs:
             attrs["split_dim"] = attrs.pop("axis")
         base = hint or op
-        n = self.counts.get(base, 0)
-        self.counts[base] = n + 1
+        counts, nodes = self.counts, self.nodes
+        n = counts.get(base, 0)
+        counts[base] = n + 1
         name = base if n == 0 else f"{base}_{n}"
-        while name in self.nodes:
+        while name in nodes:
             n += 1
             name = f"{base}_{n}"
+        # (the shapes of _Data are tuples of ints already: NHWC lists made directly)
+        in_shapes = []
         if len(ins) == 1:
             d = ins[0]
             if d.piece is not None:
                 d.piece[0] = True
             inputs = [] if d.src is None else [d.src]
+            s = d.shape
+            in_shapes.append([s[0], s[2], s[3], s[1]] if len(s) == 4 else list(s))
         else:
             for d in ins:
                 if d.piece is not None:
                     d.piece[0] = True
+                s = d.shape
+                in_shapes.append([s[0], s[2], s[3], s[1]] if len(s) == 4 else list(s))
             inputs = list(dict.fromkeys(d.src for d in ins if d.src is not None))
-        made = [_Data(o, name) for o in outs]
-        # (the shapes of _Data are tuples of ints already)
-        self.nodes[name] = OpNode(
-            name=name, type=ctype, inputs=inputs,
-            input_shapes=[_nhwc_ints(d.shape) for d in ins],
-            output_shapes=[_nhwc_ints(d.shape) for d in made], attrs=attrs, source_op=op)
+        made, out_shapes = [], []
+        for o in outs:
+            if exact:
+                d = _new_data(_Data)
+                d.shape, d.src, d.piece = o, name, None
+            else:
+                d = _Data(o, name)
+            made.append(d)
+            s = d.shape
+            out_shapes.append([s[0], s[2], s[3], s[1]] if len(s) == 4 else list(s))
+        nodes[name] = OpNode(name, ctype, inputs, [], in_shapes, out_shapes, attrs, op)
         return made
 
     def emit1(self, op: str, ins: list[_Data], out: Shape, attrs: dict | None = None,
-              hint: str = "") -> _Data:
-        return self.emit(op, ins, [out], attrs, hint)[0]
+              hint: str = "", exact: bool = False) -> _Data:
+        return self.emit(op, ins, [out], attrs, hint, False, exact)[0]
 
     def emit_slice(self, src: _Data, out: Shape, hint: str) -> _Data:
         """A ``Slice`` of ``src``: the slices of one tensor share one ``split`` node whose
@@ -269,10 +325,12 @@ class _Builder:
             for p in n.inputs:
                 nodes[p].outputs.append(n.name)
         graph_outputs = {d.src for d in outputs}
-        graph = OpGraph(list(nodes.values()), name=label)
-        for name in list(graph.nodes):
+        # (every input is a live node, linked both ways just above)
+        graph = OpGraph._from_linked(nodes, name=label)
+        bn_params = self.bn_params
+        for name in [k for k in nodes if k in bn_params]:  # (in graph order)
             bn = graph.nodes.get(name)
-            if bn is None or name not in self.bn_params or len(bn.inputs) != 1:
+            if bn is None or len(bn.inputs) != 1:
                 continue
             conv = graph.nodes[bn.inputs[0]]
             if conv.source_op == "Conv" and conv.outputs == [name] and \
@@ -299,8 +357,9 @@ class _Ops:
             key = self.b.key(attrs) if attrs else ()
         k = (op, key, id(x))
         self.b.keep.append(x)
+        # (every caller's ``out`` is computed from x.shape with int arithmetic: exact)
         return self.b.cached(k, lambda: self.b.emit1(op, [x], x.shape if out is None else out,
-                                                     attrs, op))
+                                                     attrs, op, True))
 
     def binary(self, op: str, a: Any, b: Any) -> _Data:
         torch = self.torch
@@ -314,7 +373,7 @@ class _Ops:
         ins = [v for v in (a, b) if isinstance(v, _Data)]
         out = _broadcast(_shape_of(a, torch), _shape_of(b, torch))
         return self.b.cached((op, self.b.key(a), self.b.key(b)),
-                             lambda: self.b.emit1(op, ins, out, {}, op))
+                             lambda: self.b.emit1(op, ins, out, {}, op, True))
 
     def clip(self, x: _Data, lo: Any, hi: Any) -> _Data:
         if _has_data(lo) or _has_data(hi):
@@ -323,15 +382,15 @@ class _Ops:
 
     def hardswish(self, x: _Data) -> _Data:
         def make() -> _Data:
-            hs = self.b.emit1("HardSigmoid", [x], x.shape, {"alpha": _f32(1 / 6)})
-            return self.b.emit1("Mul", [x, hs], x.shape, {})
+            hs = self.b.emit1("HardSigmoid", [x], x.shape, {"alpha": _f32(1 / 6)}, "", True)
+            return self.b.emit1("Mul", [x, hs], x.shape, {}, "", True)
         self.b.keep.append(x)
         return self.b.cached(("hardswish", id(x)), make)
 
     def silu(self, x: _Data) -> _Data:
         def make() -> _Data:
-            s = self.b.emit1("Sigmoid", [x], x.shape, {})
-            return self.b.emit1("Mul", [x, s], x.shape, {})
+            s = self.b.emit1("Sigmoid", [x], x.shape, {}, "", True)
+            return self.b.emit1("Mul", [x, s], x.shape, {}, "", True)
         self.b.keep.append(x)
         return self.b.cached(("silu", id(x)), make)
 
@@ -382,61 +441,71 @@ class _Ops:
         torch = self.torch
         if not isinstance(weight, torch.Tensor) or isinstance(bias, _Data):
             raise _Unsupported("convolution weights computed from activations")
-        same = padding == "same" if isinstance(padding, str) else False
-        if isinstance(padding, str) and not same:
-            raise _Unsupported(f"padding={padding!r}")
         wshape = weight.shape
-        nd = len(wshape) - 2  # spatial dims: Conv1d 1, Conv2d 2
-        if nd not in (1, 2) or len(x.shape) != nd + 2:
+        try:
+            spec = _CONV_SPECS[stride, padding, dilation, groups, wshape]
+        except (KeyError, TypeError):  # (TypeError: an argument given as a list)
+            spec = _conv_spec(stride, padding, dilation, groups, wshape)
+        nd, same, s, p, d, k, cout, cin, key, err = spec
+        shape = x.shape
+        if len(shape) != nd + 2:
             raise _Unsupported("only 1-D and 2-D convolutions are mapped")
-        s, d = _ntuple(stride, nd), _ntuple(dilation, nd)
-        p = [0] * nd if same else _ntuple(padding, nd)
-        if same and s != [1] * nd:
-            raise _Unsupported("padding='same' with a stride (torch refuses it)")
-        k = [int(v) for v in wshape[2:]]
-        n, spatial = x.shape[0], x.shape[2:]
+        if err is not None:
+            raise _Unsupported(err)
         if same:  # the exporter writes auto_pad (upper) and no pads: the size is kept
-            out = (n, int(wshape[0]), *spatial)
+            out = (shape[0], cout, *shape[2:])
+        elif nd == 2:  # (_conv_out without ceil: (size + 2 p - d (k - 1) - 1) // s + 1)
+            out = (shape[0], cout,
+                   (shape[2] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1,
+                   (shape[3] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1)
         else:
-            out = (n, int(wshape[0]),
-                   *(_conv_out(spatial[i], k[i], s[i], p[i], d[i]) for i in range(nd)))
-
-        def make() -> _Data:
-            attrs = {"dilations": d, "group": int(groups), "kernel_shape": k,
-                     "pads": p + p, "strides": s,
-                     # what the weights take, as the ONNX reader records it for validation
-                     "in_channels": int(wshape[1]) * int(groups)}
-            if same:
-                attrs["auto_pad"] = "SAME_UPPER"
-            r = self.b.emit1("Conv", [x], out, attrs)
-            self.b.conv_params.add(r.src)
-            return r
-
+            out = (shape[0], cout, _conv_out(shape[2], k[0], s[0], p[0], d[0]))
         b = self.b
         b.keep.append(x)
         b.keep.append(weight)  # (x and weight are known activation and tensor: keyed by id)
-        return b.cached(("conv", id(x), id(weight), b.key(bias), tuple(s), tuple(p), tuple(d),
-                         int(groups), same), make)
+        ck = ("conv", id(x), id(weight), ("NoneType", None) if bias is None else b.key(bias),
+              *key)
+        if not b.no_cse:
+            hit = b.cse.get(ck)
+            if hit is not None:
+                return hit
+        # the attributes in the order emit used to leave them in (kernel_shape renamed ks,
+        # last); lists copied per node
+        attrs = {"dilations": list(d), "group": key[3], "pads": p + p, "strides": list(s),
+                 # what the weights take, as the ONNX reader records it for validation
+                 "in_channels": cin}
+        if same:
+            attrs["auto_pad"] = "SAME_UPPER"
+        attrs["ks"] = list(k)
+        r = b.emit("Conv", [x], [out], attrs, "", True, True)[0]
+        b.conv_params.add(r.src)
+        if not b.no_cse:
+            b.cse[ck] = r
+        return r
 
     def batch_norm(self, x: _Data, mean: Any, var: Any, weight: Any, bias: Any,
                    training: bool, momentum: float | None, eps: float) -> _Data:
-        if any(isinstance(t, _Data) for t in (mean, var, weight, bias)):
+        if type(mean) is _Data or type(var) is _Data or type(weight) is _Data or \
+                type(bias) is _Data:
             raise _Unsupported("batch norm statistics computed from activations")
         if training or mean is None or var is None:
             raise _Unsupported("batch norm without running statistics (training mode or "
                                "track_running_stats=False)")
-
-        def make() -> _Data:
-            attrs = {"epsilon": _f32(eps),
-                     "momentum": _f32(1.0 - (momentum if momentum is not None else 0.0))}
-            r = self.b.emit1("BatchNormalization", [x], x.shape, attrs)
-            self.b.bn_params.add(r.src)
-            return r
-
         b = self.b
         b.keep.append(x)
-        return b.cached(("bn", id(x), b.key(mean), b.key(var), b.key(weight), b.key(bias), eps,
-                         momentum), make)
+        key = b.key
+        ck = ("bn", id(x), key(mean), key(var), key(weight), key(bias), eps, momentum)
+        if not b.no_cse:
+            hit = b.cse.get(ck)
+            if hit is not None:
+                return hit
+        attrs = {"epsilon": _f32(eps),
+                 "momentum": _f32(1.0 - (momentum if momentum is not None else 0.0))}
+        r = b.emit("BatchNormalization", [x], [x.shape], attrs, "", True, True)[0]
+        b.bn_params.add(r.src)
+        if not b.no_cse:
+            b.cse[ck] = r
+        return r
 
     def linear(self, x: _Data, weight: Any, bias: Any) -> _Data:
         if not isinstance(weight, self.torch.Tensor) or isinstance(bias, _Data):
@@ -1022,20 +1091,24 @@ class _Session:
         self.builder.no_cse = call[-1]
         try:
             return handler(*call[:-1])
-        except _Unsupported as exc:
-            name = _func_name(func)
-            raise TorchFrontEndError(
-                f"the torch front end cannot map {name} in module {self.module_label()}: {exc}",
-                module=self.module_label()) from None
         except TorchFrontEndError:
             raise
-        except Exception as exc:  # a shape rule met an input it does not cover
-            name = _func_name(func)
-            raise TorchFrontEndError(
-                f"the torch front end failed on {name} in module {self.module_label()}: "
-                f"{type(exc).__name__}: {exc}", module=self.module_label()) from exc
+        except Exception as exc:  # (an _Unsupported, or a shape rule met an input it does
+            # not cover: the message and the chained cause say which)
+            raise self.failure(func, exc) from (None if isinstance(exc, _Unsupported) else exc)
         finally:
             self.builder.no_cse = False
+
+    def failure(self, func: Any, exc: Exception) -> TorchFrontEndError:
+        """The error :meth:`raw` raises where the handler of ``func`` raised ``exc``."""
+        name = _func_name(func)
+        if isinstance(exc, _Unsupported):
+            return TorchFrontEndError(
+                f"the torch front end cannot map {name} in module {self.module_label()}: {exc}",
+                module=self.module_label())
+        return TorchFrontEndError(
+            f"the torch front end failed on {name} in module {self.module_label()}: "
+            f"{type(exc).__name__}: {exc}", module=self.module_label())
 
     def result(self, out: Any, inplace: bool, target: Any) -> Any:
         """What a torch op returns for the handler's ``out``: ``target`` (the shape tensor it
@@ -1107,18 +1180,34 @@ def _fast_forwards(torch: Any) -> dict:
     def conv_check(m):
         return m.padding_mode == "zeros"
 
+    # (conv and batch norm, never in place, call the handler as session.raw would, without
+    # its in-place flag: the builder's no_cse is False outside raw)
     def conv(session, m, d):
         p = m._parameters
-        return session.raw(torch.conv2d, session.ops.conv, d, p["weight"], p["bias"],
-                           m.stride, m.padding, m.dilation, m.groups, False), False
+        w, bias = p["weight"], p["bias"]
+        try:
+            return session.ops.conv(d, w, bias, m.stride, m.padding, m.dilation,
+                                    m.groups), False
+        except TorchFrontEndError:
+            raise
+        except Exception as exc:
+            raise session.failure(torch.conv2d, exc) from (
+                None if isinstance(exc, _Unsupported) else exc)
 
     def batch_norm_2d(session, m, d):
         p, b = m._parameters, m._buffers
         mean, var = b["running_mean"], b["running_var"]
+        w, bias = p["weight"], p["bias"]
         bn_training = mean is None and var is None
-        return session.raw(F.batch_norm, session.ops.batch_norm, d, mean, var, p["weight"],
-                           p["bias"], bn_training, 0.0 if m.momentum is None else m.momentum,
-                           m.eps, False), False
+        momentum = 0.0 if m.momentum is None else m.momentum
+        try:
+            return session.ops.batch_norm(d, mean, var, w, bias, bn_training, momentum,
+                                          m.eps), False
+        except TorchFrontEndError:
+            raise
+        except Exception as exc:
+            raise session.failure(F.batch_norm, exc) from (
+                None if isinstance(exc, _Unsupported) else exc)
 
     def batch_norm_applies(m, d):
         # otherwise the layer's own error (not 4-D) or training mode

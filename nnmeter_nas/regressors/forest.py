@@ -214,18 +214,19 @@ class TreeEnsemble:
                 idx = nxt
             return idx
         # Pairs laid out tree by tree (pair p = tree p // n, row p % n: a tree's nodes stay
-        # in cache while its rows descend it), X feature by feature (x[f * n + row]). A pair
-        # at a leaf stays there (the leaf is its own child, its feature -1 reads some other
-        # row's value, harmlessly); the pairs at leaves leave the active arrays once they
-        # are half of them, so a level costs what the pairs still inside a tree cost (trees
-        # are ragged: most paths end well above the deepest leaf) without compacting at
-        # every level.
+        # in cache while its rows descend it), X row by row (x[row * nf + f]: a pair carries
+        # its row's offset, so a level adds the feature to it, one operation). A pair at a
+        # leaf stays there (the leaf is its own child, its feature -1 reads some other
+        # value, harmlessly); the pairs at leaves leave the active arrays once they are half
+        # of them, so a level costs what the pairs still inside a tree cost (trees are
+        # ragged: most paths end well above the deepest leaf) without compacting at every
+        # level. The arithmetic is in place on arrays each level makes afresh.
         feature, threshold, children = self._walk_feature, self.threshold, self._walk_children
-        Xt = np.ascontiguousarray(X.T).ravel()
+        Xf = np.ascontiguousarray(X).ravel()
         node = np.repeat(self._walk_roots, n)
         out = node.copy()
         pos = np.arange(n * nt)
-        row = np.tile(np.arange(n), nt)
+        base = np.tile(np.arange(0, n * nf, nf), nt)
         f = feature[node]
         while True:
             leaf = f < 0
@@ -237,9 +238,12 @@ class TreeEnsemble:
                 if 2 * k >= node.size:
                     out[pos[leaf]] = node[leaf]
                     inner = ~leaf
-                    node, pos, row, f = node[inner], pos[inner], row[inner], f[inner]
-            right = Xt[f * n + row] > threshold[node]  # left when x <= threshold (or NaN)
-            node = children[2 * node + right]
+                    node, pos, base, f = node[inner], pos[inner], base[inner], f[inner]
+            f += base
+            right = Xf[f] > threshold[node]  # left when x <= threshold (or NaN)
+            node += node
+            node += right  # (2 * node + right: the child's slot)
+            node = children[node]
             f = feature[node]
         return out.reshape(nt, n).T
 
