@@ -13,7 +13,8 @@ leaves every source, a sibling device's rows included) with each network's error
 ``--heldout`` asks for it, the Pixel 4 held-out split and the NAS-Bench-201 held-out split of
 the fit on everything. Names may be shell-style patterns. Results:
 ``benchmarks/results/four_devices_variants.txt`` (round 3),
-``benchmarks/results/four_devices_variants_vpu.txt`` (round 4, the VPU).
+``benchmarks/results/four_devices_variants_vpu.txt`` (round 4, the VPU; round 5's
+per-network Pixel 4 factors are appended to the first).
 """
 from __future__ import annotations
 
@@ -123,6 +124,18 @@ def variants(data: BuiltinData) -> dict:
         "vpu-bandwidth": (VPU, {"term_set": "bandwidth"}, None, []),
         "vpu-se-parts": (VPU, {"term_set": "se-parts"}, None, []),
         "vpu-se-parts-own": (VPU, {"term_set": "se-parts-own"}, None, []),
+        # issue 14 round 5: each Pixel 4 network its own factor over the source's, shrunk
+        # towards it by a ridge on its log (DeviceLatencyFit(network_factor_ridge=lambda));
+        # lambda picked by the Pixel 4 held-out RMSPE (rule fixed before scoring,
+        # docs/four_devices.md); "-alt30", "-alt100": 30 or 100 alternations instead of 10
+        **{f"640-netfactor-{lam:g}": (A640, {"network_factor_ridge": lam}, None, [])
+           for lam in (0.0, 0.3, 1.0, 3.0)},
+        **{f"640-alternations-{n}": (A640, {"n_alternations": n}, None, [])
+           for n in (5, 15, 20, 30, 100)},
+        "a76-alternations-30": (A76, {"n_alternations": 30}, None, []),
+        **{f"640-netfactor-{lam:g}-alt{n}": (A640, {"network_factor_ridge": lam,
+                                                    "n_alternations": n}, None, [])
+           for n in (30, 100) for lam in (0.0, 0.3, 1.0, 3.0)},
         # the VPU's adopted term set on the other three devices (information, not adopted)
         "a76-bandwidth": (A76, {"term_set": "bandwidth"}, None, []),
         "640-bandwidth": (A640, {"term_set": "bandwidth"}, None, []),

@@ -247,3 +247,58 @@ def test_borrowed_rows_are_scaled_fitted_and_never_calibrate():
     assert by_source == {"nnmeter-reference": 1, "borrowed": 1}
     fit = DeviceLatencyFit(corrections=False).fit(target + got)
     assert "borrowed" not in fit.factors_ and fit.correction_ == {}
+
+
+def test_network_factor_ridge_gives_each_foreign_network_its_own_ratio():
+    """``network_factor_ridge``: a runtime whose ratio to the device differs by network (0.4
+    for networks of large maps, 0.8 for small ones) distorts the device's costs when every
+    network shares the source's factor; with a free factor per network (lambda = 0) the
+    device's own networks are fitted as if the foreign ones were absent, the product of the
+    source's and the network's factor is each network's ratio, and a network the fit did not
+    see is predicted with the source's factor alone. A large lambda gives back the shared
+    factor; None (the default) reports no network factors. (The alternation between costs
+    and factors converges slowly at lambda = 0: 200 rounds here, 10 in the built-in fits.)"""
+    from collections import Counter
+
+    rng = np.random.default_rng(3)
+    samples = []
+    for i in range(60):
+        cnt, ratio_ms = Counter(), 0.0
+        big = i % 4 < 2
+        for _ in range(2):
+            hw = float(rng.choice([32, 56] if big else [4, 8]))
+            c = float(rng.choice([16, 32, 64, 128]))
+            k = float(rng.choice([1.0, 3.0]))
+            cfg = ("conv-bn-relu", (hw, c, c, k, 1.0, hw * hw * k * k * c * c / 1e6,
+                                    k * k * c * c / 1e6))
+            cnt[cfg] += int(rng.integers(1, 4))
+        true = sum(n * (0.02 + x[5] / 40) for (_, x), n in cnt.items())
+        native = i % 2 == 1
+        ratio = 0.4 if big else 0.8
+        samples.append(NetworkSample(f"n{i}", "user" if native else "newer", cnt,
+                                     true if native else ratio * true))
+    native = [s for s in samples if s.source == "user"]
+    y_nat = np.array([s.latency_ms for s in native])
+    base = dict(corrections=False, factor_groups=False, n_alternations=200)
+    shared = DeviceLatencyFit(**base).fit(samples)
+    assert shared.network_factors_ == {}
+    free = DeviceLatencyFit(network_factor_ridge=0.0, **base).fit(samples)
+    err_shared = np.abs(shared.predict(native) / y_nat - 1).max()
+    err_free = np.abs(free.predict(native) / y_nat - 1).max()
+    assert err_free < 0.02 < err_shared
+    f = free.factors_["newer"]["conv"]
+    foreign = [s for s in samples if s.source == "newer"]
+    np.testing.assert_allclose(free.predict(foreign), [s.latency_ms for s in foreign],
+                               rtol=0.03)
+    ratio = {big: np.median([f * free.network_factors_[s.name] for s in foreign
+                             if (int(s.name[1:]) % 4 < 2) == big]) for big in (True, False)}
+    assert ratio[True] / ratio[False] == pytest.approx(0.5, rel=0.1)
+    # a network the fit did not see: the source's factor (and overhead) only
+    unseen = NetworkSample("unseen", "newer", samples[0].configs, samples[0].latency_ms)
+    assert free.predict([unseen])[0] == pytest.approx(
+        free.predict([samples[0]])[0] / free.network_factors_["n0"], rel=1e-6)
+    stiff = DeviceLatencyFit(network_factor_ridge=1e6, **base).fit(samples)
+    assert max(abs(np.log(m)) for m in stiff.network_factors_.values()) < 1e-3
+    np.testing.assert_allclose(stiff.predict(native), shared.predict(native), rtol=1e-3)
+    with pytest.raises(ValueError, match="network_factor_ridge"):
+        DeviceLatencyFit(network_factor_ridge=-1.0).fit(samples)

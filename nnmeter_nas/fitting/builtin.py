@@ -43,7 +43,10 @@ FIT_PARAMS: dict = {"factor_groups": False, "source_weights": {"nb201": 3.0}}
 #:   third factor for additions (``"conv1x1+add"``: the Pixel 4's GPU delegate fuses them into
 #:   the convolution before, and their factor goes to 0): leave-one-out RMSPE 9.8 -> 8.5 %,
 #:   Pixel 4 held out 52.4 -> 57.1 % within +-10 %, but NAS-Bench-201 held out 99.0 -> 97.3 %,
-#:   tau 0.931 -> 0.899, below the FLOPs line's 0.918 (docs/four_devices.md).
+#:   tau 0.931 -> 0.899, below the FLOPs line's 0.918 (docs/four_devices.md). Tried in
+#:   round 5, not adopted: a factor per Pixel 4 network (``network_factor_ridge``; at the
+#:   lambda = 3 a rule picked: leave-one-out RMSPE 9.8 -> 9.2 %, the same nine networks within
+#:   +-10 %, Pixel 4 held out 52.4 -> 42.9 % within +-10 %).
 #: - VPU, term set ``"bandwidth"`` (issue 14 round 4): concatenations, splits, BN-ReLUs and ReLUs are
 #:   priced as copies (launch + elements read and written at one shared bandwidth, no term of
 #:   their own) and a pooling's elements at the same bandwidth; the fit puts that bandwidth at

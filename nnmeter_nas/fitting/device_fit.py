@@ -200,6 +200,22 @@ class DeviceLatencyFit:
         kernel's cost under a newer runtime into a fixed (dispatch) part and a
         work-proportional part, each with its own ratio. Reported in ``factors_`` under the
         class's name.
+    network_factor_ridge : float or None, default=None
+        None (default): every network of a foreign source shares the source's factors. A
+        number ``lambda >= 0``: each whole network of a foreign source gets one more factor of
+        its own, ``m``, multiplying its source's group factors (a newer runtime chooses its GPU
+        kernels per network, so its ratio to the device may differ by network family), shrunk
+        towards 1 by a ridge on ``log m``: per network the fit minimises ::
+
+            (relative error of the network)^2 + lambda * (log m)^2
+
+        (weighted as the network's row), so a network's own factor absorbs about
+        ``1 / (1 + lambda)`` of its deviation from the source's ratio. ``lambda -> inf`` is
+        the fit without them; ``lambda = 0`` leaves each network's total free, so the
+        network informs the fit only where its factor is tied to other rows (none: a
+        source's per-operator rows keep the source's factors). ``m`` stays within
+        ``[FACTOR_FLOOR, 1 / FACTOR_FLOOR]``; reported in ``network_factors_``. A network the
+        fit did not see (held out) is predicted with its source's factors (``m = 1``).
     """
 
     def __init__(self, *, source_weights: Mapping[str, float] | None = None,
@@ -210,7 +226,8 @@ class DeviceLatencyFit:
                  excess_ridge: float = 0.05, min_excess_span: float = 8.0,
                  min_excess_networks: int = 1, term_set: str = "default",
                  factor_groups: bool | str | Mapping = True,
-                 factor_terms: Sequence[str] = ()) -> None:
+                 factor_terms: Sequence[str] = (),
+                 network_factor_ridge: float | None = None) -> None:
         self.source_weights = source_weights
         self.theta_ridge = theta_ridge
         self.n_alternations = n_alternations
@@ -224,6 +241,7 @@ class DeviceLatencyFit:
         self.min_excess_networks = int(min_excess_networks)
         self.term_set = term_set
         self.factor_terms = tuple(factor_terms)
+        self.network_factor_ridge = network_factor_ridge
 
     # ------------------------------------------------------------------ design
     def _slots(self) -> tuple[str, ...]:
@@ -298,9 +316,17 @@ class DeviceLatencyFit:
         theta = np.zeros(n_keys)
         ovh = np.zeros(len(ovh_names))
         rounds = self.n_alternations if foreign else 1
+        lam = self.network_factor_ridge
+        if lam is not None and not lam >= 0:
+            raise ValueError(f"network_factor_ridge must be >= 0 or None, got {lam!r}")
+        # each foreign source's whole networks: their own factor (1: none)
+        own = np.array([s in foreign for s in src]) & (whole > 0) & (lam is not None)
+        net_m = np.ones(len(y))
         for _ in range(max(rounds, 1)):
             for s in foreign:
                 row_factor[np.array(src) == s] = factors[s]
+            if own.any():
+                row_factor[own] *= net_m[own, None]
             X = np.einsum("ikg,ig->ik", D, row_factor)
             O = np.zeros((len(y), len(ovh_names)))
             O[np.arange(len(y)), ovh_of] = whole
@@ -323,6 +349,8 @@ class DeviceLatencyFit:
             for s in foreign:
                 rows = np.array(src) == s
                 P = np.einsum("ikg,k->ig", D[rows], theta) * sw[rows, None]
+                P_net = P                     # the source's share, before network factors
+                P = P * net_m[rows, None]
                 r = (y[rows] - ovh[ovh_names.index(s)] * whole[rows]) * sw[rows]
                 gmap = np.asarray(FACTOR_MODES[self._factor_mode(s)])
                 gmap = np.concatenate([gmap, int(gmap.max()) + 1
@@ -343,9 +371,17 @@ class DeviceLatencyFit:
                 par[~used] = float(np.mean(par[used])) if used.any() else 1.0
                 f = par[gmap]
                 factors[s] = f
+                mine = own[rows]
+                if mine.any():
+                    # (relative residual - m * relative prediction)^2 + lam (log m)^2, per row
+                    a = r[mine] / (sw[rows][mine] * y[rows][mine])
+                    b = (P_net[mine] @ f) / (sw[rows][mine] * y[rows][mine])
+                    idx = np.flatnonzero(rows)[mine]
+                    net_m[idx] = [_network_factor(ai, bi, lam) for ai, bi in zip(a, b)]
         self.theta_ = dict(zip(keys, theta.tolist()))
         self.overhead_ms_ = {n: float(v) for n, v in zip(ovh_names, ovh)}
         self.factors_ = {s: dict(zip(slots, f.tolist())) for s, f in factors.items()}
+        self.network_factors_ = {samples[i].name: float(net_m[i]) for i in np.flatnonzero(own)}
         self.correction_ = {}
         if self.corrections:
             self._fit_corrections(samples, y, sw)
@@ -398,7 +434,7 @@ class DeviceLatencyFit:
             for c, n in s.configs.items():
                 j = index.get(c)
                 if j is not None:
-                    B[i, j] += n * self._config_ms_as(s.source, c)
+                    B[i, j] += n * self._config_ms_as(s.source, c) * self._net_factor(s)
         B *= sw[:, None]
         r = (y - base) * sw
         k = len(cfgs)
@@ -426,11 +462,17 @@ class DeviceLatencyFit:
             return 0.0
         return sum(self.theta_.get(k, 0.0) * v for k, v in self._config_columns(cfg).items())
 
+    def _net_factor(self, s: NetworkSample, as_source: bool = True) -> float:
+        """The own factor of a foreign source's whole network the fit saw (1 otherwise)."""
+        if not as_source or not s.whole_network or s.source not in self.factors_:
+            return 1.0
+        return getattr(self, "network_factors_", {}).get(s.name, 1.0)
+
     def _overhead(self, source: str) -> float:
         return self.overhead_ms_.get(source if source in self.factors_ else "native", 0.0)
 
     def _predict_uncorrected(self, samples: Sequence[NetworkSample]) -> np.ndarray:
-        return np.array([self._overhead(s.source) * s.whole_network + sum(
+        return np.array([self._overhead(s.source) * s.whole_network + self._net_factor(s) * sum(
             n * self._config_ms_as(s.source, c) for c, n in s.configs.items())
             for s in samples])
 
@@ -445,7 +487,8 @@ class DeviceLatencyFit:
         out = []
         for s in samples:
             src = s.source if as_source else "native"
-            out.append(self._overhead(src) * s.whole_network + sum(
+            out.append(self._overhead(src) * s.whole_network
+                       + self._net_factor(s, as_source) * sum(
                 n * self._config_ms_as(src, c) * self.correction_.get(c, 1.0)
                 for c, n in s.configs.items()))
         return np.asarray(out)
@@ -470,6 +513,22 @@ class DeviceLatencyFit:
                 term_names=[key for key, _ in terms], meta=dict(meta or {}),
                 **term_arrays(reg, [t for _, t in terms]))
         return out
+
+
+def _network_factor(a: float, b: float, lam: float) -> float:
+    """``m`` in ``[FACTOR_FLOOR, 1 / FACTOR_FLOOR]`` minimising ``(a - m b)^2 + lam (log m)^2``
+    (``a``: a network's measured latency less its overhead, ``b``: its predicted latency at its
+    source's factors, both relative to the measured latency)."""
+    from scipy.optimize import minimize_scalar
+
+    lo, hi = np.log(FACTOR_FLOOR), -np.log(FACTOR_FLOOR)
+    if not b > 0:
+        return 1.0
+    if lam == 0:
+        return float(np.exp(np.clip(np.log(a / b), lo, hi))) if a > 0 else FACTOR_FLOOR
+    res = minimize_scalar(lambda u: (a - b * np.exp(u)) ** 2 + lam * u * u,
+                          bounds=(lo, hi), method="bounded", options={"xatol": 1e-7})
+    return float(np.exp(res.x))
 
 
 def _unit_model(reg: str, n_features: int, terms: Sequence[Term]) -> KernelCostModel:
