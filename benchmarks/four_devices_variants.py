@@ -133,6 +133,8 @@ def variants(data: BuiltinData) -> dict:
         **{f"640-alternations-{n}": (A640, {"n_alternations": n}, None, [])
            for n in (5, 15, 20, 30, 100)},
         "a76-alternations-30": (A76, {"n_alternations": 30}, None, []),
+        "630-alternations-30": (A630, {"n_alternations": 30}, None, []),
+        "vpu-alternations-30": (VPU, {"n_alternations": 30}, None, []),
         **{f"640-netfactor-{lam:g}-alt{n}": (A640, {"network_factor_ridge": lam,
                                                     "n_alternations": n}, None, [])
            for n in (30, 100) for lam in (0.0, 0.3, 1.0, 3.0)},
