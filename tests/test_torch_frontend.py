@@ -551,6 +551,24 @@ def test_unmapped_op_falls_back_to_onnx_with_a_warning_naming_the_module():
     assert info.value.module.startswith("head.1")
 
 
+class _BadTranspose(nn.Module):
+    def forward(self, x):
+        return x.transpose(0, 7)  # no dim 7: the transpose handler fails on it
+
+
+def test_frontend_errors_chain_the_handlers_error_and_not_an_unmapped_ops():
+    """An op the front end does not map says so alone (no cause, no context shown); a
+    handler that fails on the op's arguments keeps that failure as the cause."""
+    with pytest.raises(TorchFrontEndError, match="cannot map") as unmapped:
+        load_graph(_WithGelu().eval(), input_shape=(1, 3, 16, 16), torch_frontend="trace")
+    assert unmapped.value.__cause__ is None and unmapped.value.__suppress_context__
+    with pytest.raises(TorchFrontEndError, match="failed on") as failed:
+        load_graph(_BadTranspose(), input_shape=(1, 3, 4, 4), torch_frontend="trace")
+    assert failed.value.__cause__ is not None
+    assert not isinstance(failed.value.__cause__, TorchFrontEndError)
+    assert failed.value.module
+
+
 class _DataDependent(nn.Module):
     def __init__(self):
         super().__init__()

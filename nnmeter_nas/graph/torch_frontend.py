@@ -1095,20 +1095,26 @@ class _Session:
             raise
         except Exception as exc:  # (an _Unsupported, or a shape rule met an input it does
             # not cover: the message and the chained cause say which)
-            raise self.failure(func, exc) from (None if isinstance(exc, _Unsupported) else exc)
+            raise self.failure(func, exc)
         finally:
             self.builder.no_cse = False
 
     def failure(self, func: Any, exc: Exception) -> TorchFrontEndError:
-        """The error :meth:`raw` raises where the handler of ``func`` raised ``exc``."""
+        """The error :meth:`raw` raises where the handler of ``func`` raised ``exc``, its cause
+        set (``exc``, or none for an op the front end does not map)."""
         name = _func_name(func)
         if isinstance(exc, _Unsupported):
-            return TorchFrontEndError(
+            err = TorchFrontEndError(
                 f"the torch front end cannot map {name} in module {self.module_label()}: {exc}",
                 module=self.module_label())
-        return TorchFrontEndError(
-            f"the torch front end failed on {name} in module {self.module_label()}: "
-            f"{type(exc).__name__}: {exc}", module=self.module_label())
+            err.__cause__ = None         # the message says it all (``raise ... from None``)
+        else:
+            err = TorchFrontEndError(
+                f"the torch front end failed on {name} in module {self.module_label()}: "
+                f"{type(exc).__name__}: {exc}", module=self.module_label())
+            err.__cause__ = exc          # ``raise ... from exc``
+        err.__suppress_context__ = True
+        return err
 
     def result(self, out: Any, inplace: bool, target: Any) -> Any:
         """What a torch op returns for the handler's ``out``: ``target`` (the shape tensor it
@@ -1191,8 +1197,7 @@ def _fast_forwards(torch: Any) -> dict:
         except TorchFrontEndError:
             raise
         except Exception as exc:
-            raise session.failure(torch.conv2d, exc) from (
-                None if isinstance(exc, _Unsupported) else exc)
+            raise session.failure(torch.conv2d, exc)
 
     def batch_norm_2d(session, m, d):
         p, b = m._parameters, m._buffers
@@ -1206,8 +1211,7 @@ def _fast_forwards(torch: Any) -> dict:
         except TorchFrontEndError:
             raise
         except Exception as exc:
-            raise session.failure(F.batch_norm, exc) from (
-                None if isinstance(exc, _Unsupported) else exc)
+            raise session.failure(F.batch_norm, exc)
 
     def batch_norm_applies(m, d):
         # otherwise the layer's own error (not 4-D) or training mode
