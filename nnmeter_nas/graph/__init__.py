@@ -40,7 +40,11 @@ def load_graph(model: Any, *, input_shape: Sequence[int] | dict | None = None,
     exporting; see ``benchmarks/results/torch_frontend.txt``) and falls back to the ONNX export, with a :class:`TorchFallbackWarning` naming
     the submodule at fault, for what it cannot map; ``"trace"`` raises
     :class:`~nnmeter_nas.errors.TorchFrontEndError` instead; ``"onnx"`` always exports. Both
-    give the same graph wherever the front end applies.
+    give the same graph wherever the front end applies. A module that torch itself cannot run
+    on that input gets no graph: the front end refuses the call (its arguments are checked as
+    torch checks them), and the export then fails with torch's message
+    (:class:`~nnmeter_nas.errors.ExportError`, followed by the front end's, which names the
+    submodule).
     """
     if isinstance(model, OpGraph):
         return model
@@ -77,6 +81,7 @@ def _front_end(model: Any, *, input_shape: Sequence[int] | dict | None,
 def _torch_graph(model: Any, input_shape: Any, frontend: str) -> OpGraph:
     if frontend not in TORCH_FRONTENDS:
         raise ValueError(f"torch_frontend must be one of {TORCH_FRONTENDS}, got {frontend!r}")
+    front_end_error = None
     if frontend != "onnx":
         from ..errors import TorchFrontEndError
         from .torch_frontend import torch_to_graph
@@ -90,9 +95,20 @@ def _torch_graph(model: Any, input_shape: Any, frontend: str) -> OpGraph:
 
             warnings.warn(f"{type(model).__name__}: {exc}; exporting it to ONNX instead "
                           "(slower)", TorchFallbackWarning, stacklevel=3)
+            front_end_error = exc
+    from ..errors import ExportError
     from .onnx_import import onnx_to_graph
     from .torch_export import export_onnx
 
-    graph = onnx_to_graph(export_onnx(model, input_shape))
+    try:
+        exported = export_onnx(model, input_shape)
+    except ExportError as exc:
+        if front_end_error is None:
+            raise
+        # torch's own message rarely names the submodule; the front end's does (a call torch
+        # refuses fails both ways)
+        raise ExportError(f"{exc} (the torch front end, tried first, stopped in module "
+                          f"{front_end_error.module}: {front_end_error})") from exc
+    graph = onnx_to_graph(exported)
     graph.name = type(model).__name__
     return graph

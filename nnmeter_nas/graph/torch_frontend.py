@@ -32,6 +32,7 @@ back to the ONNX export.
 from __future__ import annotations
 
 import math
+import operator
 from functools import partial
 from typing import Any, Callable, Sequence
 
@@ -93,6 +94,33 @@ def _nhwc_ints(shape: tuple) -> list[int]:
 
 class _Unsupported(Exception):
     pass
+
+
+# Argument checks. A call torch itself refuses (a dimension out of range, shapes that do not
+# fit together) must not get a graph: the handlers raise what torch raises (IndexError for a
+# dimension, RuntimeError for shapes, with a message saying what is wrong), which the session
+# turns into a TorchFrontEndError naming the op and the module. Cheap checks only: a few int
+# comparisons per op (the handlers are the hot path of predict_many).
+
+def _dim(dim: Any, rank: int) -> int:
+    """``dim`` wrapped into ``[0, rank)`` as torch wraps a dimension argument (a 0-D tensor
+    takes dims -1 and 0); IndexError, with torch's message, where it is out of range."""
+    n = rank or 1
+    if type(dim) is not int:
+        dim = operator.index(dim)  # (a numpy int, say, as torch takes it; TypeError else)
+    if dim < -n or dim >= n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}],"
+                         f" but got {dim})")
+    return dim + n if dim < 0 else dim
+
+
+def _dims(dims: Sequence[Any], rank: int) -> set:
+    """The dimensions ``dims`` wrapped as by :func:`_dim`, each at most once (torch refuses a
+    repeated dimension in a reduction or a permutation)."""
+    out = {_dim(d, rank) for d in dims}
+    if len(out) != len(dims):
+        raise RuntimeError(f"dim {list(dims)} names a dimension more than once")
+    return out
 
 
 class _Data:
@@ -177,6 +205,9 @@ def _conv_spec(stride: Any, padding: Any, dilation: Any, groups: Any, wshape: An
         else None
     k = [int(v) for v in wshape[2:]]
     g = int(groups)
+    if g < 1 or int(wshape[0]) % g:
+        err = f"groups={g} with a weight of size {list(wshape)} (torch refuses it: the " \
+            "output channels must divide into the groups)"
     spec = (nd, same, s, p, d, k, int(wshape[0]), int(wshape[1]) * g,
             (tuple(s), tuple(p), tuple(d), g, same), err)
     # memoised for arguments of plain types only (a list is unhashable; an object hashed by
@@ -378,6 +409,8 @@ class _Ops:
     def clip(self, x: _Data, lo: Any, hi: Any) -> _Data:
         if _has_data(lo) or _has_data(hi):
             raise _Unsupported("clamp bounds computed from activations")
+        if lo is None and hi is None:
+            raise RuntimeError("clamp: at least one of min and max must not be None")
         return self.unary("Clip", x, {}, key=("clip", self.b.key(lo), self.b.key(hi)))
 
     def hardswish(self, x: _Data) -> _Data:
@@ -452,14 +485,24 @@ class _Ops:
             raise _Unsupported("only 1-D and 2-D convolutions are mapped")
         if err is not None:
             raise _Unsupported(err)
+        if shape[1] != cin:
+            raise RuntimeError(f"convolution with weight of size {list(wshape)} and groups="
+                               f"{key[3]} expects {cin} input channels, got input of size "
+                               f"{list(shape)}")
         if same:  # the exporter writes auto_pad (upper) and no pads: the size is kept
             out = (shape[0], cout, *shape[2:])
         elif nd == 2:  # (_conv_out without ceil: (size + 2 p - d (k - 1) - 1) // s + 1)
-            out = (shape[0], cout,
-                   (shape[2] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1,
-                   (shape[3] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1)
+            ho = (shape[2] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+            wo = (shape[3] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+            if ho < 1 or wo < 1:
+                raise RuntimeError(f"convolution kernel {k} (dilation {d}) larger than the "
+                                   f"padded input {list(shape)} (padding {p})")
+            out = (shape[0], cout, ho, wo)
         else:
             out = (shape[0], cout, _conv_out(shape[2], k[0], s[0], p[0], d[0]))
+        if out[-1] < 1:
+            raise RuntimeError(f"convolution kernel {k} (dilation {d}) larger than the padded "
+                               f"input {list(shape)} (padding {p})")
         b = self.b
         b.keep.append(x)
         b.keep.append(weight)  # (x and weight are known activation and tensor: keyed by id)
@@ -484,13 +527,20 @@ class _Ops:
         return r
 
     def batch_norm(self, x: _Data, mean: Any, var: Any, weight: Any, bias: Any,
-                   training: bool, momentum: float | None, eps: float) -> _Data:
+                   training: bool, momentum: float | None, eps: float,
+                   channels: int | None = None) -> _Data:
+        """(``channels``: the size of ``mean`` where the caller knows it, a layer's
+        ``num_features``, read faster than the tensor's size.)"""
         if type(mean) is _Data or type(var) is _Data or type(weight) is _Data or \
                 type(bias) is _Data:
             raise _Unsupported("batch norm statistics computed from activations")
         if training or mean is None or var is None:
             raise _Unsupported("batch norm without running statistics (training mode or "
                                "track_running_stats=False)")
+        shape = x.shape
+        if (mean.shape[0] if channels is None else channels) != shape[1]:  # (IndexError: 1-D)
+            raise RuntimeError(f"batch norm with {mean.shape[0]} running statistics on input of"
+                               f" size {list(shape)}")
         b = self.b
         b.keep.append(x)
         key = b.key
@@ -512,7 +562,11 @@ class _Ops:
             raise _Unsupported("linear weights computed from activations")
         if len(x.shape) != 2:
             raise _Unsupported("linear layers are mapped for 2-D inputs only")
-        out = (x.shape[0], int(weight.shape[0]))
+        wshape = weight.shape
+        if len(wshape) != 2 or x.shape[1] != wshape[1]:
+            raise RuntimeError(f"linear layer with weight of size {list(wshape)} on input of "
+                               f"size {list(x.shape)} (inner sizes differ)")
+        out = (x.shape[0], int(wshape[0]))
 
         def make() -> _Data:
             features = {"in_features": int(weight.shape[1])}  # (out, in), as ONNX records it
@@ -532,8 +586,17 @@ class _Ops:
             else _pair(stride)
         p, d = _pair(padding), _pair(dilation)
         n, c, h, w = x.shape
+        for i in (0, 1):
+            if k[i] < 1 or s[i] < 1 or d[i] < 1 or p[i] < 0:
+                raise RuntimeError(f"pooling with kernel {k}, stride {s}, padding {p}, dilation"
+                                   f" {d} (kernel, stride and dilation must be positive)")
+            if p[i] > k[i] // 2:  # (torch's check, whatever the dilation)
+                raise RuntimeError(f"pooling padding {p} larger than half the kernel {k}")
         out = (n, c, _conv_out(h, k[0], s[0], p[0], d[0], ceil_mode),
                _conv_out(w, k[1], s[1], p[1], d[1], ceil_mode))
+        if out[2] < 1 or out[3] < 1:
+            raise RuntimeError(f"pooling kernel {k} (dilation {d}) larger than the padded input"
+                               f" {list(x.shape)} (padding {p}): output size {list(out)}")
         attrs: dict[str, Any] = {"ceil_mode": int(bool(ceil_mode))}
         if kind == "MaxPool":
             attrs["dilations"] = d
@@ -548,6 +611,8 @@ class _Ops:
         n, c, h, w = x.shape
         size = _pair(output_size)
         size = [h if size[0] is None else size[0], w if size[1] is None else size[1]]
+        if size[0] < 0 or size[1] < 0:
+            raise RuntimeError(f"adaptive pooling to a negative size {size}")
         if size == [1, 1] and kind == "avg":
             return self.unary("GlobalAveragePool", x, {}, out=(n, c, 1, 1))
         if h % size[0] or w % size[1]:
@@ -563,10 +628,21 @@ class _Ops:
     def concat(self, tensors: Sequence[Any], dim: int) -> Any:
         torch = self.torch
         shapes = [_shape_of(t, torch) for t in tensors]
-        rank = len(shapes[0])
-        ax = dim % rank
-        out = list(shapes[0])
-        out[ax] = sum(s[ax] for s in shapes)
+        if not shapes:
+            raise RuntimeError("cat of an empty list of tensors")
+        first = shapes[0]
+        rank = len(first)
+        ax = _dim(dim, rank)
+        total = 0
+        head, tail = first[:ax], first[ax + 1:]
+        for s in shapes:
+            if len(s) != rank or s[:ax] != head or s[ax + 1:] != tail:
+                raise RuntimeError(f"cat along dim {dim} of tensors of sizes "
+                                   f"{[list(v) for v in shapes]} (they must match except "
+                                   "along that dim)")
+            total += s[ax]
+        out = list(first)
+        out[ax] = total
         ins = [t for t in tensors if isinstance(t, _Data)]
         return self.b.cached(("cat", self.b.key(list(tensors)), dim),
                              lambda: self.b.emit1("Concat", ins, tuple(out), {"axis": int(dim)}))
@@ -576,16 +652,23 @@ class _Ops:
         total = math.prod(x.shape)
         if -1 in shape:
             known = math.prod(s for s in shape if s != -1)
-            shape[shape.index(-1)] = total // known if known else 0
-        if math.prod(shape) != total:
-            raise _Unsupported(f"cannot reshape {list(x.shape)} to {shape}")
+            if known <= 0 or total % known or shape.count(-1) > 1:
+                raise RuntimeError(f"cannot reshape {list(x.shape)} to {shape} (one -1 at "
+                                   "most, the other sizes positive and dividing the "
+                                   "element count)")
+            shape[shape.index(-1)] = total // known
+        if math.prod(shape) != total or (shape and min(shape) < 0):
+            raise RuntimeError(f"cannot reshape {list(x.shape)} to {shape}")
         return self.unary("Reshape", x, {}, key=("reshape", tuple(shape)), out=tuple(shape))
 
     def flatten(self, x: _Data, start: int, end: int) -> _Data:
         rank = len(x.shape)
         if rank == 0:
             raise _Unsupported("flatten of a scalar")
-        s, e = start % rank, end % rank
+        s, e = _dim(start, rank), _dim(end, rank)
+        if s > e:
+            raise RuntimeError(f"flatten() has invalid args: start_dim {start} comes after "
+                               f"end_dim {end}")
         out = x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:]
         if rank > 1 and e == rank - 1 and s == 1:
             return self.unary("Flatten", x, {"axis": 1}, out=out)
@@ -595,7 +678,16 @@ class _Ops:
 
     def transpose(self, x: _Data, perm: Sequence[int]) -> _Data:
         rank = len(x.shape)
+        if len(perm) != rank:
+            raise RuntimeError(f"permute of a {rank}-D tensor with {len(perm)} dims "
+                               f"({list(perm)})")
+        if rank:
+            lo, hi = min(perm), max(perm)
+            if lo < -rank or hi >= rank:
+                _dim(lo if lo < -rank else hi, rank)  # (raises)
         perm = [int(p) % rank for p in perm]
+        if len(set(perm)) != rank:
+            raise RuntimeError(f"permute with dims {perm}: a dimension is repeated")
         base = x
         # The exporter composes consecutive transposes and drops identity ones.
         if x.src is not None and x.src in self.b.perm_input:
@@ -615,14 +707,19 @@ class _Ops:
         return self.b.cached(("transpose", id(base), tuple(perm)), make)
 
     def split(self, x: _Data, sizes: list[int], dim: int, form: str) -> tuple:
-        ax = dim % len(x.shape)
+        ax = _dim(dim, len(x.shape))
+        if sum(sizes) != x.shape[ax] or min(sizes, default=0) < 0:
+            raise RuntimeError(f"split of size {x.shape[ax]} (dim {dim} of {list(x.shape)}) "
+                               f"into sizes {sizes}")
         outs = [x.shape[:ax] + (s,) + x.shape[ax + 1:] for s in sizes]
         # split(x, int) and split(x, [sizes]) are distinct ATen ops: never merged
         return self.b.cached(("split", form, self.b.key(x), tuple(sizes), dim), lambda: tuple(
             self.b.emit("Split", [x], outs, {"axis": int(dim), "split": list(sizes)})))
 
     def chunk(self, x: _Data, chunks: int, dim: int) -> tuple:
-        ax = dim % len(x.shape)
+        ax = _dim(dim, len(x.shape))
+        if chunks < 1:
+            raise RuntimeError(f"chunk expects a positive number of chunks, got {chunks}")
         size = x.shape[ax]
         step = -(-size // chunks)
         outs = []
@@ -658,11 +755,12 @@ class _Ops:
         return self.b.cached(key, lambda: self.b.emit_slice(x, out, "Slice"))
 
     def mean(self, x: _Data, dim: Any, keepdim: bool) -> _Data:
-        if dim is None:
+        dims = None if dim is None else [dim] if isinstance(dim, int) else list(dim)
+        if not dims:  # (None, or an empty list: torch reduces every axis)
             raise _Unsupported("mean over all axes")
-        dims = [int(dim)] if isinstance(dim, int) else [int(d) for d in dim]
         rank = len(x.shape)
-        red = {d % rank for d in dims}
+        red = _dims(dims, rank)
+        dims = [int(d) for d in dims]
         out = tuple(1 if i in red else s for i, s in enumerate(x.shape)
                     if keepdim or i not in red)
         return self.unary("ReduceMean", x, {"axes": dims, "keepdims": int(bool(keepdim))},
@@ -670,14 +768,31 @@ class _Ops:
 
     def pad(self, x: _Data, pad: Sequence[int], mode: str, value: Any) -> _Data:
         pad = [int(p) for p in pad]
+        rank = len(x.shape)
+        if len(pad) % 2 or len(pad) // 2 > rank:
+            raise RuntimeError(f"pad of length {len(pad)} on a {rank}-D tensor (it takes a "
+                               "pair of sizes per dimension, at most as many pairs as "
+                               "dimensions)")
+        if mode != "constant" and len(pad) // 2 not in (rank - 2, rank - 1):
+            raise RuntimeError(f"{mode} padding of length {len(pad)} on a {rank}-D tensor "
+                               f"(it pads the last {rank - 2} or {rank - 1} dimensions)")
         out = list(x.shape)
         for i in range(len(pad) // 2):
-            out[-1 - i] += pad[2 * i] + pad[2 * i + 1]
+            size = out[-1 - i]
+            lo, hi = pad[2 * i], pad[2 * i + 1]
+            if (mode == "reflect" and max(lo, hi) >= size) or (
+                    mode == "circular" and max(lo, hi) > size):
+                raise RuntimeError(f"{mode} padding {pad} does not fit a {list(x.shape)} "
+                                   "tensor")
+            out[-1 - i] = size + lo + hi
+            if out[-1 - i] < 0:
+                raise RuntimeError(f"padding {pad} makes a {list(x.shape)} tensor's size "
+                                   "negative")
         return self.unary("Pad", x, {"mode": mode}, key=("pad", tuple(pad), mode, value),
                           out=tuple(out))
 
     def unsqueeze(self, x: _Data, dim: int) -> _Data:
-        d = dim % (len(x.shape) + 1)
+        d = _dim(dim, len(x.shape) + 1)
         return self.unary("Unsqueeze", x, {}, key=("unsqueeze", d),
                           out=x.shape[:d] + (1,) + x.shape[d:])
 
@@ -685,14 +800,19 @@ class _Ops:
         if dim is None:
             out = tuple(s for s in x.shape if s != 1)
         else:
-            dims = {d % len(x.shape) for d in ([dim] if isinstance(dim, int) else dim)}
+            dims = {_dim(d, len(x.shape)) for d in ([dim] if isinstance(dim, int) else dim)}
             out = tuple(s for i, s in enumerate(x.shape) if not (i in dims and s == 1))
         return self.unary("Squeeze", x, {}, key=("squeeze", self.b.key(dim)), out=out)
 
     def stack(self, tensors: Sequence[Any], dim: int) -> _Data:
         torch = self.torch
         shapes = [_shape_of(t, torch) for t in tensors]
-        ax = dim % (len(shapes[0]) + 1)
+        if not shapes:
+            raise RuntimeError("stack of an empty list of tensors")
+        if any(s != shapes[0] for s in shapes):
+            raise RuntimeError(f"stack of tensors of sizes {[list(s) for s in shapes]} (they "
+                               "must all have the same size)")
+        ax = _dim(dim, len(shapes[0]) + 1)
 
         def make() -> _Data:
             # the exporter writes Unsqueeze per input, then Concat
@@ -708,8 +828,10 @@ class _Ops:
     def reduce_sum(self, x: _Data, dim: Any, keepdim: bool) -> _Data:
         rank = len(x.shape)
         dims = list(range(rank)) if dim is None else \
-            [int(dim)] if isinstance(dim, int) else [int(d) for d in dim]
-        red = {d % rank for d in dims}
+            [dim] if isinstance(dim, int) else list(dim)
+        if not dims and rank:  # (an empty list: torch reduces every axis)
+            raise _Unsupported("sum over an empty list of dims")
+        red = _dims(dims, rank)
         out = tuple(1 if i in red else s for i, s in enumerate(x.shape)
                     if keepdim or i not in red)
         return self.unary("ReduceSum", x, {"keepdims": int(bool(keepdim))},
@@ -739,6 +861,7 @@ class _Ops:
     def softmax(self, op: str, x: _Data, dim: Any) -> _Data:
         if dim is None:
             raise _Unsupported("softmax without dim")
+        _dim(dim, len(x.shape))
         return self.unary(op, x, {"axis": int(dim)})
 
 
@@ -766,14 +889,19 @@ def _build_table(torch: Any) -> tuple[dict, set]:
     def unary(op: str, attrs: dict | None = None) -> Callable:
         return lambda o, a, k: o.unary(op, a[0], attrs)
 
-    def binary(op: str, swap: bool = False) -> Callable:
+    def binary(op: str, swap: bool = False, inplace: bool = False) -> Callable:
         def h(o: _Ops, a: Sequence, k: dict) -> Any:
             if k.get("alpha", 1) != 1:
                 raise _Unsupported("alpha != 1")
             x, y = a[0], (a[1] if len(a) > 1 else k.get("other"))
             if k.get("rounding_mode") is not None:
                 raise _Unsupported("division with rounding_mode")
-            return o.binary(op, y, x) if swap else o.binary(op, x, y)
+            r = o.binary(op, y, x) if swap else o.binary(op, x, y)
+            if inplace and r.shape != x.shape:  # x cannot take the broadcast result
+                raise RuntimeError(f"in-place {op} of sizes {list(x.shape)} and "
+                                   f"{list(_shape_of(y, torch))}: the result, of size "
+                                   f"{list(r.shape)}, does not fit the tensor modified")
+            return r
         return h
 
     def hardtanh(o, a, k):
@@ -818,7 +946,9 @@ def _build_table(torch: Any) -> tuple[dict, set]:
         x, size = a[0], _arg(a, k, 1, "split_size_or_sections", k.get("split_size"))
         dim = _arg(a, k, 2, "dim", 0)
         if isinstance(size, int):
-            total = x.shape[dim]
+            total = x.shape[_dim(dim, len(x.shape))]
+            if size < 1:
+                raise RuntimeError(f"split_size must be positive, got {size}")
             sizes = [size] * (total // size) + ([total % size] if total % size else [])
             return o.split(x, sizes, dim, "int")
         return o.split(x, [int(s) for s in size], dim, "list")
@@ -831,7 +961,7 @@ def _build_table(torch: Any) -> tuple[dict, set]:
         if x.src is not None:
             o.b.shape_queried.add(x.src)
         dim = _arg(a, k, 1, "dim")
-        return torch.Size(x.shape) if dim is None else x.shape[dim]
+        return torch.Size(x.shape) if dim is None else x.shape[_dim(dim, len(x.shape))]
 
     def getitem(o, a, k):
         return o.getitem(a[0], a[1])
@@ -890,13 +1020,13 @@ def _build_table(torch: Any) -> tuple[dict, set]:
     }
     methods: dict[str, Callable] = {
         "add": binary("Add"), "__add__": binary("Add"), "__radd__": binary("Add", swap=True),
-        "__iadd__": binary("Add"), "add_": binary("Add"),
+        "__iadd__": binary("Add", inplace=True), "add_": binary("Add", inplace=True),
         "sub": binary("Sub"), "__sub__": binary("Sub"), "__rsub__": binary("Sub", swap=True),
-        "__isub__": binary("Sub"), "sub_": binary("Sub"),
+        "__isub__": binary("Sub", inplace=True), "sub_": binary("Sub", inplace=True),
         "mul": binary("Mul"), "__mul__": binary("Mul"), "__rmul__": binary("Mul", swap=True),
-        "__imul__": binary("Mul"), "mul_": binary("Mul"),
-        "div": binary("Div"), "__truediv__": binary("Div"), "__itruediv__": binary("Div"),
-        "div_": binary("Div"),
+        "__imul__": binary("Mul", inplace=True), "mul_": binary("Mul", inplace=True),
+        "div": binary("Div"), "__truediv__": binary("Div"),
+        "__itruediv__": binary("Div", inplace=True), "div_": binary("Div", inplace=True),
         "relu": unary("Relu"), "relu_": unary("Relu"), "sigmoid": unary("Sigmoid"),
         "sigmoid_": unary("Sigmoid"), "tanh": unary("Tanh"), "clamp": clamp, "clip": clamp,
         "clamp_": clamp,
@@ -936,7 +1066,9 @@ def _inplace_positions(torch: Any) -> dict:
 def _transpose(o: _Ops, a: Sequence, k: dict) -> _Data:
     x = a[0]
     d0, d1 = _arg(a, k, 1, "dim0"), _arg(a, k, 2, "dim1")
-    perm = list(range(len(x.shape)))
+    rank = len(x.shape)
+    d0, d1 = _dim(d0, rank), _dim(d1, rank)
+    perm = list(range(rank))
     perm[d0], perm[d1] = perm[d1], perm[d0]
     return o.transpose(x, perm)
 
@@ -1207,7 +1339,7 @@ def _fast_forwards(torch: Any) -> dict:
         momentum = 0.0 if m.momentum is None else m.momentum
         try:
             return session.ops.batch_norm(d, mean, var, w, bias, bn_training, momentum,
-                                          m.eps), False
+                                          m.eps, m.num_features), False
         except TorchFrontEndError:
             raise
         except Exception as exc:
