@@ -492,15 +492,12 @@ class _Ops:
         if same:  # the exporter writes auto_pad (upper) and no pads: the size is kept
             out = (shape[0], cout, *shape[2:])
         elif nd == 2:  # (_conv_out without ceil: (size + 2 p - d (k - 1) - 1) // s + 1)
-            ho = (shape[2] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
-            wo = (shape[3] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
-            if ho < 1 or wo < 1:
-                raise RuntimeError(f"convolution kernel {k} (dilation {d}) larger than the "
-                                   f"padded input {list(shape)} (padding {p})")
-            out = (shape[0], cout, ho, wo)
+            out = (shape[0], cout,
+                   (shape[2] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1,
+                   (shape[3] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1)
         else:
             out = (shape[0], cout, _conv_out(shape[2], k[0], s[0], p[0], d[0]))
-        if out[-1] < 1:
+        if min(out[2:]) < 1:
             raise RuntimeError(f"convolution kernel {k} (dilation {d}) larger than the padded "
                                f"input {list(shape)} (padding {p})")
         b = self.b
