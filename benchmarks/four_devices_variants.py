@@ -14,7 +14,8 @@ leaves every source, a sibling device's rows included) with each network's error
 the fit on everything. Names may be shell-style patterns. Results:
 ``benchmarks/results/four_devices_variants.txt`` (round 3),
 ``benchmarks/results/four_devices_variants_vpu.txt`` (round 4, the VPU; round 5's
-per-network Pixel 4 factors are appended to the first).
+per-network Pixel 4 factors and round 6's fits without the per-configuration correction
+are appended to the first).
 """
 from __future__ import annotations
 
@@ -142,6 +143,9 @@ def variants(data: BuiltinData) -> dict:
         "a76-bandwidth": (A76, {"term_set": "bandwidth"}, None, []),
         "640-bandwidth": (A640, {"term_set": "bandwidth"}, None, []),
         "630-bandwidth": (A630, {"term_set": "bandwidth"}, None, []),
+        # round 6: without the bounded per-configuration correction (information)
+        **{f"{d}-no-corrections": (dev, {"corrections": False}, None, [])
+           for d, dev in (("a76", A76), ("640", A640), ("630", A630), ("vpu", VPU))},
     }
 
 
