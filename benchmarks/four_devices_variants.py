@@ -207,6 +207,10 @@ def _run(data, name, dev, params, drop, extra, heldout: bool) -> None:
 
 
 def main(argv=None) -> int:
+    import warnings
+
+    from nnmeter_nas.errors import ConvergenceWarning
+    warnings.simplefilter("ignore", ConvergenceWarning)  # variants vary n_alternations on purpose
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", default=None, help="variant names")
     ap.add_argument("--heldout", nargs="*", default=["640-shipped", "640-factor-add"],

@@ -19,14 +19,15 @@ every example its ``--help`` prints is run by tests/test_cli_help_examples.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 import warnings
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
-from .errors import UsageError
+from .errors import ConvergenceWarning, UsageError
 
 PROG = "nnmeter-nas"
 
@@ -178,6 +179,23 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _convergence_notes() -> Iterator[None]:
+    """Print each distinct :class:`ConvergenceWarning` once, as a ``note:`` line on stderr
+    (not Python's warning display with its source line); other warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield
+    seen: set[str] = set()
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            if str(w.message) not in seen:
+                seen.add(str(w.message))
+                print(f"note: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def _cmd_predictors_fit(args: argparse.Namespace) -> int:
     """Fit or refine a device package from measured networks (issue 14)."""
     import tempfile
@@ -186,17 +204,19 @@ def _cmd_predictors_fit(args: argparse.Namespace) -> int:
     from .fitting.device_package import fit_device_package
 
     if args.out:
-        dest = fit_device_package(args.device, args.networks, args.out, base=args.base,
-                                  builtin_data=not args.only_mine, version=args.version,
-                                  overwrite=args.overwrite)
+        with _convergence_notes():
+            dest = fit_device_package(args.device, args.networks, args.out, base=args.base,
+                                      builtin_data=not args.only_mine, version=args.version,
+                                      overwrite=args.overwrite)
         print(f"fitted {args.device} -> {dest}")
         return EXIT_OK
     from .packages.registry import install_predictor
 
     with tempfile.TemporaryDirectory() as tmp:
-        pkg = fit_device_package(args.device, args.networks, Path(tmp) / args.device,
-                                 base=args.base, builtin_data=not args.only_mine,
-                                 version=args.version)
+        with _convergence_notes():
+            pkg = fit_device_package(args.device, args.networks, Path(tmp) / args.device,
+                                     base=args.base, builtin_data=not args.only_mine,
+                                     version=args.version)
         dest = install_predictor(pkg)
     print(f"fitted and installed {args.device} -> {dest} (it now takes precedence over the "
           "built-in package of that name)")

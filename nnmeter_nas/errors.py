@@ -153,3 +153,11 @@ class PackageTooLargeError(PackageError):
 class MeasurementDataError(NnMeterNasError, ValueError):
     """Measured networks given for fitting are unusable (missing file, bad latency, a network
     that fails to load); the message names the file and row."""
+
+
+class NnMeterNasWarning(UserWarning):
+    """Base class of the warnings nnmeter_nas issues."""
+
+
+class ConvergenceWarning(NnMeterNasWarning):
+    """An iterative fit stopped at its round limit while its parameters were still moving."""

@@ -249,21 +249,16 @@ def test_borrowed_rows_are_scaled_fitted_and_never_calibrate():
     assert "borrowed" not in fit.factors_ and fit.correction_ == {}
 
 
-def test_network_factor_ridge_gives_each_foreign_network_its_own_ratio():
-    """``network_factor_ridge``: a runtime whose ratio to the device differs by network (0.4
-    for networks of large maps, 0.8 for small ones) distorts the device's costs when every
-    network shares the source's factor; with a free factor per network (lambda = 0) the
-    device's own networks are fitted as if the foreign ones were absent, the product of the
-    source's and the network's factor is each network's ratio, and a network the fit did not
-    see is predicted with the source's factor alone. A large lambda gives back the shared
-    factor; None (the default) reports no network factors. (The alternation between costs
-    and factors converges slowly at lambda = 0: 200 rounds here, 10 in the built-in fits.)"""
+def _two_family_samples():
+    """60 synthetic networks of dense convolutions, half measured on the device (``user``),
+    half by a newer runtime (``newer``) at 0.4x the device's latency for large maps and 0.8x
+    for small ones."""
     from collections import Counter
 
     rng = np.random.default_rng(3)
     samples = []
     for i in range(60):
-        cnt, ratio_ms = Counter(), 0.0
+        cnt = Counter()
         big = i % 4 < 2
         for _ in range(2):
             hw = float(rng.choice([32, 56] if big else [4, 8]))
@@ -277,6 +272,19 @@ def test_network_factor_ridge_gives_each_foreign_network_its_own_ratio():
         ratio = 0.4 if big else 0.8
         samples.append(NetworkSample(f"n{i}", "user" if native else "newer", cnt,
                                      true if native else ratio * true))
+    return samples
+
+
+def test_network_factor_ridge_gives_each_foreign_network_its_own_ratio():
+    """``network_factor_ridge``: a runtime whose ratio to the device differs by network (0.4
+    for networks of large maps, 0.8 for small ones) distorts the device's costs when every
+    network shares the source's factor; with a free factor per network (lambda = 0) the
+    device's own networks are fitted as if the foreign ones were absent, the product of the
+    source's and the network's factor is each network's ratio, and a network the fit did not
+    see is predicted with the source's factor alone. A large lambda gives back the shared
+    factor; None (the default) reports no network factors. (The alternation between costs
+    and factors converges slowly at lambda = 0: 200 rounds here, 10 in the built-in fits.)"""
+    samples = _two_family_samples()
     native = [s for s in samples if s.source == "user"]
     y_nat = np.array([s.latency_ms for s in native])
     base = dict(corrections=False, factor_groups=False, n_alternations=200)
@@ -302,3 +310,42 @@ def test_network_factor_ridge_gives_each_foreign_network_its_own_ratio():
     np.testing.assert_allclose(stiff.predict(native), shared.predict(native), rtol=1e-3)
     with pytest.raises(ValueError, match="network_factor_ridge"):
         DeviceLatencyFit(network_factor_ridge=-1.0).fit(samples)
+
+
+def test_alternation_reports_and_warns_when_stopped_before_convergence():
+    """The (costs, factors) alternation does not stop early: stopped while a factor still moves
+    it says so (``converged_``, a ConvergenceWarning naming the source and the rounds); run long
+    enough it converges silently; without foreign sources there is nothing to alternate."""
+    import warnings
+
+    from nnmeter_nas.errors import ConvergenceWarning
+
+    samples = _two_family_samples()
+    base = dict(corrections=False, network_factor_ridge=0.0)
+    with pytest.warns(ConvergenceWarning, match=r"newer.*after 2 rounds"):
+        short = DeviceLatencyFit(n_alternations=2, **base).fit(samples)
+    assert not short.converged_ and short.factor_change_ > 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        long = DeviceLatencyFit(n_alternations=400, **base).fit(samples)
+        native = DeviceLatencyFit(**base).fit([s for s in samples if s.source == "user"])
+    assert long.converged_ and long.factor_change_ <= 1e-3
+    assert native.converged_ and native.factor_change_ == 0.0
+
+
+def test_cli_prints_each_convergence_warning_once_as_a_note(capsys):
+    """`predictors fit` turns the fit's ConvergenceWarnings into one ``note:`` line each on
+    stderr and lets other warnings through unchanged."""
+    import warnings
+
+    from nnmeter_nas.cli import _convergence_notes
+    from nnmeter_nas.errors import ConvergenceWarning
+
+    with pytest.warns(RuntimeWarning, match="other"):
+        with _convergence_notes():
+            for _ in range(3):
+                warnings.warn("stopped after 10 rounds", ConvergenceWarning)
+            warnings.warn("other", RuntimeWarning)
+    err = capsys.readouterr().err
+    assert err.count("note: stopped after 10 rounds") == 1
+    assert "ConvergenceWarning" not in err

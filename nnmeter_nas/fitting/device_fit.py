@@ -23,12 +23,14 @@ to those exact configurations.
 """
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConvergenceWarning
 from ..regressors.cost_model import KernelCostModel, Term, term_arrays
 from .cost_terms import floor_of, is_excess_key, terms_of
 from .configs import Config
@@ -91,6 +93,9 @@ def term_class(key: str) -> str | None:
 FACTOR_LOWER = {"add": 0.0}
 #: Lowest factor of the other groups (and the highest of any group: 1 / this).
 FACTOR_FLOOR = 0.2
+#: A fit whose foreign factors change by at most this (relative to the factor, or to
+#: FACTOR_FLOOR for a factor near 0) in its last alternation round counts as converged.
+FACTOR_TOL = 1e-3
 
 #: A foreign source whose factor of a group is below this does not calibrate that group's
 #: kernels (:func:`.device_package.kernel_ranges`): its rows say next to nothing about them.
@@ -153,7 +158,13 @@ class DeviceLatencyFit:
     theta_ridge : float, default=1e-3
         Ridge on the column-normalised term coefficients (splits collinear terms evenly).
     n_alternations : int, default=10
-        Rounds of (coefficients, factors) alternation when foreign sources are present.
+        Rounds of (coefficients, factors) alternation when foreign sources are present. The
+        fit does not stop earlier; where a foreign source's factors still move by more than
+        ``FACTOR_TOL`` (relative) in the last round it reports ``converged_ = False`` and
+        issues a :class:`~nnmeter_nas.errors.ConvergenceWarning`. The built-in Adreno 640 fit
+        is such a fit: stopped at 10 rounds, its factors still drift, and its figures depend on
+        the stopping point (docs/four_devices.md, round 5); so is the Cortex-A76's, nearly
+        converged.
     corrections : bool, default=True
         Fit the bounded per-configuration correction (stage 2).
     correction_ridge : float, default=0.3
@@ -216,6 +227,14 @@ class DeviceLatencyFit:
         source's per-operator rows keep the source's factors). ``m`` stays within
         ``[FACTOR_FLOOR, 1 / FACTOR_FLOOR]``; reported in ``network_factors_``. A network the
         fit did not see (held out) is predicted with its source's factors (``m = 1``).
+
+    Attributes
+    ----------
+    factor_change_ : float
+        Largest relative change of a foreign source's factor (or network factor) in the last
+        alternation round; 0.0 without foreign sources.
+    converged_ : bool
+        ``factor_change_ <= FACTOR_TOL``.
     """
 
     def __init__(self, *, source_weights: Mapping[str, float] | None = None,
@@ -322,7 +341,9 @@ class DeviceLatencyFit:
         # each foreign source's whole networks: their own factor (1: none)
         own = np.array([s in foreign for s in src]) & (whole > 0) & (lam is not None)
         net_m = np.ones(len(y))
+        change = 0.0
         for _ in range(max(rounds, 1)):
+            before = np.concatenate([*factors.values(), net_m])
             for s in foreign:
                 row_factor[np.array(src) == s] = factors[s]
             if own.any():
@@ -378,6 +399,20 @@ class DeviceLatencyFit:
                     b = (P_net[mine] @ f) / (sw[rows][mine] * y[rows][mine])
                     idx = np.flatnonzero(rows)[mine]
                     net_m[idx] = [_network_factor(ai, bi, lam) for ai, bi in zip(a, b)]
+            after = np.concatenate([*factors.values(), net_m])
+            change = float(np.max(np.abs(after - before) / np.maximum(np.abs(before), FACTOR_FLOOR),
+                                  initial=0.0))
+        self.factor_change_ = change if foreign else 0.0
+        self.converged_ = self.factor_change_ <= FACTOR_TOL
+        if not self.converged_:
+            warnings.warn(
+                f"DeviceLatencyFit: the alternation between kernel costs and the factors of "
+                f"{', '.join(foreign)} stopped after {rounds} rounds with a factor still "
+                f"changing by {100 * self.factor_change_:.2g}% per round; the fit depends on "
+                f"where it stopped. Raise n_alternations to go further; the built-in Cortex-A76 and "
+                f"Adreno 640 packages are fitted with 10 rounds, not converged either "
+                f"(docs/four_devices.md, round 5)",
+                ConvergenceWarning, stacklevel=2)
         self.theta_ = dict(zip(keys, theta.tolist()))
         self.overhead_ms_ = {n: float(v) for n, v in zip(ovh_names, ovh)}
         self.factors_ = {s: dict(zip(slots, f.tolist())) for s, f in factors.items()}

@@ -119,6 +119,13 @@ def write_device_package(dest: str | Path, fit: DeviceLatencyFit,
                                          "device's kernel sum + its own overhead",
                               "factor": f, "overhead_ms": fit.overhead_ms_.get(s, 0.0)}
                           for s, f in fit.factors_.items()},
+              "alternation": {"rounds": int(fit.n_alternations) if fit.factors_ else 1,
+                              "last_factor_change": float(fit.factor_change_),
+                              "converged": bool(fit.converged_),
+                              "meaning": "the fit alternates between kernel costs and the "
+                                         "foreign sources' factors; last_factor_change is "
+                                         "the largest relative change of a factor in the "
+                                         "last round (converged: <= FACTOR_TOL)"},
               "fit": {k: v for k, v in fit.__dict__.items()
                       if not k.endswith("_") and not k.startswith("_")},
               "terms_not_fitted": {"keys": list(getattr(fit, "unidentified_", [])),
