@@ -156,12 +156,13 @@ def run(data, name, dev, params, drop, extra, heldout: bool) -> None:
     terms = params.pop("_terms", None)
     if terms is None:
         return _run(data, name, dev, params, drop, extra, heldout)
-    saved = device_fit.terms_of
+    saved, saved_fits = device_fit.terms_of, data._fits
     device_fit.terms_of = terms          # this variant's cost terms, for its fits only
+    data._fits = {}                      # and its own donor fits (the Adreno 630's borrowed rows)
     try:
         return _run(data, name, dev, params, drop, extra, heldout)
     finally:
-        device_fit.terms_of = saved
+        device_fit.terms_of, data._fits = saved, saved_fits
 
 
 def device_fit_terms_patched() -> bool:
