@@ -1,9 +1,11 @@
 """Exceptions raised by nnmeter_nas. Every message names the thing at fault and what to do.
 
-This is the one home of the package's exceptions: every public error derives from
+This is the one home of the package's exceptions and warnings: every public error derives from
 :class:`NnMeterNasError` (and from the built-in exception a caller would naturally catch, such as
-``ValueError``). Modules that used to define an error re-export it from here, so
-``from nnmeter_nas.parallel.store import ResumeError`` keeps working.
+``ValueError``), every warning from :class:`NnMeterNasWarning` (a ``UserWarning``). Modules
+that used to define an error or warning re-export it from here, so
+``from nnmeter_nas.parallel.store import ResumeError`` and
+``from nnmeter_nas.predictor import LatencyWarning`` keep working.
 """
 from __future__ import annotations
 
@@ -161,3 +163,12 @@ class NnMeterNasWarning(UserWarning):
 
 class ConvergenceWarning(NnMeterNasWarning):
     """An iterative fit stopped at its round limit while its parameters were still moving."""
+
+
+class LatencyWarning(NnMeterNasWarning):
+    """A prediction is less trustworthy than usual (missing regressor, out-of-domain kernel)."""
+
+
+class TorchFallbackWarning(NnMeterNasWarning):
+    """A torch module went through the ONNX export because the torch front end cannot read
+    it (the message names the submodule and op)."""

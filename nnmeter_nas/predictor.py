@@ -14,7 +14,7 @@ import numpy as np
 
 from .cache_model import weight_mib
 from .calibration import Calibration
-from .errors import MissingRegressorError, PackageError
+from .errors import LatencyWarning, MissingRegressorError, PackageError
 from .features.extract import extract_features, regressor_name, weight_count
 from .graph import OpGraph, load_graph
 from .kernels.detector import Kernel, detect_kernels
@@ -41,10 +41,6 @@ def gc_paused() -> Iterator[None]:
 
 # predict_many collects the young generation every this many networks (see predict_many)
 _GC_CHUNK = 64
-
-
-class LatencyWarning(UserWarning):
-    """A prediction is less trustworthy than usual (missing regressor, out-of-domain kernel)."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ def _exception_classes(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
             bases = [ast.unparse(b) for b in node.bases]
-            if any(b.endswith(("Error", "Exception")) for b in bases):
+            if any(b.endswith(("Error", "Exception", "Warning")) for b in bases):
                 names.append(node.name)
     return names
 
@@ -33,10 +33,20 @@ def test_public_exceptions_are_defined_only_in_errors_py():
 
 def test_every_error_derives_from_the_package_base():
     classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
-               if issubclass(c, BaseException)]
+               if issubclass(c, BaseException) and not issubclass(c, Warning)]
     assert len(classes) > 10
     for cls in classes:
         assert issubclass(cls, errors.NnMeterNasError), cls
+
+
+def test_every_warning_derives_from_the_package_warning_base():
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(c, Warning)]
+    assert {errors.ConvergenceWarning, errors.LatencyWarning,
+            errors.TorchFallbackWarning} <= set(classes)
+    for cls in classes:
+        assert issubclass(cls, errors.NnMeterNasWarning), cls
+        assert not issubclass(cls, errors.NnMeterNasError), cls
 
 
 @pytest.mark.parametrize("module, name", [
@@ -51,6 +61,8 @@ def test_every_error_derives_from_the_package_base():
     ("nnmeter_nas.builder.measure", "KernelMismatchError"),
     ("nnmeter_nas.packages.nnmeter_import", "UnsafePickleError"),
     ("nnmeter_nas.cli", "UsageError"),
+    ("nnmeter_nas.predictor", "LatencyWarning"),
+    ("nnmeter_nas.graph", "TorchFallbackWarning"),
 ])
 def test_old_import_paths_still_work(module, name):
     assert getattr(importlib.import_module(module), name) is getattr(errors, name)

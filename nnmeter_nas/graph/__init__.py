@@ -5,17 +5,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import ModelFormatError
+from ..errors import ModelFormatError, TorchFallbackWarning
 from .ir import OpGraph, OpNode
 
 __all__ = ["OpGraph", "OpNode", "load_graph", "is_torch_module", "TorchFallbackWarning"]
 
 TORCH_FRONTENDS = ("auto", "trace", "onnx")
-
-
-class TorchFallbackWarning(UserWarning):
-    """A torch module went through the ONNX export because the torch front end cannot read
-    it (the message names the submodule and op)."""
 
 
 def is_torch_module(model: Any) -> bool:
