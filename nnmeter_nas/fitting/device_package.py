@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import MeasurementDataError
 from ..features.extract import FEATURE_NAMES
 from ..kernels.fusion_rules import FusionRules
-from ..packages.format import feature_range_of, write_package
+from ..packages.format import check_replaceable, feature_range_of, write_package
 from .device_fit import (BORROWED_SOURCES, FREE_TYPES, MIN_CALIBRATING_FACTOR,
                          DeviceLatencyFit, NetworkSample, factor_group)
 from .lookup_tree import empty_feature_range
@@ -238,6 +238,9 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     MeasurementDataError
         For bad rows of the CSV (all named at once, nothing written), an existing ``dest``
         or an unknown device without ``base``.
+    PackageError
+        ``overwrite`` and ``dest`` is neither a package folder nor an empty folder (checked
+        before fitting), or ``dest`` cannot be written.
 
     Examples
     --------
@@ -271,6 +274,7 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     if dest.exists() and not overwrite:
         raise MeasurementDataError(f"{dest} already exists; choose another destination or "
                                    "pass overwrite=True (--overwrite)")
+    check_replaceable(dest)  # before the fit: --overwrite never replaces a user's own files
     if base is not None:
         from ..packages.registry import load_predictor_spec
 

@@ -1,0 +1,118 @@
+"""A new user's walkthrough of the predictor side (README, `nnmeter-nas --help`, every predictor
+command on real and bad inputs): each test is a problem that walkthrough found, refused with one
+clear error that names the file, row or device, nothing half-written, exit status non-zero."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnmeter_nas.cli import main
+from nnmeter_nas.errors import MeasurementDataError, ModelFormatError, PackageError
+
+ROOT = Path(__file__).resolve().parents[1]
+A76 = "cortexA76cpu_tflite21"
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``python -m nnmeter_nas.cli ARGS`` in a fresh interpreter (as a user runs it)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "nnmeter_nas.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _error_lines(err: str) -> list[str]:
+    """stderr's error: one ``nnmeter-nas: error:`` line and its indented continuation lines."""
+    assert "Traceback" not in err, err
+    lines = err.rstrip("\n").splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("nnmeter-nas: error:")]
+    assert len(starts) == 1, err
+    return lines[starts[0]:]
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    """Four small ONNX convolution stacks and a valid measured.csv (made-up latencies)."""
+    import torch
+
+    from nnmeter_nas.graph.torch_export import export_onnx
+
+    d = tmp_path_factory.mktemp("nets")
+    rows = ["model,latency_ms"]
+    for c in (8, 16, 32, 64):
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, c, 3, padding=1), torch.nn.ReLU(),
+                                  torch.nn.Conv2d(c, c, 1), torch.nn.ReLU())
+        (d / f"conv{c}.onnx").write_bytes(export_onnx(net, (1, 3, 16, 16)).SerializeToString())
+        rows.append(f"conv{c}.onnx,{0.05 * c}")
+    (d / "measured.csv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+def _fit(csv_path: Path, out: Path, *extra: str) -> list[str]:
+    return ["predictors", "fit", A76, "--networks", str(csv_path), "--only-mine",
+            "--out", str(out), *extra]
+
+
+# ---------------------------------------------------------------------------- --out / overwrite
+def test_overwrite_never_deletes_a_folder_or_file_that_is_not_a_package(nets, tmp_path,
+                                                                         capsys):
+    """`--overwrite` replaced ANY existing --out: a folder of the user's files, or the CSV
+    itself, was deleted and replaced by the package."""
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("my notes")
+    rc = main(_fit(nets / "measured.csv", mine, "--overwrite"))
+    err = capsys.readouterr().err
+    assert rc == 1
+    line = _error_lines(err)[0]
+    assert str(mine) in line and "not a predictor package" in line and "keep.txt" in line
+    assert (mine / "keep.txt").read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no temporary left
+
+    csv_copy = tmp_path / "copy.csv"
+    csv_copy.write_text((nets / "measured.csv").read_text())
+    with pytest.raises(PackageError, match="not a predictor package"):
+        from nnmeter_nas.packages.format import check_replaceable
+        check_replaceable(csv_copy)
+    rc = main(["predictors", "fit", A76, "--networks", str(nets / "measured.csv"),
+               "--only-mine", "--out", str(csv_copy), "--overwrite"])
+    assert rc == 1 and "not a predictor package" in capsys.readouterr().err
+    assert csv_copy.read_text() == (nets / "measured.csv").read_text()
+
+
+def test_overwrite_replaces_a_package_and_an_empty_folder(nets, tmp_path, capsys):
+    pkg = tmp_path / "pkg"
+    assert main(_fit(nets / "measured.csv", pkg)) == 0
+    assert main(_fit(nets / "measured.csv", pkg, "--overwrite")) == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(_fit(nets / "measured.csv", empty, "--overwrite")) == 0
+    assert (empty / "manifest.json").is_file()
+    capsys.readouterr()
+
+
+def test_out_that_cannot_be_created_is_named(nets, tmp_path, capsys):
+    """--out under a file: was `[Errno 17] File exists: '...'` (naming the parent only)."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    rc = main(_fit(nets / "measured.csv", a_file / "pkg"))
+    line = _error_lines(capsys.readouterr().err)[0]
+    assert rc == 1
+    assert f"cannot write the package to {a_file / 'pkg'}" in line
+    assert a_file.read_text() == "x"
+
+
+def test_written_package_folder_follows_the_umask(nets, tmp_path):
+    """The package folder was created by mkdtemp and kept its mode 0700."""
+    from nnmeter_nas.fitting import fit_device_package
+
+    old = os.umask(0o022)
+    try:
+        dest = fit_device_package(A76, nets / "measured.csv", tmp_path / "pkg",
+                                  builtin_data=False)
+    finally:
+        os.umask(old)
+    assert dest.stat().st_mode & 0o777 == 0o755
