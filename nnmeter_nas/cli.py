@@ -8,7 +8,9 @@
     nnmeter-nas score --space spos --devices all --n 100000 --out scores.parquet [--address ...]
 
 Exit status: 0 success, 1 runtime error, 2 usage error. Errors are printed as one line
-(``nnmeter-nas: error: ...``); ``--debug`` shows the traceback instead. Everything heavy (torch,
+(``nnmeter-nas: error: ...``; an error that lists several items, such as the bad rows of a CSV,
+gives each its own indented line below it), warnings as ``nnmeter-nas: warning: ...``;
+``--debug`` shows the traceback and Python's warning format instead. Everything heavy (torch,
 NNI, Ray, pandas) is imported by the command that needs it, so ``--help`` answers at once.
 
 Each command has a handler ``_cmd_*`` (parsed arguments -> exit status) and a function ``_add_*``
@@ -697,12 +699,26 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """The error's message for ``nnmeter-nas: error: ...``: each line's whitespace collapsed;
+    a message of several lines (a list of bad rows) keeps one item per line, indented."""
+    lines = [" ".join(ln.split()) for ln in str(exc).splitlines()]
+    text = "\n  ".join(ln for ln in lines if ln)
     if isinstance(exc, FileNotFoundError) and exc.filename and not text.startswith("no such"):
         text = f"no such file or directory: {exc.filename}"
     if isinstance(exc, KeyError) and text.startswith("'") and text.endswith("'"):
         text = text[1:-1]
     return text or type(exc).__name__
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings as ``nnmeter-nas: warning: ...`` (one line), not Python's ``FILE:LINE:
+    Category: ...`` with a line of our source; ``--debug`` keeps Python's format."""
+    text = " ".join(str(message).split())
+    try:
+        print(f"{PROG}: warning: {text}", file=sys.stderr if file is None else file)
+    except OSError:
+        pass
 
 
 def _is_usage_error(exc: BaseException) -> bool:
@@ -722,7 +738,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     debug = bool(getattr(args, "debug", False))
     try:
-        status = args._handler(args)
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _show_warning
+            status = args._handler(args)
         return EXIT_OK if status is None else int(status)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -116,3 +116,29 @@ def test_written_package_folder_follows_the_umask(nets, tmp_path):
     finally:
         os.umask(old)
     assert dest.stat().st_mode & 0o777 == 0o755
+
+
+# ---------------------------------------------------------------------------- measured.csv
+def test_every_bad_row_is_on_its_own_line(nets, tmp_path, capsys):
+    """The CLI joined a multi-line error into one line, so the list of bad rows ran together."""
+    p = nets / "lat.csv"
+    p.write_text("model,latency_ms\nconv8.onnx,nan\nconv16.onnx,-1\nconv32.onnx,abc\n")
+    rc = main(_fit(p, tmp_path / "out"))
+    lines = _error_lines(capsys.readouterr().err)
+    assert rc == 1 and not (tmp_path / "out").exists()
+    assert "3 bad row(s)" in lines[0]
+    assert [ln.split(": ")[0].strip().rsplit(" ", 1)[-1] for ln in lines[1:]] == ["2", "3", "4"]
+    assert all(ln.startswith("  ") for ln in lines[1:])
+
+
+# ---------------------------------------------------------------------------- predict
+def test_warnings_print_as_one_line(nets):
+    """A LatencyWarning printed Python's `cli.py:NNN: LatencyWarning: ...` and the source line
+    `status = args._handler(args)`."""
+    out = run_cli("predict", str(nets / "conv8.onnx"), "-d", A76)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines and all(ln.startswith("nnmeter-nas: warning: ") for ln in lines), out.stderr
+    assert "outside the feature range" in out.stderr and "_handler" not in out.stderr
+    debug = run_cli("--debug", "predict", str(nets / "conv8.onnx"), "-d", A76)
+    assert "LatencyWarning" in debug.stderr  # --debug keeps Python's format
