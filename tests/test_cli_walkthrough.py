@@ -119,6 +119,45 @@ def test_written_package_folder_follows_the_umask(nets, tmp_path):
 
 
 # ---------------------------------------------------------------------------- measured.csv
+# ---------------------------------------------------------------------------- measured.csv
+@pytest.mark.parametrize("body, expected", [
+    ("model,latency_ms\nconv8.onnx,0.4\nconv16.onnx,0.8\nconv8.onnx,0.4\n",
+     r"row 4: conv8\.onnx is listed again \(row 2\)"),
+    ("model,latency_ms\nconv8.onnx,0.4\n./conv8.onnx,0.9\n",
+     r"row 3: \./conv8\.onnx is listed again \(row 2\)"),
+    ("model,latency_ms\nconv8.onnx,0.4,1x3x16x16\n",
+     r"row 2: 3 fields, the header has 2"),
+    ("model,latency_ms,input_shape\nconv8.onnx,0.4,1,3,16,16\n",
+     r"row 2: 6 fields, the header has 3.*1x3x224x224"),
+    ("model,latency_ms,input_shape\nconv8.onnx,0.4,1x3xabc\n",
+     r"row 2: input_shape '1x3xabc' is not .*1x3x224x224"),
+    ("model,latency_ms,input_shape\nconv8.onnx,0.4,1x3x0x16\n",
+     r"row 2: input_shape '1x3x0x16' is not "),
+    ("model,latency_ms\nsub,0.4\n",
+     r"row 2: model 'sub' is a directory, not an ONNX file"),
+])
+def test_bad_csv_rows_are_named(nets, tmp_path, body, expected):
+    (nets / "sub").mkdir(exist_ok=True)
+    p = nets / f"bad_{tmp_path.name}.csv"
+    p.write_text(body)
+    from nnmeter_nas.fitting.device_package import read_networks_csv
+    from nnmeter_nas.fitting.nb201_devices import DEVICES
+
+    with pytest.raises(MeasurementDataError, match=expected) as info:
+        read_networks_csv(p, DEVICES[A76].rules())
+    assert str(p) in str(info.value)
+
+
+def test_csv_that_is_not_text_is_named(tmp_path, capsys):
+    """Was `'utf-8' codec can't decode byte 0xff in position 0` without the file."""
+    p = tmp_path / "measured.csv"
+    p.write_bytes(b"\xff\xfe\x00model\x00,latency\n")
+    rc = main(_fit(p, tmp_path / "out"))
+    line = _error_lines(capsys.readouterr().err)[0]
+    assert rc == 1 and str(p) in line and "not a text CSV" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_bad_row_is_on_its_own_line(nets, tmp_path, capsys):
     """The CLI joined a multi-line error into one line, so the list of bad rows ran together."""
     p = nets / "lat.csv"
