@@ -171,6 +171,27 @@ def test_every_bad_row_is_on_its_own_line(nets, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------- predict
+# ---------------------------------------------------------------------------- predict
+def test_model_that_is_a_directory_is_named(tmp_path, capsys):
+    d = tmp_path / "model.onnx"
+    d.mkdir()
+    for model in (d, tmp_path / "ir.json"):
+        model.mkdir(exist_ok=True)
+        rc = main(["predict", str(model), "-d", A76])
+        line = _error_lines(capsys.readouterr().err)[0]
+        assert rc == 1 and f"{model} is a directory, not a model file" in line, line
+
+
+def test_empty_onnx_file_is_named_once(tmp_path):
+    from nnmeter_nas.graph import load_graph
+
+    p = tmp_path / "empty.onnx"
+    p.write_bytes(b"")
+    with pytest.raises(ModelFormatError) as info:
+        load_graph(str(p))
+    assert str(info.value) == f"{p}: empty file, not an ONNX model"
+
+
 def test_warnings_print_as_one_line(nets):
     """A LatencyWarning printed Python's `cli.py:NNN: LatencyWarning: ...` and the source line
     `status = args._handler(args)`."""
@@ -181,3 +202,17 @@ def test_warnings_print_as_one_line(nets):
     assert "outside the feature range" in out.stderr and "_handler" not in out.stderr
     debug = run_cli("--debug", "predict", str(nets / "conv8.onnx"), "-d", A76)
     assert "LatencyWarning" in debug.stderr  # --debug keeps Python's format
+
+
+def test_dynamic_shape_error_names_the_cli_option(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    p = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(g), p)
+    rc = main(["predict", str(p), "-d", A76])
+    line = _error_lines(capsys.readouterr().err)[0]
+    assert rc == 1 and "--input-shape N,C,H,W" in line

@@ -15,7 +15,8 @@ def read_ir(source: dict | str | Path) -> tuple[dict, str]:
         return source, "<nn-Meter IR dict>"
     path = Path(source)
     if not path.is_file():
-        raise ModelFormatError(f"model file not found: {path}")
+        raise ModelFormatError(f"{path} is a directory, not a model file" if path.is_dir()
+                               else f"model file not found: {path}")
     try:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
