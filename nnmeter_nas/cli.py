@@ -148,6 +148,11 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
     missing = [m for m in args.models or () if not os.path.exists(m)]
     if missing:
         raise FileNotFoundError(f"no such model file: {missing[0]}")
+    if args.models:
+        from .graph import load_graph
+
+        for m in args.models:  # a file the predictor cannot read is named before measuring
+            load_graph(m)
     backend = measurement_backend(pred)  # refuses another host before any network is exported
     if args.models:
         from pathlib import Path

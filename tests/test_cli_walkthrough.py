@@ -216,3 +216,24 @@ def test_dynamic_shape_error_names_the_cli_option(tmp_path, capsys):
     rc = main(["predict", str(p), "-d", A76])
     line = _error_lines(capsys.readouterr().err)[0]
     assert rc == 1 and "--input-shape N,C,H,W" in line
+
+
+# ---------------------------------------------------------------------------- install, calibrate
+def test_install_of_a_mistyped_device_name_suggests_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NNMETER_NAS_HOME", str(tmp_path / "home"))
+    rc = main(["predictors", "install", "cortexA76cpu_tflite2"])
+    line = _error_lines(capsys.readouterr().err)[0]
+    assert rc == 1 and "Did you mean 'cortexA76cpu_tflite21'?" in line
+
+
+def test_calibrate_names_a_corrupt_model_before_measuring(tmp_path, capsys, monkeypatch):
+    """Was onnxruntime's `[ONNXRuntimeError] : 7 : INVALID_PROTOBUF ...` after the progress
+    bar started, without the file."""
+    monkeypatch.setenv("NNMETER_NAS_HOME", str(tmp_path / "home"))
+    bad = tmp_path / "trunc.onnx"
+    bad.write_bytes(b"\x08\x07\x12\x05abc")
+    rc = main(["predictors", "calibrate", "x86avx2cpu_onnxruntime", "--models", str(bad),
+               "--quiet", "--passes", "1", "--pause", "0"])
+    line = _error_lines(capsys.readouterr().err)[0]
+    assert rc == 1 and str(bad) in line and "not a valid ONNX model" in line
+    assert not (tmp_path / "home").exists()

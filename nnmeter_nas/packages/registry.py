@@ -344,7 +344,14 @@ def install_predictor(source: str | Path, *, name: str | None = None,
         else:
             local = Path(src).expanduser()
             if not local.exists():
-                raise PackageError(f"predictor package not found: {local}")
+                if "/" in src or os.sep in src or "." in src:
+                    raise PackageError(f"predictor package not found: {local}")
+                guess = did_you_mean(src, NNMETER_PREDICTORS).replace(" did", " Did", 1)
+                raise PackageError(
+                    f"predictor package not found: {src!r} is no file or folder here, nor a "
+                    f"device nn-Meter publishes a predictor for "
+                    f"({', '.join(sorted(NNMETER_PREDICTORS))}).{guess} Give one of those "
+                    "names, or a package's path or URL.")
         pkg_dir = _as_package_dir(local, tmp_path, name=name, version=version)
         pkg = PredictorPackage.load(pkg_dir)  # verify before it enters the cache
         key = (_path_component(pkg.name, "name"), _path_component(pkg.version, "version"))
