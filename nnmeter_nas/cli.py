@@ -121,8 +121,18 @@ def _cmd_predictors_import(args: argparse.Namespace) -> int:
                                       overwrite=args.overwrite, progress=not args.quiet)
         print(f"imported {args.path} -> {dest}")
         return EXIT_OK
+    from pathlib import Path
+
+    from .errors import PackageError
     from .packages.registry import install_predictor
 
+    folder = Path(args.path)
+    if folder.is_dir() and not (folder / "manifest.json").is_file() and \
+            not any(folder.rglob("*.pkl")):
+        raise PackageError(f"{folder}: no <kernel>.pkl files in the folder, so not an "
+                           "nn-Meter predictor release (nor a predictor package: no "
+                           "manifest.json); give the folder or zip nn-Meter's release unpacks "
+                           "to (<kernel>.pkl files and fusion_rules.json)")
     dest = install_predictor(args.path, name=args.name, version=args.version)
     print(f"imported and installed {args.path} -> {dest}")
     return EXIT_OK

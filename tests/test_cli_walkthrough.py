@@ -237,3 +237,21 @@ def test_calibrate_names_a_corrupt_model_before_measuring(tmp_path, capsys, monk
     line = _error_lines(capsys.readouterr().err)[0]
     assert rc == 1 and str(bad) in line and "not a valid ONNX model" in line
     assert not (tmp_path / "home").exists()
+
+
+def test_folder_without_a_manifest_is_not_told_to_reinstall(tmp_path, capsys, monkeypatch):
+    """A folder that is no package at all got 'the package is missing the file
+    'manifest.json'; reinstall it' (`-d FOLDER`, `install FOLDER`, `import FOLDER`)."""
+    monkeypatch.setenv("NNMETER_NAS_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "stuff"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    for argv in (["predict", str(tmp_path / "m.onnx"), "-d", str(folder)],
+                 ["predictors", "install", str(folder)],
+                 ["predictors", "import", str(folder)]):
+        (tmp_path / "m.onnx").write_bytes(b"")
+        rc = main(argv)
+        line = _error_lines(capsys.readouterr().err)[0]
+        assert rc == 1 and "reinstall" not in line, line
+        assert f"{folder}" in line and ("no manifest.json in the folder" in line
+                                        or "not an nn-Meter predictor release" in line), line

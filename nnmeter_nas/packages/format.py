@@ -90,6 +90,10 @@ class _Source:
         self._zip: zipfile.ZipFile | None = None
         self._prefix = ""
         if path.is_dir():
+            if not (path / MANIFEST).is_file():
+                raise PackageError(f"{path}: no {MANIFEST} in the folder; is it a predictor "
+                                   "package? (nn-Meter's own releases are imported with "
+                                   "`nnmeter-nas predictors import`)")
             return
         if not path.is_file():
             raise PackageError(f"predictor package not found: {path}")
