@@ -564,7 +564,7 @@ PREDICTOR_ACTIONS: list[AddCommand] = [
 def _add_predictors(commands: Any, common: argparse.ArgumentParser, with_builder: bool) -> None:
     group = commands.add_parser(
         "predictors", parents=[common], formatter_class=_FORMATTER,
-        help="list, import, install, calibrate or build latency predictors",
+        help="list, import, install, calibrate, fit or build latency predictors",
         description="Manage latency predictors (one package per device).",
         epilog="examples:\n"
                "  nnmeter-nas predictors list\n"
@@ -572,6 +572,8 @@ def _add_predictors(commands: Any, common: argparse.ArgumentParser, with_builder
                "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
                "  nnmeter-nas predictors install https://example.org/mydevice-1.0.zip\n"
                "  nnmeter-nas predictors calibrate x86avx512cpu_onnxruntime --space spos\n"
+               "  nnmeter-nas predictors fit myphone_tflite --networks m.csv "
+               "--base cortexA76cpu_tflite21 --out ./myphone\n"
                "  nnmeter-nas predictors build --help\n")
     actions = group.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     actions.required = True

@@ -255,3 +255,15 @@ def test_folder_without_a_manifest_is_not_told_to_reinstall(tmp_path, capsys, mo
         assert rc == 1 and "reinstall" not in line, line
         assert f"{folder}" in line and ("no manifest.json in the folder" in line
                                         or "not an nn-Meter predictor release" in line), line
+
+
+def test_predictors_help_names_every_action(capsys):
+    """`nnmeter-nas --help` and `predictors --help` left out `fit` (issue 14's command)."""
+    assert main(["--help"]) == 0
+    top = capsys.readouterr().out
+    assert main(["predictors", "--help"]) == 0
+    group = capsys.readouterr().out
+    summary = top.split("\n    predictors\n", 1)[1].splitlines()[0]
+    for action in ("list", "import", "install", "calibrate", "fit", "build"):
+        assert action in summary, (action, summary)
+        assert f"nnmeter-nas predictors {action}" in group, (action, group)
