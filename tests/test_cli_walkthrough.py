@@ -267,3 +267,11 @@ def test_predictors_help_names_every_action(capsys):
     for action in ("list", "import", "install", "calibrate", "fit", "build"):
         assert action in summary, (action, summary)
         assert f"nnmeter-nas predictors {action}" in group, (action, group)
+
+
+def test_fit_of_a_mistyped_device_suggests_it(nets, tmp_path, capsys):
+    rc = main(["predictors", "fit", "cortexA76cpu_tflite2", "--networks",
+               str(nets / "measured.csv"), "--out", str(tmp_path / "o")])
+    line = _error_lines(capsys.readouterr().err)[0]
+    assert rc == 1 and "did you mean 'cortexA76cpu_tflite21'?" in line and "--base" in line
+    assert not (tmp_path / "o").exists()

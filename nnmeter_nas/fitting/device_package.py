@@ -326,9 +326,12 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
         spec = DEVICES[device]
         rules, framework, hardware = spec.rules(), spec.framework, spec.hardware
     else:
+        from ..packages.registry import did_you_mean
+
         raise MeasurementDataError(
-            f"device {device!r} is not one of nn-Meter's four ({sorted(DEVICES)}); give "
-            "base= (--base) a predictor whose fusion rules fit your runtime")
+            f"device {device!r} is not one of nn-Meter's four ({sorted(DEVICES)});"
+            f"{did_you_mean(device, DEVICES)} For another device give base= (--base) a "
+            "predictor whose fusion rules fit your runtime")
     samples: list[NetworkSample] = []
     if networks is not None:
         samples += (read_networks_csv(networks, rules) if isinstance(networks, (str, Path))
