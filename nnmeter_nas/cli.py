@@ -264,6 +264,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if ext not in (".onnx", ".json"):
         raise UsageError(f"MODEL must be an ONNX file (.onnx) or an nn-Meter IR file (.json), "
                          f"not {args.model!r}")
+    if ext == ".json" and args.input_shape is not None:
+        raise UsageError(f"--input-shape applies to ONNX files; the nn-Meter IR file "
+                         f"{args.model} records the shape of every node: leave it out")
     devices = _devices(args.device)
     if not devices:
         raise UsageError("name at least one device: --device NAME (see `nnmeter-nas "

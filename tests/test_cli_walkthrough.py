@@ -275,3 +275,34 @@ def test_fit_of_a_mistyped_device_suggests_it(nets, tmp_path, capsys):
     line = _error_lines(capsys.readouterr().err)[0]
     assert rc == 1 and "did you mean 'cortexA76cpu_tflite21'?" in line and "--base" in line
     assert not (tmp_path / "o").exists()
+
+
+def _ir_file(path: Path, nodes: dict) -> Path:
+    import json
+
+    path.write_text(json.dumps(nodes))
+    return path
+
+
+def test_empty_ir_is_refused_not_answered_0_ms(tmp_path, capsys):
+    """`{}` as an nn-Meter IR file was predicted 0.0000 ms with exit status 0."""
+    p = _ir_file(tmp_path / "empty.json", {})
+    rc = main(["predict", str(p), "-d", A76])
+    line = _error_lines(capsys.readouterr().err)[0]
+    assert rc == 1 and f"{p}: the IR has no nodes" in line
+
+
+def test_input_shape_with_an_ir_file_is_a_usage_error(tmp_path, capsys):
+    """--input-shape was silently ignored for an IR file (its shapes are fixed)."""
+    shape = [[1, 8, 8, 4]]
+    p = _ir_file(tmp_path / "m.json", {
+        "in": {"attr": {"type": "Placeholder", "attr": {}, "input_shape": [],
+                        "output_shape": shape}, "inbounds": [], "outbounds": ["c"]},
+        "c": {"attr": {"type": "Conv2D", "attr": {"ksize": [3, 3], "strides": [1, 1]},
+                       "input_shape": shape, "output_shape": shape},
+              "inbounds": ["in"], "outbounds": []}})
+    assert main(["predict", str(p), "-d", A76]) == 0
+    capsys.readouterr()
+    rc = main(["predict", str(p), "-d", A76, "--input-shape", "1,4,16,16"])
+    line = _error_lines(capsys.readouterr().err)[0]
+    assert rc == 2 and "--input-shape applies to ONNX files" in line and str(p) in line

@@ -67,6 +67,9 @@ def ir_to_graph(source: dict | str | Path) -> OpGraph:
     in the IR is refused, as are malformed shapes and size attributes (the graph layer's
     :func:`~nnmeter_nas.graph.validate.validate_graph` checks the rest)."""
     ir, label = read_ir(source)
+    if not ir:
+        raise ModelFormatError(f"{label}: the IR has no nodes, so there is nothing to predict; "
+                               "is this the right file?")
     nodes: dict[str, OpNode] = {}
     dummies: list[str] = []
     for name, entry in ir.items():
