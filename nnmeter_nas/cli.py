@@ -208,8 +208,9 @@ def _cmd_predictors_fit(args: argparse.Namespace) -> int:
                                   overwrite=args.overwrite)
         print(f"fitted {args.device} -> {dest}")
         return EXIT_OK
-    from .packages.registry import install_predictor
+    from .packages.registry import install_predictor, writable_installed_dir
 
+    writable_installed_dir()  # before the fit, not after it
     with tempfile.TemporaryDirectory() as tmp:
         pkg = fit_device_package(args.device, args.networks, Path(tmp) / args.device,
                                  base=args.base, builtin_data=not args.only_mine,

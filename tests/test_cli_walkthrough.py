@@ -306,3 +306,22 @@ def test_input_shape_with_an_ir_file_is_a_usage_error(tmp_path, capsys):
     rc = main(["predict", str(p), "-d", A76, "--input-shape", "1,4,16,16"])
     line = _error_lines(capsys.readouterr().err)[0]
     assert rc == 2 and "--input-shape applies to ONNX files" in line and str(p) in line
+
+
+def test_unwritable_user_cache_is_named_before_fitting(nets, tmp_path, capsys, monkeypatch):
+    """An NNMETER_NAS_HOME that cannot be created gave `[Errno 20] Not a directory: ...`,
+    after the fit had run."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    monkeypatch.setenv("NNMETER_NAS_HOME", str(a_file / "home"))
+    calls = []
+    import nnmeter_nas.fitting.device_package as dp
+
+    monkeypatch.setattr(dp, "fit_device_package", lambda *a, **k: calls.append(a))
+    for argv in (["predictors", "fit", A76, "--networks", str(nets / "measured.csv")],
+                 ["predictors", "install", str(nets)]):
+        rc = main(argv)
+        line = _error_lines(capsys.readouterr().err)[0]
+        assert rc == 1 and f"cannot install predictors into {a_file / 'home'}" in line, line
+        assert "NNMETER_NAS_HOME" in line
+    assert calls == []

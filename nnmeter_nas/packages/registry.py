@@ -62,6 +62,22 @@ def installed_dir() -> Path:
     return home_dir() / "predictors"
 
 
+def writable_installed_dir() -> Path:
+    """:func:`installed_dir`, created if need be; a PackageError names it (and
+    ``NNMETER_NAS_HOME``) when it cannot be created or written."""
+    root = installed_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(root))
+    except OSError as exc:
+        raise PackageError(f"cannot install predictors into {root}: "
+                           f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''};"
+                           " set NNMETER_NAS_HOME to a folder you can write to (or write the "
+                           "package elsewhere with --out)") from None
+    return root
+
+
 def builtin_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "data" / "predictors"
 
@@ -326,8 +342,7 @@ def install_predictor(source: str | Path, *, name: str | None = None,
     src = str(source)
     if src in NNMETER_PREDICTORS:
         name, version, src = src, version or NNMETER_VERSION, nnmeter_url(src)
-    root = installed_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    root = writable_installed_dir()
     with contextlib.ExitStack() as stack:
         held: tuple[str, str] | None = None
         if name and version and not overwrite:
