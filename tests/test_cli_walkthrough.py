@@ -325,3 +325,15 @@ def test_unwritable_user_cache_is_named_before_fitting(nets, tmp_path, capsys, m
         assert rc == 1 and f"cannot install predictors into {a_file / 'home'}" in line, line
         assert "NNMETER_NAS_HOME" in line
     assert calls == []
+
+
+def test_csv_saved_with_a_byte_order_mark_is_read(nets, tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a byte order mark, which made the first
+    column '\\ufeffmodel' ("needs the columns 'model' ... it has ['\\ufeffmodel', ...]")."""
+    from nnmeter_nas.fitting.device_package import read_networks_csv
+    from nnmeter_nas.fitting.nb201_devices import DEVICES
+
+    p = nets / "excel.csv"
+    p.write_bytes(b"\xef\xbb\xbf" + (nets / "measured.csv").read_bytes().replace(b"\n", b"\r\n"))
+    samples = read_networks_csv(p, DEVICES[A76].rules())
+    assert [s.latency_ms for s in samples] == [0.4, 0.8, 1.6, 3.2]
