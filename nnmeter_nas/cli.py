@@ -207,6 +207,7 @@ def _cmd_predictors_fit(args: argparse.Namespace) -> int:
                                   builtin_data=not args.only_mine, version=args.version,
                                   overwrite=args.overwrite)
         print(f"fitted {args.device} -> {dest}")
+        _print_fit_figures(dest)
         return EXIT_OK
     from .packages.registry import install_predictor, writable_installed_dir
 
@@ -218,7 +219,25 @@ def _cmd_predictors_fit(args: argparse.Namespace) -> int:
         dest = install_predictor(pkg)
     print(f"fitted and installed {args.device} -> {dest} (it now takes precedence over the "
           "built-in package of that name)")
+    _print_fit_figures(dest)
     return EXIT_OK
+
+
+def _print_fit_figures(package: Any) -> None:
+    """How close the fitted package comes to the measured latencies it was fitted on, per
+    source (``validation.train_by_source`` of the manifest): a CSV in the wrong unit or a
+    mistyped latency shows here rather than in a later search."""
+    from pathlib import Path
+
+    try:
+        by_source = json.loads((Path(package) / "manifest.json").read_text())[
+            "validation"]["train_by_source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for src, r in sorted(by_source.items(), key=lambda kv: kv[0] != "user"):
+        who = "your networks" if src == "user" else f"{src} networks"
+        print(f"  {who} ({r['n']}): {r['within_10pct']:.0%} predicted within +-10% of the "
+              f"measured latency, RMSPE {r['rmspe']:.1%} (fitted on them, not held out)")
 
 
 def _add_predictors_fit(psub: Any, common: argparse.ArgumentParser) -> None:

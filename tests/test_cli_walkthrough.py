@@ -337,3 +337,20 @@ def test_csv_saved_with_a_byte_order_mark_is_read(nets, tmp_path):
     p.write_bytes(b"\xef\xbb\xbf" + (nets / "measured.csv").read_bytes().replace(b"\n", b"\r\n"))
     samples = read_networks_csv(p, DEVICES[A76].rules())
     assert [s.latency_ms for s in samples] == [0.4, 0.8, 1.6, 3.2]
+
+
+def test_fit_prints_how_close_it_comes_to_the_measurements(nets, tmp_path, capsys):
+    """`predictors fit` printed only the destination: latencies in the wrong unit (here one
+    network 1e-9 ms, one 1e9 ms) gave a package far from them without a word."""
+    assert main(_fit(nets / "measured.csv", tmp_path / "good")) == 0
+    out = capsys.readouterr().out
+    assert "your networks (4): 100% predicted within +-10%" in out, out
+    p = nets / "extreme.csv"
+    p.write_text("model,latency_ms\nconv8.onnx,1e-9\nconv16.onnx,1e9\n")
+    assert main(_fit(p, tmp_path / "bad")) == 0
+    out = capsys.readouterr().out
+    assert "your networks (2): 0% predicted within +-10%" in out, out
+    from nnmeter_nas import load_predictor
+
+    m = load_predictor(path=tmp_path / "bad").package.manifest
+    assert m["validation"]["train_by_source"]["user"]["n"] == 2

@@ -351,7 +351,11 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     y = np.array([s.latency_ms for s in samples])
     from .metrics import accuracy_report
 
+    sources = np.array([s.source if s.whole_network else "" for s in samples])
     validation = {"train": accuracy_report(pred, y),
+                  "train_by_source": {src: accuracy_report(pred[sources == src],
+                                                           y[sources == src])
+                                      for src in sorted(set(sources) - {""})},
                   "note": "fit on all the networks listed in source.n_networks_by_source; "
                           "figures are on those same networks (not held out)"}
     used = dict(Counter(s.source if s.whole_network else f"{s.source} operators"
