@@ -354,3 +354,29 @@ def test_fit_prints_how_close_it_comes_to_the_measurements(nets, tmp_path, capsy
 
     m = load_predictor(path=tmp_path / "bad").package.manifest
     assert m["validation"]["train_by_source"]["user"]["n"] == 2
+
+
+def test_installed_package_with_a_broken_manifest_is_not_skipped_silently(nets, tmp_path,
+                                                                          capsys, monkeypatch):
+    """An installed (fitted) package whose manifest.json got corrupt was skipped without a
+    word, and its name silently loaded the built-in package instead."""
+    import warnings
+
+    from nnmeter_nas import load_predictor
+    from nnmeter_nas.packages.registry import PackageWarning
+
+    monkeypatch.setenv("NNMETER_NAS_HOME", str(tmp_path / "home"))
+    assert main(["predictors", "fit", A76, "--networks", str(nets / "measured.csv"),
+                 "--only-mine"]) == 0
+    capsys.readouterr()
+    assert load_predictor(A76).version == "user-1"
+    (installed,) = (tmp_path / "home").rglob("manifest.json")
+    installed.write_text("{")
+    with pytest.warns(PackageWarning, match=f"{installed.parent}: installed predictor package "
+                                            r"skipped \(manifest.json cannot be read"):
+        assert load_predictor(A76).version != "user-1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        assert main(["predictors", "list"]) == 0
+    err = capsys.readouterr().err
+    assert f"nnmeter-nas: warning: {installed.parent}: installed predictor package skipped" in err

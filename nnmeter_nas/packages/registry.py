@@ -100,11 +100,20 @@ class PredictorInfo:
         return asdict(self)
 
 
-def _read_manifest(path: Path) -> dict | None:
+class PackageWarning(UserWarning):
+    """An installed predictor package is skipped (its manifest cannot be read), so its name
+    loads another package."""
+
+
+def _read_manifest_why(path: Path) -> tuple[dict | None, str]:
+    """``(manifest, "")``, or ``(None, why it cannot be used)``."""
     try:
-        return json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
+        m = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"{MANIFEST} cannot be read: {exc}"
+    if not isinstance(m, dict) or "name" not in m:
+        return None, f"{MANIFEST} has no 'name' entry"
+    return m, ""
 
 
 def _scan(root: Path, source: str) -> list[PredictorInfo]:
@@ -115,8 +124,14 @@ def _scan(root: Path, source: str) -> list[PredictorInfo]:
         pkg = manifest_path.parent
         if any(part.startswith(".") for part in pkg.relative_to(root).parts):
             continue  # temporary or old directories of an install in progress
-        m = _read_manifest(pkg)
-        if not m or "name" not in m:
+        m, why = _read_manifest_why(pkg)
+        if m is None:
+            if source == "installed":
+                import warnings
+
+                warnings.warn(f"{pkg}: installed predictor package skipped ({why}), so its "
+                              "name loads another package (built-in or downloadable); "
+                              "reinstall it or remove the folder", PackageWarning, stacklevel=3)
             continue
         out.append(PredictorInfo(name=m["name"], version=str(m.get("version", "")),
                                  device=m.get("device", m["name"]), source=source,
