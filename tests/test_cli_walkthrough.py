@@ -380,3 +380,30 @@ def test_installed_package_with_a_broken_manifest_is_not_skipped_silently(nets, 
         assert main(["predictors", "list"]) == 0
     err = capsys.readouterr().err
     assert f"nnmeter-nas: warning: {installed.parent}: installed predictor package skipped" in err
+
+
+def test_batch_above_1_is_not_answered_silently(nets, capsys):
+    """`predict m.onnx --input-shape 8,3,224,224` gave batch 1's latency (MobileNetV2 on the
+    Cortex-A76: 42.0989 ms at batch 1 and at batch 8) without a word."""
+    import warnings
+
+    import torch
+
+    from nnmeter_nas import load_predictor
+    from nnmeter_nas.predictor import LatencyWarning
+
+    conv = torch.nn.Conv2d(3, 8, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LatencyWarning)
+        warnings.filterwarnings("ignore", "kernels of type", LatencyWarning)
+        one = load_predictor(A76).predict(conv, input_shape=(1, 3, 32, 32))
+    with pytest.warns(LatencyWarning, match=r"input has batch 4, .* measured at batch 1") as w:
+        four = load_predictor(A76).predict(conv, input_shape=(4, 3, 32, 32))
+    assert four == one  # what the warning says
+    assert any(Path(r.filename).name == Path(__file__).name for r in w)  # points at the call
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        assert main(["predict", str(nets / "conv8.onnx"), "-d", A76,
+                     "--input-shape", "8,3,16,16"]) == 0
+    assert "nnmeter-nas: warning: predictor 'cortexA76cpu_tflite21': the network's input has " \
+           "batch 8" in capsys.readouterr().err
