@@ -407,3 +407,20 @@ def test_batch_above_1_is_not_answered_silently(nets, capsys):
                      "--input-shape", "8,3,16,16"]) == 0
     assert "nnmeter-nas: warning: predictor 'cortexA76cpu_tflite21': the network's input has " \
            "batch 8" in capsys.readouterr().err
+
+
+def test_build_refuses_an_output_folder_of_other_files_before_measuring(tmp_path, capsys,
+                                                                         monkeypatch):
+    """`predictors build NAME -o DIR` replaced DIR whatever it held, once the build ended;
+    now write_package refuses a folder that is no package, and the build says so first."""
+    import nnmeter_nas.builder.build as build
+
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    monkeypatch.setattr(build, "build_predictor", lambda *a, **k: pytest.fail("measured"))
+    rc = main(["predictors", "build", "mycpu", "-o", str(mine), "--no-progress"])
+    line = _error_lines(capsys.readouterr().err)[0]
+    assert rc == 1 and f"{mine} is not a predictor package" in line
+    assert (mine / "keep.txt").read_text() == "x"
