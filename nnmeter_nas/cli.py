@@ -8,7 +8,9 @@
     nnmeter-nas score --space spos --devices all --n 100000 --out scores.parquet [--address ...]
 
 Exit status: 0 success, 1 runtime error, 2 usage error. Errors are printed as one line
-(``nnmeter-nas: error: ...``); ``--debug`` shows the traceback instead. Everything heavy (torch,
+(``nnmeter-nas: error: ...``; an error that lists several items, such as the bad rows of a CSV,
+gives each its own indented line below it), warnings as ``nnmeter-nas: warning: ...``;
+``--debug`` shows the traceback and Python's warning format instead. Everything heavy (torch,
 NNI, Ray, pandas) is imported by the command that needs it, so ``--help`` answers at once.
 
 Each command has a handler ``_cmd_*`` (parsed arguments -> exit status) and a function ``_add_*``
@@ -19,15 +21,14 @@ every example its ``--help`` prints is run by tests/test_cli_help_examples.py.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import time
 import warnings
-from typing import Any, Callable, Iterator, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
-from .errors import ConvergenceWarning, UsageError
+from .errors import UsageError
 
 PROG = "nnmeter-nas"
 
@@ -120,8 +121,18 @@ def _cmd_predictors_import(args: argparse.Namespace) -> int:
                                       overwrite=args.overwrite, progress=not args.quiet)
         print(f"imported {args.path} -> {dest}")
         return EXIT_OK
+    from pathlib import Path
+
+    from .errors import PackageError
     from .packages.registry import install_predictor
 
+    folder = Path(args.path)
+    if folder.is_dir() and not (folder / "manifest.json").is_file() and \
+            not any(folder.rglob("*.pkl")):
+        raise PackageError(f"{folder}: no <kernel>.pkl files in the folder, so not an "
+                           "nn-Meter predictor release (nor a predictor package: no "
+                           "manifest.json); give the folder or zip nn-Meter's release unpacks "
+                           "to (<kernel>.pkl files and fusion_rules.json)")
     dest = install_predictor(args.path, name=args.name, version=args.version)
     print(f"imported and installed {args.path} -> {dest}")
     return EXIT_OK
@@ -147,6 +158,11 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
     missing = [m for m in args.models or () if not os.path.exists(m)]
     if missing:
         raise FileNotFoundError(f"no such model file: {missing[0]}")
+    if args.models:
+        from .graph import load_graph
+
+        for m in args.models:  # a file the predictor cannot read is named before measuring
+            load_graph(m)
     backend = measurement_backend(pred)  # refuses another host before any network is exported
     if args.models:
         from pathlib import Path
@@ -179,23 +195,6 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@contextlib.contextmanager
-def _convergence_notes() -> Iterator[None]:
-    """Print each distinct :class:`ConvergenceWarning` once, as a ``note:`` line on stderr
-    (not Python's warning display with its source line); other warnings pass through."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        yield
-    seen: set[str] = set()
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            if str(w.message) not in seen:
-                seen.add(str(w.message))
-                print(f"note: {w.message}", file=sys.stderr)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-
 def _cmd_predictors_fit(args: argparse.Namespace) -> int:
     """Fit or refine a device package from measured networks (issue 14)."""
     import tempfile
@@ -204,23 +203,41 @@ def _cmd_predictors_fit(args: argparse.Namespace) -> int:
     from .fitting.device_package import fit_device_package
 
     if args.out:
-        with _convergence_notes():
-            dest = fit_device_package(args.device, args.networks, args.out, base=args.base,
-                                      builtin_data=not args.only_mine, version=args.version,
-                                      overwrite=args.overwrite)
+        dest = fit_device_package(args.device, args.networks, args.out, base=args.base,
+                                  builtin_data=not args.only_mine, version=args.version,
+                                  overwrite=args.overwrite)
         print(f"fitted {args.device} -> {dest}")
+        _print_fit_figures(dest)
         return EXIT_OK
-    from .packages.registry import install_predictor
+    from .packages.registry import install_predictor, writable_installed_dir
 
+    writable_installed_dir()  # before the fit, not after it
     with tempfile.TemporaryDirectory() as tmp:
-        with _convergence_notes():
-            pkg = fit_device_package(args.device, args.networks, Path(tmp) / args.device,
-                                     base=args.base, builtin_data=not args.only_mine,
-                                     version=args.version)
+        pkg = fit_device_package(args.device, args.networks, Path(tmp) / args.device,
+                                 base=args.base, builtin_data=not args.only_mine,
+                                 version=args.version)
         dest = install_predictor(pkg)
     print(f"fitted and installed {args.device} -> {dest} (it now takes precedence over the "
           "built-in package of that name)")
+    _print_fit_figures(dest)
     return EXIT_OK
+
+
+def _print_fit_figures(package: Any) -> None:
+    """How close the fitted package comes to the measured latencies it was fitted on, per
+    source (``validation.train_by_source`` of the manifest): a CSV in the wrong unit or a
+    mistyped latency shows here rather than in a later search."""
+    from pathlib import Path
+
+    try:
+        by_source = json.loads((Path(package) / "manifest.json").read_text())[
+            "validation"]["train_by_source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for src, r in sorted(by_source.items(), key=lambda kv: kv[0] != "user"):
+        who = "your networks" if src == "user" else f"{src} networks"
+        print(f"  {who} ({r['n']}): {r['within_10pct']:.0%} predicted within +-10% of the "
+              f"measured latency, RMSPE {r['rmspe']:.1%} (fitted on them, not held out)")
 
 
 def _add_predictors_fit(psub: Any, common: argparse.ArgumentParser) -> None:
@@ -267,6 +284,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if ext not in (".onnx", ".json"):
         raise UsageError(f"MODEL must be an ONNX file (.onnx) or an nn-Meter IR file (.json), "
                          f"not {args.model!r}")
+    if ext == ".json" and args.input_shape is not None:
+        raise UsageError(f"--input-shape applies to ONNX files; the nn-Meter IR file "
+                         f"{args.model} records the shape of every node: leave it out")
     devices = _devices(args.device)
     if not devices:
         raise UsageError("name at least one device: --device NAME (see `nnmeter-nas "
@@ -567,7 +587,7 @@ PREDICTOR_ACTIONS: list[AddCommand] = [
 def _add_predictors(commands: Any, common: argparse.ArgumentParser, with_builder: bool) -> None:
     group = commands.add_parser(
         "predictors", parents=[common], formatter_class=_FORMATTER,
-        help="list, import, install, calibrate or build latency predictors",
+        help="list, import, install, calibrate, fit or build latency predictors",
         description="Manage latency predictors (one package per device).",
         epilog="examples:\n"
                "  nnmeter-nas predictors list\n"
@@ -575,6 +595,8 @@ def _add_predictors(commands: Any, common: argparse.ArgumentParser, with_builder
                "  nnmeter-nas predictors install cortexA76cpu_tflite21\n"
                "  nnmeter-nas predictors install https://example.org/mydevice-1.0.zip\n"
                "  nnmeter-nas predictors calibrate x86avx512cpu_onnxruntime --space spos\n"
+               "  nnmeter-nas predictors fit myphone_tflite --networks m.csv "
+               "--base cortexA76cpu_tflite21 --out ./myphone\n"
                "  nnmeter-nas predictors build --help\n")
     actions = group.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     actions.required = True
@@ -717,12 +739,26 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """The error's message for ``nnmeter-nas: error: ...``: each line's whitespace collapsed;
+    a message of several lines (a list of bad rows) keeps one item per line, indented."""
+    lines = [" ".join(ln.split()) for ln in str(exc).splitlines()]
+    text = "\n  ".join(ln for ln in lines if ln)
     if isinstance(exc, FileNotFoundError) and exc.filename and not text.startswith("no such"):
         text = f"no such file or directory: {exc.filename}"
     if isinstance(exc, KeyError) and text.startswith("'") and text.endswith("'"):
         text = text[1:-1]
     return text or type(exc).__name__
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings as ``nnmeter-nas: warning: ...`` (one line), not Python's ``FILE:LINE:
+    Category: ...`` with a line of our source; ``--debug`` keeps Python's format."""
+    text = " ".join(str(message).split())
+    try:
+        print(f"{PROG}: warning: {text}", file=sys.stderr if file is None else file)
+    except OSError:
+        pass
 
 
 def _is_usage_error(exc: BaseException) -> bool:
@@ -742,7 +778,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     debug = bool(getattr(args, "debug", False))
     try:
-        status = args._handler(args)
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _show_warning
+            status = args._handler(args)
         return EXIT_OK if status is None else int(status)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

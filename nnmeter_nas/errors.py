@@ -172,3 +172,8 @@ class LatencyWarning(NnMeterNasWarning):
 class TorchFallbackWarning(NnMeterNasWarning):
     """A torch module went through the ONNX export because the torch front end cannot read
     it (the message names the submodule and op)."""
+
+
+class PackageWarning(NnMeterNasWarning):
+    """An installed predictor package is skipped (its manifest cannot be read), so its name
+    loads another package."""

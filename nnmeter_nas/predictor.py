@@ -43,6 +43,18 @@ def gc_paused() -> Iterator[None]:
 _GC_CHUNK = 64
 
 
+def _caller_level() -> int:
+    """``stacklevel`` for :func:`warnings.warn` called from this module that points at the
+    first frame outside the nnmeter_nas package (the user's call), however deep the call."""
+    import sys
+
+    pkg = str(Path(__file__).resolve().parent)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(pkg):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 @dataclass
 class KernelPrediction:
     """One kernel's share of a prediction.
@@ -232,7 +244,28 @@ class LatencyPredictor:
 
     # ---------------------------------------------------------------- pipeline
     def graph(self, model: Any, *, input_shape: Sequence[int] | None = None) -> OpGraph:
-        return load_graph(model, input_shape=input_shape)
+        g = load_graph(model, input_shape=input_shape)
+        self._warn_batch(g)
+        return g
+
+    def _warn_batch(self, graph: OpGraph) -> None:
+        """Warn (once per predictor) when the network's image input has a batch above 1: the
+        kernels were measured at batch 1 and no feature holds the batch, so the prediction is
+        one batch-1 inference, whatever the batch."""
+        if (self.device, "batch") in self._warned:
+            return
+        for node in graph:
+            if node.inputs:
+                continue  # only the operators that read the network's inputs
+            batch = next((s[0] for s in node.input_shapes if len(s) == 4), 1)
+            if isinstance(batch, int) and batch > 1:
+                self._warned.add((self.device, "batch"))
+                warnings.warn(f"predictor {self.name!r}: the network's input has batch {batch}, "
+                              "but its kernels were measured at batch 1 and no feature holds "
+                              "the batch: the prediction is the latency of one batch-1 "
+                              f"inference, not of batch {batch}. Predict at batch 1 (input "
+                              "shape 1,C,H,W)", LatencyWarning, stacklevel=_caller_level())
+                return
 
     def kernels(self, model: Any, *, input_shape: Sequence[int] | None = None) -> list[Kernel]:
         """The kernels ``model`` splits into under this device's fusion rules."""

@@ -43,7 +43,7 @@ def test_every_warning_derives_from_the_package_warning_base():
     classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
                if issubclass(c, Warning)]
     assert {errors.ConvergenceWarning, errors.LatencyWarning,
-            errors.TorchFallbackWarning} <= set(classes)
+            errors.TorchFallbackWarning, errors.PackageWarning} <= set(classes)
     for cls in classes:
         assert issubclass(cls, errors.NnMeterNasWarning), cls
         assert not issubclass(cls, errors.NnMeterNasError), cls
@@ -63,6 +63,7 @@ def test_every_warning_derives_from_the_package_warning_base():
     ("nnmeter_nas.cli", "UsageError"),
     ("nnmeter_nas.predictor", "LatencyWarning"),
     ("nnmeter_nas.graph", "TorchFallbackWarning"),
+    ("nnmeter_nas.packages.registry", "PackageWarning"),
 ])
 def test_old_import_paths_still_work(module, name):
     assert getattr(importlib.import_module(module), name) is getattr(errors, name)

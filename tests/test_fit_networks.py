@@ -332,20 +332,3 @@ def test_alternation_reports_and_warns_when_stopped_before_convergence():
     assert long.converged_ and long.factor_change_ <= 1e-3
     assert native.converged_ and native.factor_change_ == 0.0
 
-
-def test_cli_prints_each_convergence_warning_once_as_a_note(capsys):
-    """`predictors fit` turns the fit's ConvergenceWarnings into one ``note:`` line each on
-    stderr and lets other warnings through unchanged."""
-    import warnings
-
-    from nnmeter_nas.cli import _convergence_notes
-    from nnmeter_nas.errors import ConvergenceWarning
-
-    with pytest.warns(RuntimeWarning, match="other"):
-        with _convergence_notes():
-            for _ in range(3):
-                warnings.warn("stopped after 10 rounds", ConvergenceWarning)
-            warnings.warn("other", RuntimeWarning)
-    err = capsys.readouterr().err
-    assert err.count("note: stopped after 10 rounds") == 1
-    assert "ConvergenceWarning" not in err

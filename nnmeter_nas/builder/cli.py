@@ -105,6 +105,9 @@ def run_build(args: argparse.Namespace) -> int:
         from ..packages.registry import installed_dir
 
         output = installed_dir() / args.name
+    from ..packages.format import check_replaceable
+
+    check_replaceable(output)  # before hours of measuring, not when the package is written
     work_dir = args.work_dir or Path(f"{args.name}-build")
     plan = TimingPlan(warmup=3, rounds=args.repeats, runs_per_round=2, round_target_ms=10.0,
                       max_runs_per_round=40, clock="thread" if args.threads == 1 else "wall")

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import MeasurementDataError
 from ..features.extract import FEATURE_NAMES
 from ..kernels.fusion_rules import FusionRules
-from ..packages.format import feature_range_of, write_package
+from ..packages.format import check_replaceable, feature_range_of, write_package
 from .device_fit import (BORROWED_SOURCES, FREE_TYPES, MIN_CALIBRATING_FACTOR,
                          DeviceLatencyFit, NetworkSample, factor_group)
 from .lookup_tree import empty_feature_range
@@ -153,26 +153,43 @@ def read_networks_csv(path: str | Path, rules: FusionRules, *,
 
     Every row is checked before anything is fitted; all bad rows are reported together in one
     :class:`~nnmeter_nas.errors.MeasurementDataError` naming the file, the row number and what
-    to fix (missing file, non-positive or non-numeric latency, a network that fails to load)."""
+    to fix (missing file, non-positive or non-numeric latency, a row with more or fewer fields
+    than the header, a malformed input_shape, a network listed twice, a network that fails
+    to load)."""
     from ..graph import load_graph
     from .configs import kernel_configs
 
     path = Path(path)
     if not path.is_file():
-        raise MeasurementDataError(f"{path}: no such file (give a CSV with columns "
+        what = "a directory, not a CSV file" if path.is_dir() else "no such file"
+        raise MeasurementDataError(f"{path}: {what} (give a CSV with columns "
                                    "model,latency_ms)")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        if "model" not in cols or "latency_ms" not in cols:
-            raise MeasurementDataError(f"{path}: needs the columns 'model' (ONNX file) and "
-                                       f"'latency_ms'; it has {cols}")
-        rows = list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            cols = reader.fieldnames or []
+            if "model" not in cols or "latency_ms" not in cols:
+                raise MeasurementDataError(f"{path}: needs the columns 'model' (ONNX file) "
+                                           f"and 'latency_ms'; it has {cols}")
+            rows = list(reader)
+    except UnicodeDecodeError as exc:
+        raise MeasurementDataError(f"{path}: not a text CSV (byte {exc.start} is not UTF-8); "
+                                   "give a UTF-8 text file with columns model,latency_ms"
+                                   ) from None
     if not rows:
         raise MeasurementDataError(f"{path}: no measured networks in the file")
     errors, out = [], []
+    first_row: dict[tuple, int] = {}
     for i, row in enumerate(rows, start=2):  # row 1 is the header
         where = f"{path}, row {i}"
+        extra = row.get(None) or []  # csv.DictReader: fields past the header's
+        n_fields = len(cols) + len(extra) if extra else sum(v is not None for v in
+                                                             row.values())
+        if n_fields != len(cols):
+            hint = ("; write input_shape as 1x3x224x224 (a comma starts a new field)"
+                    if "input_shape" in cols and extra else "")
+            errors.append(f"{where}: {n_fields} fields, the header has {len(cols)}{hint}")
+            continue
         model = (row.get("model") or "").strip()
         try:
             ms = float(row.get("latency_ms") or "nan")
@@ -186,13 +203,27 @@ def read_networks_csv(path: str | Path, rules: FusionRules, *,
         file = Path(model)
         if not file.is_absolute():
             file = path.parent / file
+        if model and file.is_dir():
+            errors.append(f"{where}: model {model!r} is a directory, not an ONNX file "
+                          f"({file})")
+            continue
         if not model or not file.is_file():
             errors.append(f"{where}: model file {model!r} not found (looked for {file})")
             continue
         shape = (row.get("input_shape") or "").strip()
+        dims = _csv_input_shape(shape)
+        if shape and dims is None:
+            errors.append(f"{where}: input_shape {shape!r} is not positive ints written like "
+                          "1x3x224x224")
+            continue
+        key = (str(file.resolve()), dims)
+        if key in first_row:
+            errors.append(f"{where}: {model} is listed again (row {first_row[key]}); list "
+                          "each network once (the median of repeated measurements)")
+            continue
+        first_row[key] = i
         try:
-            graph = load_graph(str(file), input_shape=[int(v) for v in shape.split("x")]
-                               if shape else None)
+            graph = load_graph(str(file), input_shape=list(dims) if dims else None)
             cnt = kernel_configs(graph, rules, feature_set=FEATURE_SET)
         except Exception as exc:  # any failure to read this network is this row's error
             errors.append(f"{where}: {model} could not be loaded: {type(exc).__name__}: {exc}")
@@ -202,6 +233,16 @@ def read_networks_csv(path: str | Path, rules: FusionRules, *,
         raise MeasurementDataError(f"{len(errors)} bad row(s) in {path}; fix or remove them, "
                                    "nothing was fitted:\n  " + "\n  ".join(errors))
     return out
+
+
+def _csv_input_shape(text: str) -> tuple[int, ...] | None:
+    """``"1x3x224x224"`` (or ``"1,3,224,224"`` in a quoted cell) -> ``(1, 3, 224, 224)``;
+    None for an empty cell or anything that is not positive ints."""
+    parts = [p.strip() for p in text.lower().replace(",", "x").split("x")]
+    if not text or not all(p.isdigit() for p in parts):
+        return None
+    dims = tuple(int(p) for p in parts)
+    return dims if all(d > 0 for d in dims) else None
 
 
 def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSample] | None,
@@ -245,6 +286,9 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     MeasurementDataError
         For bad rows of the CSV (all named at once, nothing written), an existing ``dest``
         or an unknown device without ``base``.
+    PackageError
+        ``overwrite`` and ``dest`` is neither a package folder nor an empty folder (checked
+        before fitting), or ``dest`` cannot be written.
 
     Examples
     --------
@@ -278,6 +322,7 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     if dest.exists() and not overwrite:
         raise MeasurementDataError(f"{dest} already exists; choose another destination or "
                                    "pass overwrite=True (--overwrite)")
+    check_replaceable(dest)  # before the fit: --overwrite never replaces a user's own files
     if base is not None:
         from ..packages.registry import load_predictor_spec
 
@@ -288,9 +333,12 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
         spec = DEVICES[device]
         rules, framework, hardware = spec.rules(), spec.framework, spec.hardware
     else:
+        from ..packages.registry import did_you_mean
+
         raise MeasurementDataError(
-            f"device {device!r} is not one of nn-Meter's four ({sorted(DEVICES)}); give "
-            "base= (--base) a predictor whose fusion rules fit your runtime")
+            f"device {device!r} is not one of nn-Meter's four ({sorted(DEVICES)});"
+            f"{did_you_mean(device, DEVICES)} For another device give base= (--base) a "
+            "predictor whose fusion rules fit your runtime")
     samples: list[NetworkSample] = []
     if networks is not None:
         samples += (read_networks_csv(networks, rules) if isinstance(networks, (str, Path))
@@ -310,7 +358,11 @@ def fit_device_package(device: str, networks: str | Path | Sequence[NetworkSampl
     y = np.array([s.latency_ms for s in samples])
     from .metrics import accuracy_report
 
+    sources = np.array([s.source if s.whole_network else "" for s in samples])
     validation = {"train": accuracy_report(pred, y),
+                  "train_by_source": {src: accuracy_report(pred[sources == src],
+                                                           y[sources == src])
+                                      for src in sorted(set(sources) - {""})},
                   "note": "fit on all the networks listed in source.n_networks_by_source; "
                           "figures are on those same networks (not held out)"}
     used = dict(Counter(s.source if s.whole_network else f"{s.source} operators"

@@ -15,7 +15,8 @@ def read_ir(source: dict | str | Path) -> tuple[dict, str]:
         return source, "<nn-Meter IR dict>"
     path = Path(source)
     if not path.is_file():
-        raise ModelFormatError(f"model file not found: {path}")
+        raise ModelFormatError(f"{path} is a directory, not a model file" if path.is_dir()
+                               else f"model file not found: {path}")
     try:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -66,6 +67,9 @@ def ir_to_graph(source: dict | str | Path) -> OpGraph:
     in the IR is refused, as are malformed shapes and size attributes (the graph layer's
     :func:`~nnmeter_nas.graph.validate.validate_graph` checks the rest)."""
     ir, label = read_ir(source)
+    if not ir:
+        raise ModelFormatError(f"{label}: the IR has no nodes, so there is nothing to predict; "
+                               "is this the right file?")
     nodes: dict[str, OpNode] = {}
     dummies: list[str] = []
     for name, entry in ir.items():

@@ -35,7 +35,8 @@ def read_onnx(model: Any) -> tuple[Any, str]:
     elif isinstance(model, (str, Path)):
         path = Path(model)
         if not path.is_file():
-            raise ModelFormatError(f"model file not found: {path}")
+            raise ModelFormatError(f"{path} is a directory, not a model file" if path.is_dir()
+                                   else f"model file not found: {path}")
         from .onnx_skim import skim_onnx_file
 
         proto = skim_onnx_file(path)
@@ -121,7 +122,8 @@ def _set_input_shapes(proto: Any, input_shape: InputShape, label: str,
             dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
                     for d in inp.type.tensor_type.shape.dim]
             raise DynamicShapeError(f"{label}: input {inp.name!r} has dynamic or unknown shape "
-                                    f"{dims}; pass input_shape=(N, C, H, W) to fix it")
+                                    f"{dims}; pass input_shape=(N, C, H, W) (on the command "
+                                    "line: --input-shape N,C,H,W) to fix it")
     return replaced
 
 

@@ -132,6 +132,8 @@ def skim_onnx_file(path: str | Path):
     except _Truncated:
         raise ModelFormatError(f"{path}: not a valid ONNX model (the file is truncated)") \
             from None
+    except ModelFormatError:
+        raise  # already names the file (an empty one)
     except (ValueError, IndexError) as exc:
         raise ModelFormatError(f"{path}: not a valid ONNX model (corrupt file?): {exc}") \
             from None

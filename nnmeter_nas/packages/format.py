@@ -90,6 +90,10 @@ class _Source:
         self._zip: zipfile.ZipFile | None = None
         self._prefix = ""
         if path.is_dir():
+            if not (path / MANIFEST).is_file():
+                raise PackageError(f"{path}: no {MANIFEST} in the folder; is it a predictor "
+                                   "package? (nn-Meter's own releases are imported with "
+                                   "`nnmeter-nas predictors import`)")
             return
         if not path.is_file():
             raise PackageError(f"predictor package not found: {path}")
@@ -329,6 +333,7 @@ def write_package(dest: str | Path, *, name: str, version: str, device: str, fra
     dest = Path(dest)
     if dest.exists() and not overwrite:
         raise PackageError(f"{dest} already exists; pass overwrite=True to replace it")
+    check_replaceable(dest)
     if bool(cold_regressors) != (cache_model is not None):
         raise ValueError("cold_regressors and cache_model go together")
     rules = fusion_rules if isinstance(fusion_rules, FusionRules) else \
@@ -349,8 +354,7 @@ def write_package(dest: str | Path, *, name: str, version: str, device: str, fra
         manifest["cold_kernels"] = cold
         manifest["cache_model"] = cache_model.to_dict()
     manifest.update(dict(extra or {}))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    tmp = _make_sibling_dir(dest, "tmp")
     try:
         for rel, data in blobs.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -373,6 +377,52 @@ def write_package(dest: str | Path, *, name: str, version: str, device: str, fra
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def check_replaceable(dest: str | Path) -> None:
+    """Raise :class:`~nnmeter_nas.errors.PackageError` unless ``dest`` may be replaced by a
+    package: it does not exist, is an empty folder, or is a package folder (holds
+    ``manifest.json``). Replacing anything else would delete a user's own files (``--out
+    results --overwrite``, ``--out measured.csv --overwrite``)."""
+    dest = Path(dest)
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if dest.is_dir() and not dest.is_symlink():
+        if (dest / MANIFEST).is_file():
+            return
+        held = sorted(p.name for p in dest.iterdir())
+        if not held:
+            return
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise PackageError(f"{dest} is not a predictor package (it has no {MANIFEST}; it "
+                           f"holds {shown}): refusing to replace it; choose a new or empty "
+                           "folder, or a package folder, as the destination")
+    raise PackageError(f"{dest} is not a predictor package (it is a file, not a folder): "
+                       "refusing to replace it; choose a new or empty folder, or a package "
+                       "folder, as the destination")
+
+
+def _make_sibling_dir(dest: Path, kind: str) -> Path:
+    """A new, uniquely named folder ``.NAME.KIND-XXXXXXXX`` beside ``dest`` (created with the
+    process's umask, unlike :func:`tempfile.mkdtemp`'s 0700, since it becomes the package);
+    a parent that cannot be created or written is named in a PackageError."""
+    import secrets
+
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            tmp = dest.parent / f".{dest.name}.{kind}-{secrets.token_hex(4)}"
+            try:
+                tmp.mkdir()
+            except FileExistsError:
+                continue
+            return tmp
+        raise FileExistsError(f"no free temporary name beside {dest}")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise PackageError(f"cannot write the package to {dest}: {reason}{where}; choose a "
+                           "folder you can write to") from exc
 
 
 def _kernel_entries(folder: str, regressors: Mapping[str, TreeEnsemble],

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import PackageError, UnknownPredictorError
+from ..errors import PackageError, PackageWarning, UnknownPredictorError
 from .format import MANIFEST, PredictorPackage
 
 NNMETER_RELEASE_BASE = "https://github.com/microsoft/nn-Meter/releases/download/v1.0-data/"
@@ -62,6 +62,22 @@ def installed_dir() -> Path:
     return home_dir() / "predictors"
 
 
+def writable_installed_dir() -> Path:
+    """:func:`installed_dir`, created if need be; a PackageError names it (and
+    ``NNMETER_NAS_HOME``) when it cannot be created or written."""
+    root = installed_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(root))
+    except OSError as exc:
+        raise PackageError(f"cannot install predictors into {root}: "
+                           f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''};"
+                           " set NNMETER_NAS_HOME to a folder you can write to (or write the "
+                           "package elsewhere with --out)") from None
+    return root
+
+
 def builtin_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "data" / "predictors"
 
@@ -84,11 +100,16 @@ class PredictorInfo:
         return asdict(self)
 
 
-def _read_manifest(path: Path) -> dict | None:
+
+def _read_manifest_why(path: Path) -> tuple[dict | None, str]:
+    """``(manifest, "")``, or ``(None, why it cannot be used)``."""
     try:
-        return json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
+        m = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"{MANIFEST} cannot be read: {exc}"
+    if not isinstance(m, dict) or "name" not in m:
+        return None, f"{MANIFEST} has no 'name' entry"
+    return m, ""
 
 
 def _scan(root: Path, source: str) -> list[PredictorInfo]:
@@ -99,8 +120,14 @@ def _scan(root: Path, source: str) -> list[PredictorInfo]:
         pkg = manifest_path.parent
         if any(part.startswith(".") for part in pkg.relative_to(root).parts):
             continue  # temporary or old directories of an install in progress
-        m = _read_manifest(pkg)
-        if not m or "name" not in m:
+        m, why = _read_manifest_why(pkg)
+        if m is None:
+            if source == "installed":
+                import warnings
+
+                warnings.warn(f"{pkg}: installed predictor package skipped ({why}), so its "
+                              "name loads another package (built-in or downloadable); "
+                              "reinstall it or remove the folder", PackageWarning, stacklevel=3)
             continue
         out.append(PredictorInfo(name=m["name"], version=str(m.get("version", "")),
                                  device=m.get("device", m["name"]), source=source,
@@ -326,8 +353,7 @@ def install_predictor(source: str | Path, *, name: str | None = None,
     src = str(source)
     if src in NNMETER_PREDICTORS:
         name, version, src = src, version or NNMETER_VERSION, nnmeter_url(src)
-    root = installed_dir()
-    root.mkdir(parents=True, exist_ok=True)
+    root = writable_installed_dir()
     with contextlib.ExitStack() as stack:
         held: tuple[str, str] | None = None
         if name and version and not overwrite:
@@ -344,7 +370,14 @@ def install_predictor(source: str | Path, *, name: str | None = None,
         else:
             local = Path(src).expanduser()
             if not local.exists():
-                raise PackageError(f"predictor package not found: {local}")
+                if "/" in src or os.sep in src or "." in src:
+                    raise PackageError(f"predictor package not found: {local}")
+                guess = did_you_mean(src, NNMETER_PREDICTORS).replace(" did", " Did", 1)
+                raise PackageError(
+                    f"predictor package not found: {src!r} is no file or folder here, nor a "
+                    f"device nn-Meter publishes a predictor for "
+                    f"({', '.join(sorted(NNMETER_PREDICTORS))}).{guess} Give one of those "
+                    "names, or a package's path or URL.")
         pkg_dir = _as_package_dir(local, tmp_path, name=name, version=version)
         pkg = PredictorPackage.load(pkg_dir)  # verify before it enters the cache
         key = (_path_component(pkg.name, "name"), _path_component(pkg.version, "version"))
