@@ -83,13 +83,13 @@ def test_needs_a_bound_and_a_predictor(profiler):
 
 
 # ---------------------------------------------------------------------------- NNI experiments
-def _run(space, strategy, trials, tmp_path, record):
+def _run(space, strategy, trials, tmp_path, record, model_format="raw"):
     def evaluate(model):
         record.append(model)
         nni.report_final_result(float(sum(p.numel() for p in model.parameters())))
 
     exp = NasExperiment(space, FunctionalEvaluator(evaluate), strategy,
-                        NasExperimentConfig("sequential", "raw"))
+                        NasExperimentConfig("sequential", model_format))
     exp.config.max_trial_number = trials
     exp.config.experiment_working_directory = str(tmp_path)
     try:
@@ -123,6 +123,21 @@ def test_middleware_builds_its_table_from_the_experiment_space(tiny, dummy_predi
     _run(tiny, Chain(Random(seed=2), f), 3, tmp_path, trained)
     assert f.profiler is not None and f.profiler.devices == ["dummy"]
     assert len(trained) == 3
+
+
+def test_middleware_builds_its_table_in_nni_default_simplified_format(tiny, dummy_predictor,
+                                                                      tmp_path, profiler):
+    """NNI's default model format hands middleware a SimplifiedModelSpace, which keeps only a
+    traced recipe of the space: the filter rebuilds the space from it (it used to refuse it as
+    'not an NNI model space')."""
+    budget = _midpoint(profiler)
+    f = LatencyFilter(budget, predictor=dummy_predictor, input_shape=SHAPE)
+    trained = []
+    _run(tiny, Chain(Random(seed=2), f), 3, tmp_path, trained, model_format="simplified")
+    assert f.profiler is not None and f.profiler.table.labels == profiler.table.labels
+    assert len(trained) == 3
+    for model in trained:
+        assert dummy_predictor.predict(model, input_shape=SHAPE) <= budget * (1 + 1e-9)
 
 
 @pytest.mark.parametrize("make_strategy", [

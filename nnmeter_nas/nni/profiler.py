@@ -25,10 +25,22 @@ __all__ = ["LatencyProfiler", "DirectLatencyProfiler"]
 
 
 def unwrap_model_space(model_space: Any) -> Any:
-    """The PyTorch ``ModelSpace`` inside an NNI ``ExecutableModelSpace`` (or the object itself)."""
+    """The PyTorch ``ModelSpace`` inside an NNI ``ExecutableModelSpace`` (or the object itself).
+
+    ``RawFormatModelSpace`` (``model_format="raw"``) holds the space itself;
+    ``SimplifiedModelSpace`` (NNI's default ``"simplified"`` format) keeps only a traced recipe of
+    it, from which the space is built again (same labels and choices; fresh weights, which a
+    latency table does not read).
+    """
+    if callable(getattr(model_space, "named_children", None)):
+        return model_space
     inner = getattr(model_space, "model_space", None)
-    if inner is not None and not callable(getattr(model_space, "named_children", None)):
+    if inner is not None:
         return inner
+    recipe = getattr(model_space, "model", None)
+    if recipe is not None and hasattr(recipe, "trace_symbol") and callable(
+            getattr(recipe, "get", None)):
+        return recipe.get()
     return model_space
 
 
