@@ -238,3 +238,63 @@ def test_network_overhead_goes_into_the_fixed_part(tmp_path, tiny):
     full = with_overhead.predict(tiny.freeze(s), input_shape=SHAPE)
     assert prof.profile(s) == pytest.approx(full, rel=1e-9)
     assert prof.profile(s) == pytest.approx(plain.profile(s) + 0.5, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------- ops nothing prices
+class _ActSpace(ModelSpace):
+    """A conv followed by a choice of activation; ELU has no regressor in any test package."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.act = LayerChoice({"relu": torch.nn.ReLU(), "elu": torch.nn.ELU()}, label="act")
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(self.act(self.conv(x)))
+
+
+def test_a_choice_the_predictor_cannot_price_is_refused_naming_it(predictor):
+    from nnmeter_nas.errors import MissingRegressorError
+
+    with pytest.raises(MissingRegressorError) as info:
+        LatencyProfiler(_ActSpace(), predictor, SHAPE)
+    msg = str(info.value)
+    # the kernel, its ONNX op, the module and the choice that holds it, and what to do
+    for part in ("'elu' (Elu)", "module 'act'", "LayerChoice 'act': act='elu'", "dummy",
+                 "Use a predictor that covers", "allow_missing=True"):
+        assert part in msg, (part, msg)
+    assert "relu" not in msg.replace("'elu'", "")  # the priced candidate is not blamed
+
+
+def test_allow_missing_counts_the_kernel_as_zero_with_a_warning(predictor):
+    from nnmeter_nas.errors import MissingRegressorError
+    from nnmeter_nas.predictor import LatencyWarning
+
+    with pytest.warns(LatencyWarning, match=r"module 'act'.*'elu' \(Elu\).*allow_missing"):
+        prof = LatencyProfiler(_ActSpace(), predictor, SHAPE, allow_missing=True)
+    assert prof.breakdown({"act": "elu"})["act"] == 0.0  # the 0 ms it warned of
+    strict = make_dummy_predictor(strict=True)
+    with pytest.raises(MissingRegressorError, match="module 'act'"):
+        LatencyProfiler(_ActSpace(), strict, SHAPE, allow_missing=True)
+
+
+def test_an_op_the_engine_cannot_read_is_refused_naming_its_module(predictor):
+    from nnmeter_nas.errors import UnsupportedOpError
+
+    class RnnSpace(ModelSpace):
+        def __init__(self):
+            super().__init__()
+            self.conv = LayerChoice({"k1": torch.nn.Conv2d(3, 4, 1),
+                                     "k3": torch.nn.Conv2d(3, 4, 3, padding=1)}, label="conv")
+            self.rnn = torch.nn.GRU(16, 8, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(self.conv(x).mean(2))[0]
+
+    with pytest.raises(UnsupportedOpError) as info:
+        LatencyProfiler(RnnSpace(), predictor, SHAPE)
+    msg = str(info.value)
+    for part in ("RnnSpace", "'GRU'", "module 'rnn' (fixed part)", "Replace that module"):
+        assert part in msg, (part, msg)
+    assert info.value.op == "GRU"

@@ -79,6 +79,10 @@ class LatencyProfiler(Profiler):
         Show a progress bar while the table is built.
     fast_freeze : bool, default=True
         See :func:`~nnmeter_nas.nni.table_builder.build_latency_table`.
+    allow_missing : bool, default=False
+        See :func:`~nnmeter_nas.nni.table_builder.build_latency_table`: count kernels a
+        predictor has no regressor for as 0 ms (with a warning) instead of raising
+        :class:`~nnmeter_nas.errors.MissingRegressorError`.
 
     See Also
     --------
@@ -108,7 +112,8 @@ class LatencyProfiler(Profiler):
     def __init__(self, model_space: Any = None, predictor: Any = None,
                  input_shape: Sequence[int] | None = None, *,
                  table: LatencyTable | str | Path | None = None, max_combinations: int = 256,
-                 progress: bool = False, fast_freeze: bool = True) -> None:
+                 progress: bool = False, fast_freeze: bool = True,
+                 allow_missing: bool = False) -> None:
         space = unwrap_model_space(model_space) if model_space is not None else None
         super().__init__(space)
         if table is not None:
@@ -129,7 +134,7 @@ class LatencyProfiler(Profiler):
 
             table = build_latency_table(space, predictor, space_input_shape(space, input_shape),
                                         max_combinations=max_combinations, progress=progress,
-                                        fast_freeze=fast_freeze)
+                                        fast_freeze=fast_freeze, allow_missing=allow_missing)
         self.table: LatencyTable = table
         # bound once: profile() is on the hot path of sampling strategies
         self._latency = table.latency
