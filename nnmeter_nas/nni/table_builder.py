@@ -9,7 +9,10 @@ module produced its nodes (the exporter writes module scopes into the ONNX node 
 
 The result is exact when no kernel crosses a choice point's boundary and a choice point's
 latency does not depend on labels outside it; the builder checks both across the covering
-samples and records what it saw in ``table.meta["build"]``.
+samples and records what it saw in ``table.meta["build"]``. A module outside the choice points
+that only some architectures run (a branch the export drops when an InputChoice does not pick
+its output) is charged to the InputChoice whose value tells when it runs; where no single one
+does, the warning names the module.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import statistics
 import time
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch.nn as nn
@@ -130,6 +133,8 @@ class _Attribution:
     runs: list[tuple[list[int], list[list[float]], list[float]]]
     boundary: dict[tuple, int]
     reattributed: int
+    dropped_branch_kernels: int = 0
+    unexplained_modules: list[str] = field(default_factory=list)
 
 
 def _trace(model_space: nn.Module, layout: SpaceLayout, samples: list[dict[str, Any]],
@@ -299,24 +304,74 @@ def _attribute(traces: list[_Trace], preds: list[Any], layout: SpaceLayout,
     # Only kernels made entirely of such nodes move; anything else stays fixed and shows up in
     # the fixed-part spread.
     reattributed = 0
-    runs = []
-    for tr, records in zip(traces, predicted):
-        run_pts = [[0.0] * len(preds) for _ in range(n_points)]
-        # A package's constant per-network cost belongs to the fixed part.
-        run_fixed = [float(getattr(p, "network_overhead_ms", 0.0)) for p in preds]
-        for d, dev_records in enumerate(records):
+    resolved = []  # per trace, per device: (owner, nodes, ms) after that move
+    for records in predicted:
+        per_device = []
+        for dev_records in records:
+            out = []
             for first, nodes, latency in dev_records:
                 if first < 0 and nodes and all(n in absorbed for n in nodes):
                     hosts = set().union(*(absorbed[n] for n in nodes))
                     if len(hosts) == 1:
                         first = next(iter(hosts))
                         reattributed += 1
+                out.append((first, nodes, latency))
+            per_device.append(out)
+        resolved.append(per_device)
+    moved, unexplained = _dropped_branches(traces, resolved, layout)
+    runs = []
+    for r, (tr, records) in enumerate(zip(traces, resolved)):
+        run_pts = [[0.0] * len(preds) for _ in range(n_points)]
+        # A package's constant per-network cost belongs to the fixed part.
+        run_fixed = [float(getattr(p, "network_overhead_ms", 0.0)) for p in preds]
+        for d, dev_records in enumerate(records):
+            for first, nodes, latency in dev_records:
+                if first < 0:
+                    first = moved.get((d, nodes), -1)
                 if first < 0:
                     run_fixed[d] += latency
                 else:
                     run_pts[first][d] += latency
         runs.append((tr.combo_idx, run_pts, run_fixed))
-    return _Attribution(runs, dict(boundary), reattributed)
+    return _Attribution(runs, dict(boundary), reattributed, len(moved), unexplained)
+
+
+def _dropped_branches(traces: list[_Trace], resolved: list[list[list[tuple]]],
+                      layout: SpaceLayout) -> tuple[dict[tuple, int], list[str]]:
+    """Fixed kernels that some architectures have and others lack.
+
+    The export drops a branch whose output nothing uses, e.g. a module outside an InputChoice
+    whose output the choice did not pick: its kernels then exist only for some values of that
+    choice, so their cost is the choice's. A kernel moves to the one InputChoice whose value
+    tells, in every traced architecture, whether the kernel is there. Returns ``{(device
+    index, kernel nodes): point index}`` and the module paths of such kernels that no single
+    InputChoice explains (they stay in the fixed part, whose spread then shows them).
+    """
+    n_traces = len(traces)
+    inputs = [i for i, p in enumerate(layout.points) if p.kind == "InputChoice"]
+    moved: dict[tuple, int] = {}
+    unexplained: dict[str, None] = {}
+    for d in range(len(resolved[0]) if resolved else 0):
+        present: dict[tuple, set[int]] = defaultdict(set)
+        for r, per_device in enumerate(resolved):
+            for first, nodes, _ in per_device[d]:
+                if first < 0 and nodes:
+                    present[nodes].add(r)
+        for nodes, where in present.items():
+            if len(where) == n_traces:
+                continue
+            explains = []
+            for i in inputs:
+                seen: dict[int, bool] = {}
+                if all(seen.setdefault(tr.combo_idx[i], r in where) == (r in where)
+                       for r, tr in enumerate(traces)):
+                    explains.append(i)
+            if len(explains) == 1:
+                moved[(d, nodes)] = explains[0]
+            else:
+                r = next(iter(where))
+                unexplained[traces[r].node_module.get(nodes[0], "") or nodes[0]] = None
+    return moved, list(unexplained)
 
 
 def _assemble(layout: SpaceLayout, traces: list[_Trace], attribution: _Attribution,
@@ -379,6 +434,8 @@ def _assemble(layout: SpaceLayout, traces: list[_Trace], attribution: _Attributi
                                                           else "fixed" for o in owners],
                               "count": c} for (t, owners), c in sorted(attribution.boundary.items())],
         "reattributed_fixed_kernels": attribution.reattributed,
+        "dropped_branch_kernels": attribution.dropped_branch_kernels,
+        "modules_in_some_architectures_only": attribution.unexplained_modules,
     }
     meta = {
         "predictors": {p.device: {"name": getattr(p, "name", ""),
@@ -448,9 +505,15 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
     worst = max(build["fixed_spread_ms"].values())
     entry_spread = build["max_entry_spread_ms"]
     if worst > 1e-6 * max(1.0, max(table.fixed_ms.values())) or entry_spread > 1e-6:
+        partial = build["modules_in_some_architectures_only"]
+        which = (f" Modules outside the choice points that only some architectures run (a "
+                 f"branch the export drops when nothing uses its output): {partial[:8]}; "
+                 "put them inside the choice (e.g. a LayerChoice of the branches), or use "
+                 "DirectLatencyProfiler, which predicts each network whole."
+                 if partial else "")
         warnings.warn(
             f"latency table of {type(model_space).__name__}: the fixed part varies by up to "
             f"{worst:.4g} ms and a choice entry by up to {entry_spread:.4g} ms across "
             "architectures; some layers outside the choice points depend on the choices (see "
-            "table.meta['build'])", RuntimeWarning, stacklevel=2)
+            f"table.meta['build']).{which}", RuntimeWarning, stacklevel=2)
     return table
