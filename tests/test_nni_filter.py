@@ -82,6 +82,18 @@ def test_needs_a_bound_and_a_predictor(profiler):
         LatencyFilter(1.0)
 
 
+def test_the_budget_is_said_in_words(profiler):
+    """The summary and the stop message used to print the bounds as "[None, {'dummy': 0.4}]
+    ms"."""
+    f = LatencyFilter({"dummy": 0.25}, profiler, min_ms={"dummy": 0.125})
+    f(FAST)
+    text = f.summary()
+    assert text.endswith("outside the budget (dummy latency >= 0.125 ms, dummy latency <= "
+                         "0.25 ms)"), text
+    assert "None" not in text and "{" not in text
+    assert LatencyFilter(10.0, profiler).budget_text() == "latency <= 10 ms"
+
+
 # ---------------------------------------------------------------------------- NNI experiments
 def _run(space, strategy, trials, tmp_path, record, model_format="raw"):
     def evaluate(model):
@@ -155,7 +167,7 @@ def test_impossible_budget_stops_with_a_clear_message(make_strategy, tiny, profi
     assert f.n_rejected == 15
     text = caplog.text
     assert "below the fastest architecture" in text
-    assert "15 architectures in a row missed the latency budget" in text
+    assert "15 architectures in a row missed the latency budget (latency <= " in text
     assert "stopping the search" in text
 
 
