@@ -76,7 +76,9 @@ def test_several_devices_must_all_meet_the_budget():
 
 
 def test_needs_a_bound_and_a_predictor(profiler):
-    with pytest.raises(ValueError, match="max_ms, min_ms"):
+    from nnmeter_nas.errors import LatencyBudgetError
+
+    with pytest.raises(LatencyBudgetError, match="max_ms, min_ms"):
         LatencyFilter(None, profiler)
     with pytest.raises(ValueError, match="predictor="):
         LatencyFilter(1.0)

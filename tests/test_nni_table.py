@@ -138,7 +138,9 @@ def test_table_for_another_space_input_or_device_is_refused(tmp_path, tiny_profi
 def test_input_shape_that_does_not_fit(predictor):
     with pytest.raises(UnsupportedSpaceError, match=r"input shape \(1, 4, 16, 16\)"):
         LatencyProfiler(OtherSpace(), predictor, (1, 4, 16, 16))
-    with pytest.raises(ValueError, match="input_shape"):
+    from nnmeter_nas.errors import SpaceSpecError
+
+    with pytest.raises(SpaceSpecError, match="input_shape"):
         LatencyProfiler(OtherSpace(), predictor)  # the space does not say its input shape
 
 

@@ -171,7 +171,7 @@ class LatencyFilter(Filter):
         super().__init__(self._accept_model, metric_for_invalid=metric_for_invalid,
                          patience=patience, retain_history=retain_history)
         if max_ms is None and min_ms is None:
-            raise ValueError("LatencyFilter needs max_ms, min_ms or both")
+            raise LatencyBudgetError("LatencyFilter needs max_ms, min_ms or both")
         devices = _check_budgets(max_ms, min_ms, devices)
         if predictor is None:
             raise ValueError("LatencyFilter needs predictor=: a LatencyProfiler, a LatencyTable, "

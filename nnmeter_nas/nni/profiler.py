@@ -48,8 +48,10 @@ def space_input_shape(model_space: Any, input_shape: Sequence[int] | None) -> li
     if input_shape is None:
         input_shape = getattr(model_space, "input_shape", None)
     if input_shape is None:
-        raise ValueError(f"{type(model_space).__name__} does not say its input shape: pass "
-                         "input_shape=(1, C, H, W)")
+        from ..errors import SpaceSpecError
+
+        raise SpaceSpecError(f"{type(model_space).__name__} does not say its input shape: pass "
+                             "input_shape=(1, C, H, W)")
     return [int(d) for d in input_shape]
 
 
