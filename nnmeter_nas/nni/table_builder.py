@@ -506,14 +506,23 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
     entry_spread = build["max_entry_spread_ms"]
     if worst > 1e-6 * max(1.0, max(table.fixed_ms.values())) or entry_spread > 1e-6:
         partial = build["modules_in_some_architectures_only"]
-        which = (f" Modules outside the choice points that only some architectures run (a "
-                 f"branch the export drops when nothing uses its output): {partial[:8]}; "
-                 "put them inside the choice (e.g. a LayerChoice of the branches), or use "
-                 "DirectLatencyProfiler, which predicts each network whole."
-                 if partial else "")
+        cached = [p.device for p in preds if getattr(p, "uses_cache_model", False)]
+        varying = {d for d, ms in build["fixed_spread_ms"].items()
+                   if ms > 1e-6 * max(1.0, table.fixed_ms[d])}
+        if partial:
+            why = (" Modules outside the choice points that only some architectures run (a "
+                   f"branch the export drops when nothing uses its output): {partial[:8]}; put "
+                   "them inside the choice (e.g. a LayerChoice of the branches), or use "
+                   "DirectLatencyProfiler, which predicts each network whole.")
+        elif cached and varying <= set(cached):
+            why = (f" The cache model of {cached} prices every kernel by the whole network's "
+                   "weight size, which the choices change: the table sums kernels priced at "
+                   "the covering architectures' sizes, so it approximates those devices "
+                   "(DirectLatencyProfiler predicts each network whole).")
+        else:
+            why = " Some layers outside the choice points depend on the choices."
         warnings.warn(
             f"latency table of {type(model_space).__name__}: the fixed part varies by up to "
             f"{worst:.4g} ms and a choice entry by up to {entry_spread:.4g} ms across "
-            "architectures; some layers outside the choice points depend on the choices (see "
-            f"table.meta['build']).{which}", RuntimeWarning, stacklevel=2)
+            f"architectures (see table.meta['build']).{why}", RuntimeWarning, stacklevel=2)
     return table
