@@ -208,7 +208,7 @@ def _trace(model_space: nn.Module, layout: SpaceLayout, samples: list[dict[str, 
 
 def _where(layout: SpaceLayout, owner: Callable[[str], int], module_path: str,
            sample: Any) -> str:
-    """``"at module 'a.b' (LayerChoice 'x' = 'k5')"``: where a node of a frozen network lies."""
+    """``"at module 'a.b' (LayerChoice 'x': x='k5')"``: where a node of a frozen network lies."""
     i = owner(module_path) if module_path else -1
     where = f"at module {module_path!r}" if module_path else "outside any module"
     if i < 0:
@@ -245,7 +245,7 @@ def _check_missing(missing: dict[str, dict[tuple, None]], preds: list[Any], spac
         more = f"; and {len(places) - 6} more places" if len(places) > 6 else ""
         lines.append(f"{device}: {'; '.join(places[:6])}{more}")
     strict = [p.device for p in preds if getattr(p, "strict", False) and p.device in missing]
-    text = (f"latency table of {space_name}: the predictor has no regressor for these kernels, "
+    text = (f"latency table of {space_name}: no regressor for these kernels on these devices, "
             f"which would count as 0 ms -- {' | '.join(lines)}. A choice priced at 0 ms looks "
             "free to the search, and budgets would be met on paper only.")
     if allow_missing and not strict:
