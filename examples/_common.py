@@ -90,7 +90,10 @@ def spos_deploy_device(predictors: Sequence[Any], requested: str | None, out: Pa
     devices = [p.device for p in predictors]
     if requested:
         if requested not in devices:
-            sys.exit(f"--device {requested!r} is not among the predictors {devices}")
+            from nnmeter_nas.packages.registry import did_you_mean
+
+            sys.exit(f"--device {requested!r} is not among the predictors {devices};"
+                     f"{did_you_mean(requested, devices)} --predictors chooses them")
         return requested, "named with --device"
     fallback = default_device(devices)
     arm = next((p for p in predictors if p.device == SPOS_DEPLOY_DEVICE), None)
@@ -127,6 +130,12 @@ def spos_deploy_device(predictors: Sequence[Any], requested: str | None, out: Pa
     return fallback, (f"{SPOS_DEPLOY_DEVICE}'s predictor is not calibrated for the SPOS kernels "
                       f"{', '.join(outside)} at 224x224, so this host's own predictor is used; "
                       "--device picks another")
+
+
+def fastest_ms(profiler: Any, device: str) -> float:
+    """The latency (ms) of the fastest architecture of the profiler's space on ``device``
+    (the table's lower bound: exact for spaces whose labels each belong to one choice)."""
+    return float(profiler.table.bounds(device)[0])
 
 
 def channels_last(x: Any) -> Any:

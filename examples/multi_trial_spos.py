@@ -130,6 +130,12 @@ def main(argv=None) -> dict:
     print(f"random architectures on {device}: median {np.median(random_ms):.3f} ms, "
           f"{random_ms.min():.3f}..{random_ms.max():.3f} ms; budget {budget:.3f} ms "
           f"({(random_ms <= budget).mean():.0%} of them meet it)")
+    fastest = _common.fastest_ms(profiler, device)
+    if budget < fastest:  # before training anything: no candidate could be scored
+        sys.exit(f"--budget-ms {budget:g} is below the fastest SPOS architecture on {device} "
+                 f"({fastest:.3f} ms at {'x'.join(map(str, DEPLOY_SHAPE))}): no candidate can "
+                 "meet it. Raise --budget-ms, or leave it out for the --budget-quantile of "
+                 "random architectures")
 
     # ---- data: train (supernet, calibration), validation (search score), test (final)
     x_tr, y_tr, x_te, y_te = _common.digits_tensors(size=args.image_size, seed=args.seed)

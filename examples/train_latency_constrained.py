@@ -145,6 +145,11 @@ def main(argv=None) -> dict:
     target = args.target_ms or float(np.quantile(random_ms, args.target_quantile))
     print(f"target latency on {device}: {target:.4f} ms (random architectures: median "
           f"{np.median(random_ms):.4f} ms, min {random_ms.min():.4f} ms)")
+    fastest = _common.fastest_ms(profiler, device)
+    if target < fastest:
+        print(f"note: the target is below the fastest SPOS architecture on {device} "
+              f"({fastest:.4f} ms): the penalty pushes toward it, but no architecture meets "
+              "the target")
 
     expected = ExpectedLatency(profiler, device)
     strength_kw = ({"strength": args.strength} if args.form in ("hinge", "add#linear")

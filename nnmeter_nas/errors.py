@@ -23,7 +23,13 @@ class DynamicShapeError(NnMeterNasError, ValueError):
 
 
 class UnsupportedOpError(NnMeterNasError, ValueError):
-    """The graph holds an operator the engine does not understand."""
+    """The graph holds an operator the engine does not understand. ``op`` is its ONNX type and
+    ``node`` the node's name (``""`` where unknown)."""
+
+    def __init__(self, message: str, *, op: str = "", node: str = "") -> None:
+        super().__init__(message)
+        self.op = op
+        self.node = node
 
 
 class ExportError(NnMeterNasError, RuntimeError):
@@ -121,7 +127,8 @@ class ResumeError(NnMeterNasError, ValueError):
 
 
 class MissingRegressorError(NnMeterNasError, KeyError):
-    """``strict=True`` and the predictor has no regressor for some kernel types."""
+    """The predictor has no regressor for some kernel types: ``strict=True``, or a latency table
+    (where such a kernel would make its choice look free) built without ``allow_missing=True``."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""

@@ -223,6 +223,13 @@ class LatencyPredictor:
         return self.package.fusion_rules
 
     @property
+    def uses_cache_model(self) -> bool:
+        """Whether predictions mix warm and cold-cache kernel latencies by the network's weight
+        size (:mod:`~nnmeter_nas.cache_model`): a kernel's latency then depends on the whole
+        network, not on the kernel alone."""
+        return self._cache_model is not None
+
+    @property
     def network_overhead_ms(self) -> float:
         """Constant cost (ms) the package adds once per network (0 for most packages)."""
         return float(self.package.manifest.get("network_overhead_ms", 0.0) or 0.0)

@@ -223,3 +223,28 @@ def test_cache_model_predictor_table_and_table_scores_match_full_prediction(one_
     np.testing.assert_allclose(picks[col].to_numpy(), full[col].to_numpy(), rtol=0.03)
     # the cold share is not negligible here: warm-only prediction differs by more than 3%
     assert np.max(np.abs(warm_full[col].to_numpy() / full[col].to_numpy() - 1)) > 0.03
+
+
+def test_latency_table_warning_blames_the_cache_model_not_the_layers(one_torch_thread,
+                                                                     dummy_predictor):
+    """With a cache-model predictor every kernel's latency depends on the whole network's
+    weights, so a table's fixed part varies across architectures; the warning used to say that
+    "some layers outside the choice points depend on the choices", which no layer of SPOS does.
+    The same table on a predictor without a cache model has a constant fixed part."""
+    pytest.importorskip("nni")
+    from nnmeter_nas import load_predictor
+    from nnmeter_nas.nni import LatencyProfiler
+    from nnmeter_nas.search_spaces import SPOSSpace
+
+    pred = load_predictor("x86avx512cpu_onnxruntime")
+    assert pred.uses_cache_model and not dummy_predictor.uses_cache_model
+    assert not LatencyPredictor(pred.package, cache_model=False).uses_cache_model
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prof = LatencyProfiler(SPOSSpace(small_input=True, width_mult=0.25),
+                               [pred, dummy_predictor], (1, 3, 32, 32))
+    spread = prof.table.meta["build"]["fixed_spread_ms"]
+    assert spread[pred.device] > 1e-6 and spread["dummy"] == pytest.approx(0.0, abs=1e-12)
+    texts = [str(w.message) for w in caught if "latency table of SPOSSpace" in str(w.message)]
+    assert len(texts) == 1 and "The cache model of ['x86avx512cpu_onnxruntime']" in texts[0]
+    assert "Some layers outside" not in texts[0]

@@ -111,3 +111,23 @@ def test_score_spos_rows_and_percentiles(tmp_path):
     assert row["p50"] == pytest.approx(df["dummy_ms"].median())
     assert (tmp_path / "latency_distributions.png").stat().st_size > 5000
     assert "scored 200" in stdout
+
+
+@pytest.mark.slow
+def test_multi_trial_spos_refuses_a_budget_no_architecture_meets_before_training(tmp_path):
+    """A budget under the space's fastest architecture used to be found out only after the
+    supernet was trained (minutes with the defaults), as an InfeasibleBudgetError traceback from
+    inside NNI's experiment; it now stops first, naming the fastest latency. An unknown
+    --device gets the closest name."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", TQDM_DISABLE="1")
+    cmd = [sys.executable, str(EXAMPLES / "multi_trial_spos.py"), "--tiny", "--out",
+           str(tmp_path), "--predictors", "dummy"]
+    proc = subprocess.run(cmd + ["--budget-ms", "0.001"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "below the fastest SPOS architecture on dummy" in proc.stderr
+    assert "Raise --budget-ms" in proc.stderr and "Traceback" not in proc.stderr
+    assert "supernet:" not in proc.stdout and not (tmp_path / "nni").exists()
+    proc = subprocess.run(cmd + ["--device", "dumy"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "did you mean 'dummy'?" in proc.stderr, proc.stderr[-3000:]

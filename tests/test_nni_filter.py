@@ -76,20 +76,34 @@ def test_several_devices_must_all_meet_the_budget():
 
 
 def test_needs_a_bound_and_a_predictor(profiler):
-    with pytest.raises(ValueError, match="max_ms, min_ms"):
+    from nnmeter_nas.errors import LatencyBudgetError
+
+    with pytest.raises(LatencyBudgetError, match="max_ms, min_ms"):
         LatencyFilter(None, profiler)
     with pytest.raises(ValueError, match="predictor="):
         LatencyFilter(1.0)
 
 
+def test_the_budget_is_said_in_words(profiler):
+    """The summary and the stop message used to print the bounds as "[None, {'dummy': 0.4}]
+    ms"."""
+    f = LatencyFilter({"dummy": 0.25}, profiler, min_ms={"dummy": 0.125})
+    f(FAST)
+    text = f.summary()
+    assert text.endswith("outside the budget (dummy latency >= 0.125 ms, dummy latency <= "
+                         "0.25 ms)"), text
+    assert "None" not in text and "{" not in text
+    assert LatencyFilter(10.0, profiler).budget_text() == "latency <= 10 ms"
+
+
 # ---------------------------------------------------------------------------- NNI experiments
-def _run(space, strategy, trials, tmp_path, record):
+def _run(space, strategy, trials, tmp_path, record, model_format="raw"):
     def evaluate(model):
         record.append(model)
         nni.report_final_result(float(sum(p.numel() for p in model.parameters())))
 
     exp = NasExperiment(space, FunctionalEvaluator(evaluate), strategy,
-                        NasExperimentConfig("sequential", "raw"))
+                        NasExperimentConfig("sequential", model_format))
     exp.config.max_trial_number = trials
     exp.config.experiment_working_directory = str(tmp_path)
     try:
@@ -125,6 +139,21 @@ def test_middleware_builds_its_table_from_the_experiment_space(tiny, dummy_predi
     assert len(trained) == 3
 
 
+def test_middleware_builds_its_table_in_nni_default_simplified_format(tiny, dummy_predictor,
+                                                                      tmp_path, profiler):
+    """NNI's default model format hands middleware a SimplifiedModelSpace, which keeps only a
+    traced recipe of the space: the filter rebuilds the space from it (it used to refuse it as
+    'not an NNI model space')."""
+    budget = _midpoint(profiler)
+    f = LatencyFilter(budget, predictor=dummy_predictor, input_shape=SHAPE)
+    trained = []
+    _run(tiny, Chain(Random(seed=2), f), 3, tmp_path, trained, model_format="simplified")
+    assert f.profiler is not None and f.profiler.table.labels == profiler.table.labels
+    assert len(trained) == 3
+    for model in trained:
+        assert dummy_predictor.predict(model, input_shape=SHAPE) <= budget * (1 + 1e-9)
+
+
 @pytest.mark.parametrize("make_strategy", [
     lambda: Random(seed=3),
     lambda: RegularizedEvolution(population_size=4, sample_size=2, seed=3),
@@ -140,7 +169,7 @@ def test_impossible_budget_stops_with_a_clear_message(make_strategy, tiny, profi
     assert f.n_rejected == 15
     text = caplog.text
     assert "below the fastest architecture" in text
-    assert "15 architectures in a row missed the latency budget" in text
+    assert "15 architectures in a row missed the latency budget (latency <= " in text
     assert "stopping the search" in text
 
 

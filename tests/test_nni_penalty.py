@@ -218,3 +218,47 @@ def test_penalty_steers_nni_one_shot_strategies(strategy_name, lc_profiler, tmp_
         control = LatencyPenalty(lc_profiler, "hinge", target_ms=target, strength=0.0)
         strategy = _one_shot_search(strategy_name, control, tmp_path / "control")
         assert float(control.expected(strategy.oneshot_module.export_probs())) > target
+
+
+def test_an_input_choice_takes_nni_one_shot_probabilities_per_input():
+    """NNI's one-shot strategies give an InputChoice (one input of two) probabilities per input
+    index ({0: p, 1: q} from export_probs; an alpha over the inputs in the supernet), while the
+    table's values of the label are [0] and [1]: both forms are read (they were refused with
+    'unknown values [0, 1]', which stopped DARTS and Proxyless on any space with an
+    InputChoice), and the gradient reaches the InputChoice's alpha."""
+    import torch.nn as nn
+    from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
+    from nni.nas.strategy import DARTS
+
+    from nnmeter_nas.nni import architecture_probabilities
+
+    points = [TablePoint("pick", "pick", "InputChoice", ("pick",), [((0,),), ((1,),)],
+                         [[2.0], [6.0]], [True, True])]
+    table = LatencyTable(devices=["d"], input_shape=[1, 3, 8, 8],
+                         space={"class": "H", "labels": {"pick": [[0], [1]]}},
+                         points=points, fixed_ms={"d": 10.0})
+    exp = ExpectedLatency(table)
+    assert float(exp({"pick": {0: 0.25, 1: 0.75}})) == pytest.approx(10.0 + 0.5 + 4.5)
+    assert float(exp({"pick": [1]})) == float(exp({"pick": 1})) == pytest.approx(16.0)
+    assert float(exp({"pick": ([1, 0], torch.tensor([0.75, 0.25]))})) == pytest.approx(15.0)
+    with pytest.raises(SampleError, match="unknown values"):
+        exp({"pick": {2: 1.0}})
+
+    class Space(ModelSpace):
+        def __init__(self):
+            super().__init__()
+            self.a = LayerChoice([nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 3, padding=1)], label="op")
+            self.b = nn.Conv2d(3, 4, 1)
+            self.pick = InputChoice(2, 1, label="pick")
+
+        def forward(self, x):
+            return self.pick([self.a(x), self.b(x)])
+
+    supernet = DARTS().mutate_model(Space())
+    probs = architecture_probabilities(supernet)
+    values, p = probs["pick"]
+    assert values == [0, 1] and p.requires_grad
+    alpha = next(m._arch_alpha for m in supernet.modules()
+                 if getattr(m, "label", None) == "pick" and hasattr(m, "_arch_alpha"))
+    exp(probs).backward()
+    assert alpha.grad is not None and float(alpha.grad.abs().sum()) > 0

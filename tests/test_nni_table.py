@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("nni")
-from nni.nas.nn.pytorch import LayerChoice, ModelSpace  # noqa: E402
+from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace  # noqa: E402
 from nni.nas.profiler import Profiler  # noqa: E402
 
 from nnmeter_nas.nni import LatencyProfiler, LatencyTable, find_choice_points  # noqa: E402
@@ -138,7 +138,9 @@ def test_table_for_another_space_input_or_device_is_refused(tmp_path, tiny_profi
 def test_input_shape_that_does_not_fit(predictor):
     with pytest.raises(UnsupportedSpaceError, match=r"input shape \(1, 4, 16, 16\)"):
         LatencyProfiler(OtherSpace(), predictor, (1, 4, 16, 16))
-    with pytest.raises(ValueError, match="input_shape"):
+    from nnmeter_nas.errors import SpaceSpecError
+
+    with pytest.raises(SpaceSpecError, match="input_shape"):
         LatencyProfiler(OtherSpace(), predictor)  # the space does not say its input shape
 
 
@@ -238,3 +240,110 @@ def test_network_overhead_goes_into_the_fixed_part(tmp_path, tiny):
     full = with_overhead.predict(tiny.freeze(s), input_shape=SHAPE)
     assert prof.profile(s) == pytest.approx(full, rel=1e-9)
     assert prof.profile(s) == pytest.approx(plain.profile(s) + 0.5, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------- ops nothing prices
+class _ActSpace(ModelSpace):
+    """A conv followed by a choice of activation; ELU has no regressor in any test package."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.act = LayerChoice({"relu": torch.nn.ReLU(), "elu": torch.nn.ELU()}, label="act")
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(self.act(self.conv(x)))
+
+
+def test_a_choice_the_predictor_cannot_price_is_refused_naming_it(predictor):
+    from nnmeter_nas.errors import MissingRegressorError
+
+    with pytest.raises(MissingRegressorError) as info:
+        LatencyProfiler(_ActSpace(), predictor, SHAPE)
+    msg = str(info.value)
+    # the kernel, its ONNX op, the module and the choice that holds it, and what to do
+    for part in ("'elu' (Elu)", "module 'act'", "LayerChoice 'act': act='elu'", "dummy",
+                 "Use a predictor that covers", "allow_missing=True"):
+        assert part in msg, (part, msg)
+    assert "relu" not in msg.replace("'elu'", "")  # the priced candidate is not blamed
+
+
+def test_allow_missing_counts_the_kernel_as_zero_with_a_warning(predictor):
+    from nnmeter_nas.errors import MissingRegressorError
+    from nnmeter_nas.predictor import LatencyWarning
+
+    with pytest.warns(LatencyWarning, match=r"module 'act'.*'elu' \(Elu\).*allow_missing"):
+        prof = LatencyProfiler(_ActSpace(), predictor, SHAPE, allow_missing=True)
+    assert prof.breakdown({"act": "elu"})["act"] == 0.0  # the 0 ms it warned of
+    strict = make_dummy_predictor(strict=True)
+    with pytest.raises(MissingRegressorError, match="module 'act'"):
+        LatencyProfiler(_ActSpace(), strict, SHAPE, allow_missing=True)
+
+
+def test_an_op_the_engine_cannot_read_is_refused_naming_its_module(predictor):
+    from nnmeter_nas.errors import UnsupportedOpError
+
+    class RnnSpace(ModelSpace):
+        def __init__(self):
+            super().__init__()
+            self.conv = LayerChoice({"k1": torch.nn.Conv2d(3, 4, 1),
+                                     "k3": torch.nn.Conv2d(3, 4, 3, padding=1)}, label="conv")
+            self.rnn = torch.nn.GRU(16, 8, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(self.conv(x).mean(2))[0]
+
+    with pytest.raises(UnsupportedOpError) as info:
+        LatencyProfiler(RnnSpace(), predictor, SHAPE)
+    msg = str(info.value)
+    for part in ("RnnSpace", "'GRU'", "module 'rnn' (fixed part)", "Replace that module"):
+        assert part in msg, (part, msg)
+    assert info.value.op == "GRU"
+
+
+# ---------------------------------------------------------------------------- dropped branches
+class _BranchSpace(ModelSpace):
+    """Two branches computed outside an InputChoice that keeps one: the export drops the other
+    branch, so the branches' cost is the choice's (and a LayerChoice varies the layout too)."""
+
+    def __init__(self, n_choices=1):
+        super().__init__()
+        self.stem = LayerChoice({"k1": cbr(3, 8, 1), "k3": cbr(3, 8, 3)}, label="stem")
+        self.branches = torch.nn.ModuleList()
+        self.picks = torch.nn.ModuleList()
+        for j in range(n_choices):
+            self.branches.append(torch.nn.ModuleList([cbr(8, 8, 3), cbr(8, 8, 1)]))
+            self.picks.append(InputChoice(2, 1, label=f"pick{j}"))
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for (a, b), pick in zip(self.branches, self.picks):
+            x = pick([a(x), b(x)])
+        return self.pool(x)
+
+
+def test_branches_an_input_choice_drops_are_charged_to_it(predictor):
+    """The fixed part used to take the median of the branches' cost, so the table was off by
+    the difference of the two branches for every architecture picking the cheaper one."""
+    space = _BranchSpace()
+    prof = LatencyProfiler(space, predictor, SHAPE)
+    for s in _all_samples(space):
+        full = predictor.predict(space.freeze(s), input_shape=SHAPE)
+        assert prof.profile(s) == pytest.approx(full, rel=1e-9), s
+    build = prof.table.meta["build"]
+    assert build["dropped_branch_kernels"] >= 2
+    assert build["fixed_spread_ms"]["dummy"] == pytest.approx(0.0, abs=1e-12)
+    assert prof.breakdown({"stem": "k1", "pick0": [0]})["picks.0"] > \
+        prof.breakdown({"stem": "k1", "pick0": [1]})["picks.0"] > 0  # 3x3 branch over 1x1
+
+
+def test_branches_no_single_input_choice_explains_are_named_in_the_warning(predictor):
+    """Two InputChoices whose values the covering architectures change together: which one
+    drops a branch cannot be told apart, so the branches stay fixed and the warning names them
+    and says what to do."""
+    with pytest.warns(RuntimeWarning, match=r"only some architectures run.*branches\.0\.0"
+                                            r".*DirectLatencyProfiler"):
+        prof = LatencyProfiler(_BranchSpace(n_choices=2), predictor, SHAPE)
+    assert "branches.1.1.0" in prof.table.meta["build"]["modules_in_some_architectures_only"]

@@ -271,3 +271,15 @@ def test_ray_full_mode_survives_a_killed_worker(two_node_cluster, predictors, to
     assert len(set(info["pids"]) - {killed[0]}) >= 2, (killed, info)
     pd.testing.assert_frame_equal(df, toy_full)
     assert pd.read_parquet(out)["index"].tolist() == list(range(54))
+
+
+def test_a_count_given_as_the_samples_argument_says_to_use_n(tmp_path):
+    """``score("toy", 300)`` used to fail with "TypeError: 'int' object is not iterable" from
+    inside the label encoder."""
+    from nnmeter_nas.errors import NnMeterNasError
+
+    with pytest.raises(NnMeterNasError, match=r"for random candidates pass n=300"):
+        score("toy", 300, devices=["cortexA76cpu_tflite21"], in_process=True, out=tmp_path / "a")
+    with pytest.raises(NnMeterNasError, match="one sample"):
+        score("toy", {"op1": "k3"}, devices=["cortexA76cpu_tflite21"], in_process=True,
+              out=tmp_path / "b")

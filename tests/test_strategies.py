@@ -295,3 +295,33 @@ def test_state_dict_round_trip(nb201, tmp_path):
     assert [t.sample for t in again.trials] == [t.sample for t in first.trials]
     assert again.best_feasible().metric == first.best_feasible().metric
     assert [t.sample for t in again._population] == [t.sample for t in first._population]
+
+
+def test_unknown_budget_device_is_refused_when_the_strategy_is_made(dummy_predictor):
+    """A budget on a device the table does not give fails at construction with the closest
+    name (it used to fail at the first sample, inside the running experiment); a plain function
+    source, which does not say its devices, gets the closest name when it is first asked."""
+    pytest.importorskip("torch")
+    from nnmeter_nas.errors import DeviceListError, LatencyBudgetError, LatencySourceError
+    from nnmeter_nas.nni import LatencyProfiler
+    from nnmeter_nas.strategies import (ConstrainedEvolution, ConstrainedRandom,
+                                        MultiObjectiveEvolution)
+    from test_nni_spaces import TinySpace
+
+    prof = LatencyProfiler(TinySpace(), dummy_predictor, (1, 3, 16, 16))
+    for source in (prof, prof.profile_all, prof.table):
+        with pytest.raises(LatencyBudgetError, match=r"budgets names device 'dumy'.*did you "
+                                                     r"mean 'dummy'\?.*\['dummy'\]"):
+            ConstrainedEvolution(source, {"dumy": 1.0})
+    with pytest.raises(LatencyBudgetError, match=r"devices= names device 'cpu'"):
+        MultiObjectiveEvolution(prof, ["cpu"])
+    with pytest.raises(DeviceListError, match="objective device"):
+        MultiObjectiveEvolution(prof, [])
+    ConstrainedEvolution(prof, {"dummy": 1.0})  # the right name is accepted
+    by_hand = ConstrainedRandom(lambda sample: {CPU: 1.0}, {"cortexA76cpu": 2.0})
+    with pytest.raises(LatencySourceError, match=f"did you mean '{CPU}'"):
+        by_hand.latency_of({"a": 1})
+    with pytest.raises(LatencyBudgetError, match="positive number of ms"):
+        ConstrainedRandom(prof, {"dummy": -1.0})
+    with pytest.raises(LatencyBudgetError, match="needs latency budgets"):
+        ConstrainedEvolution(prof, {})

@@ -365,8 +365,9 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
         if op not in ONNX_OP_TYPES:
             raise UnsupportedOpError(
                 f"{label}: operator {op!r} (node {node.name or f'#{idx}'!r}) is not "
-                "supported by the latency engine; supported operators: "
-                f"{', '.join(sorted(ONNX_OP_TYPES))}")
+                "supported by the latency engine, so no predictor can price it; replace it "
+                "with supported operators or predict the network without it. Supported "
+                f"operators: {', '.join(sorted(ONNX_OP_TYPES))}", op=op, node=node.name or "")
         name = node.name or f"{op}_{idx}"
         while name in used_names:
             name = f"{name}_{idx}"

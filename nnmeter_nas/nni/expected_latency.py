@@ -44,6 +44,8 @@ def architecture_probabilities(module: nn.Module) -> dict[str, tuple[list[Any], 
             continue
         if isinstance(alpha, torch.Tensor):
             label, names = getattr(m, "label", None), getattr(m, "names", None)
+            if names is None and isinstance(getattr(m, "n_candidates", None), int):
+                names = list(range(m.n_candidates))  # a mixed InputChoice: alpha over its inputs
             if label is not None and names is not None and label not in out:
                 out[label] = (list(names), torch.softmax(alpha, dim=-1))
         elif isinstance(alpha, (nn.ParameterDict, dict)):
@@ -83,6 +85,10 @@ class ExpectedLatency(nn.Module):
                         for label in self.labels}
         self._value_index = {label: {v: i for i, v in enumerate(vs)}
                              for label, vs in self._values.items()}
+        # An InputChoice choosing one input: the table's values are [[0], [1], ...] while NNI's
+        # one-shot strategies give probabilities per input index (export_probs: {0: p, 1: q})
+        self._one_input = {label: all(isinstance(v, tuple) and len(v) == 1 for v in vs)
+                           for label, vs in self._values.items()}
         self.register_buffer("fixed_ms", torch.tensor(table.fixed_ms[self.device_name],
                                                       dtype=torch.float64))
         self._points: list[tuple[str, tuple[str, ...]]] = []
@@ -97,6 +103,15 @@ class ExpectedLatency(nn.Module):
         return f"device={self.device_name!r}, points={len(self._points)}"
 
     # ------------------------------------------------------------------ inputs
+    def _key(self, label: str, value: Any) -> Any:
+        """``value`` as a key of the label's table values (an input index ``k`` of a
+        one-input InputChoice is its value ``[k]``)."""
+        key = hashable_value(value)
+        if (key not in self._value_index[label] and self._one_input[label]
+                and (key,) in self._value_index[label]):
+            return (key,)
+        return key
+
     def _vector(self, label: str, given: Any, like: torch.Tensor | None) -> torch.Tensor:
         values = self._values[label]
         n = len(values)
@@ -107,7 +122,7 @@ class ExpectedLatency(nn.Module):
             order = []
             for v in values:
                 try:
-                    order.append([hashable_value(x) for x in names].index(v))
+                    order.append([self._key(label, x) for x in names].index(v))
                 except ValueError:
                     raise SampleError(f"the probabilities of {label!r} have no entry for value "
                                       f"{v!r} (they cover {names})") from None
@@ -118,16 +133,16 @@ class ExpectedLatency(nn.Module):
                                   f"the label has {n} values {self.table.values_of(label)}")
             return given
         if isinstance(given, Mapping):
-            unknown = [v for v in given if hashable_value(v) not in self._value_index[label]]
+            unknown = [v for v in given if self._key(label, v) not in self._value_index[label]]
             if unknown:
                 raise SampleError(f"probabilities of {label!r} name unknown values {unknown}; the "
                                   f"values are {self.table.values_of(label)}")
             parts = []
             for v in values:
-                p = next((given[k] for k in given if hashable_value(k) == v), 0.0)
+                p = next((given[k] for k in given if self._key(label, k) == v), 0.0)
                 parts.append(p if isinstance(p, torch.Tensor) else torch.tensor(float(p)))
             return torch.stack([p.to(dtype=dtype, device=dev).reshape(()) for p in parts])
-        key = hashable_value(given)
+        key = self._key(label, given)
         if key in self._value_index[label]:
             one_hot = torch.zeros(n, dtype=dtype, device=dev)
             one_hot[self._value_index[label][key]] = 1.0

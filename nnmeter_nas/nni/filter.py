@@ -152,7 +152,7 @@ class LatencyFilter(Filter):
     >>> keep({"conv": "k3"}), keep({"conv": "k5"})
     (True, False)
     >>> keep.summary()
-    'rejected 1 of 2 architectures (50%) for latency outside [None, 10.0] ms'
+    'rejected 1 of 2 architectures (50%) outside the budget (latency <= 10 ms)'
 
     As middleware of a multi-trial strategy (the filter then builds or reads its latencies
     for the experiment's model space):
@@ -171,7 +171,7 @@ class LatencyFilter(Filter):
         super().__init__(self._accept_model, metric_for_invalid=metric_for_invalid,
                          patience=patience, retain_history=retain_history)
         if max_ms is None and min_ms is None:
-            raise ValueError("LatencyFilter needs max_ms, min_ms or both")
+            raise LatencyBudgetError("LatencyFilter needs max_ms, min_ms or both")
         devices = _check_budgets(max_ms, min_ms, devices)
         if predictor is None:
             raise ValueError("LatencyFilter needs predictor=: a LatencyProfiler, a LatencyTable, "
@@ -304,10 +304,21 @@ class LatencyFilter(Filter):
             return self._accept_model(sample_or_model)
         return self.accept(sample_or_model)
 
+    def budget_text(self) -> str:
+        """The budget in words, e.g. ``"latency <= 10 ms"`` or ``"cortexA76cpu_tflite21 latency
+        <= 20 ms, adreno640gpu_tflite21 latency <= 9 ms"``."""
+        def side(bound: Any, op: str) -> list[str]:
+            if bound is None:
+                return []
+            if isinstance(bound, Mapping):
+                return [f"{dev} latency {op} {ms:g} ms" for dev, ms in bound.items()]
+            return [f"latency {op} {float(bound):g} ms"]
+        return ", ".join(side(self.min_ms, ">=") + side(self.max_ms, "<="))
+
     def summary(self) -> str:
         rate = self.n_rejected / self.n_checked if self.n_checked else 0.0
-        return (f"rejected {self.n_rejected} of {self.n_checked} architectures ({rate:.0%}) for "
-                f"latency outside [{self.min_ms}, {self.max_ms}] ms")
+        return (f"rejected {self.n_rejected} of {self.n_checked} architectures ({rate:.0%}) "
+                f"outside the budget ({self.budget_text()})")
 
     # ------------------------------------------------------------------ NNI middleware
     def _rejected_in_a_row(self) -> int:
@@ -325,8 +336,9 @@ class LatencyFilter(Filter):
                     hint = f" The fastest architectures of the space take about {fastest} ms."
                 _logger.warning(
                     "LatencyFilter: %d architectures in a row missed the latency budget "
-                    "[%s, %s] ms; stopping the search (%s).%s Relax the budget or raise patience=.",
-                    self._rejected_in_a_row(), self.min_ms, self.max_ms, self.summary(), hint)
+                    "(%s); stopping the search (%d of %d checked were rejected).%s Relax the "
+                    "budget or raise patience=.", self._rejected_in_a_row(), self.budget_text(),
+                    self.n_rejected, self.n_checked, hint)
             return False
         return self.engine.budget_available()
 

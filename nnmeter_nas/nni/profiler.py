@@ -25,10 +25,22 @@ __all__ = ["LatencyProfiler", "DirectLatencyProfiler"]
 
 
 def unwrap_model_space(model_space: Any) -> Any:
-    """The PyTorch ``ModelSpace`` inside an NNI ``ExecutableModelSpace`` (or the object itself)."""
+    """The PyTorch ``ModelSpace`` inside an NNI ``ExecutableModelSpace`` (or the object itself).
+
+    ``RawFormatModelSpace`` (``model_format="raw"``) holds the space itself;
+    ``SimplifiedModelSpace`` (NNI's default ``"simplified"`` format) keeps only a traced recipe of
+    it, from which the space is built again (same labels and choices; fresh weights, which a
+    latency table does not read).
+    """
+    if callable(getattr(model_space, "named_children", None)):
+        return model_space
     inner = getattr(model_space, "model_space", None)
-    if inner is not None and not callable(getattr(model_space, "named_children", None)):
+    if inner is not None:
         return inner
+    recipe = getattr(model_space, "model", None)
+    if recipe is not None and hasattr(recipe, "trace_symbol") and callable(
+            getattr(recipe, "get", None)):
+        return recipe.get()
     return model_space
 
 
@@ -36,8 +48,10 @@ def space_input_shape(model_space: Any, input_shape: Sequence[int] | None) -> li
     if input_shape is None:
         input_shape = getattr(model_space, "input_shape", None)
     if input_shape is None:
-        raise ValueError(f"{type(model_space).__name__} does not say its input shape: pass "
-                         "input_shape=(1, C, H, W)")
+        from ..errors import SpaceSpecError
+
+        raise SpaceSpecError(f"{type(model_space).__name__} does not say its input shape: pass "
+                             "input_shape=(1, C, H, W)")
     return [int(d) for d in input_shape]
 
 
@@ -67,6 +81,10 @@ class LatencyProfiler(Profiler):
         Show a progress bar while the table is built.
     fast_freeze : bool, default=True
         See :func:`~nnmeter_nas.nni.table_builder.build_latency_table`.
+    allow_missing : bool, default=False
+        See :func:`~nnmeter_nas.nni.table_builder.build_latency_table`: count kernels a
+        predictor has no regressor for as 0 ms (with a warning) instead of raising
+        :class:`~nnmeter_nas.errors.MissingRegressorError`.
 
     See Also
     --------
@@ -96,7 +114,8 @@ class LatencyProfiler(Profiler):
     def __init__(self, model_space: Any = None, predictor: Any = None,
                  input_shape: Sequence[int] | None = None, *,
                  table: LatencyTable | str | Path | None = None, max_combinations: int = 256,
-                 progress: bool = False, fast_freeze: bool = True) -> None:
+                 progress: bool = False, fast_freeze: bool = True,
+                 allow_missing: bool = False) -> None:
         space = unwrap_model_space(model_space) if model_space is not None else None
         super().__init__(space)
         if table is not None:
@@ -117,7 +136,7 @@ class LatencyProfiler(Profiler):
 
             table = build_latency_table(space, predictor, space_input_shape(space, input_shape),
                                         max_combinations=max_combinations, progress=progress,
-                                        fast_freeze=fast_freeze)
+                                        fast_freeze=fast_freeze, allow_missing=allow_missing)
         self.table: LatencyTable = table
         # bound once: profile() is on the hot path of sampling strategies
         self._latency = table.latency

@@ -9,7 +9,10 @@ module produced its nodes (the exporter writes module scopes into the ONNX node 
 
 The result is exact when no kernel crosses a choice point's boundary and a choice point's
 latency does not depend on labels outside it; the builder checks both across the covering
-samples and records what it saw in ``table.meta["build"]``.
+samples and records what it saw in ``table.meta["build"]``. A module outside the choice points
+that only some architectures run (a branch the export drops when an InputChoice does not pick
+its output) is charged to the InputChoice whose value tells when it runs; where no single one
+does, the warning names the module.
 """
 from __future__ import annotations
 
@@ -18,14 +21,14 @@ import statistics
 import time
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch.nn as nn
 
 from .choice_points import (DEFAULT_MAX_COMBINATIONS, SpaceFreezer, SpaceLayout, covering_samples,
                             find_choice_points)
-from ..errors import UnsupportedSpaceError
+from ..errors import MissingRegressorError, UnsupportedOpError, UnsupportedSpaceError
 from ..packages.devices import resolve_predictors
 from .table import LatencyTable, TablePoint
 from .torch_threads import torch_threads
@@ -110,13 +113,14 @@ def _shape_recorder(seen: dict[int, Any], index: int) -> Callable:
 @dataclass
 class _Trace:
     """One covering architecture, traced: its shaped graph, the choice point owning each graph
-    node (-1: fixed part), its combination index per choice point and the input shape each
-    active choice point saw."""
+    node (-1: fixed part), its combination index per choice point, the input shape each
+    active choice point saw, and the module path of each graph node in the frozen network."""
 
     graph: Any
     node_owner: dict[str, int]
     combo_idx: list[int]
     seen_shapes: dict[int, Any]
+    node_module: dict[str, str]
 
 
 @dataclass
@@ -129,6 +133,8 @@ class _Attribution:
     runs: list[tuple[list[int], list[list[float]], list[float]]]
     boundary: dict[tuple, int]
     reattributed: int
+    dropped_branch_kernels: int = 0
+    unexplained_modules: list[str] = field(default_factory=list)
 
 
 def _trace(model_space: nn.Module, layout: SpaceLayout, samples: list[dict[str, Any]],
@@ -179,28 +185,106 @@ def _trace(model_space: nn.Module, layout: SpaceLayout, samples: list[dict[str, 
             finally:
                 for h in hooks:
                     h.remove()
-            graph = onnx_to_graph(proto)
             resolver = ScopeResolver(net)
-            node_owner = {name: owner(resolver.module_path(name)) for name in graph.nodes}
+            try:
+                graph = onnx_to_graph(proto)
+            except UnsupportedOpError as exc:
+                raise UnsupportedOpError(
+                    f"latency table of {space_name}: operator {exc.op!r} (node {exc.node!r}) "
+                    f"{_where(layout, owner, resolver.module_path(exc.node), sample)} is not "
+                    "supported by the latency engine, so no predictor can price it. Replace "
+                    "that module with supported operators, or take it out of the model space and "
+                    "add its latency to the budget yourself.", op=exc.op, node=exc.node
+                ) from exc
+            node_module = {name: resolver.module_path(name) for name in graph.nodes}
+            node_owner = {name: owner(path) for name, path in node_module.items()}
             combo_idx = [p.combos.index(p.combo_of(sample)) for p in layout.points]
-            traces.append(_Trace(graph, node_owner, combo_idx, seen))
+            traces.append(_Trace(graph, node_owner, combo_idx, seen, node_module))
     finally:
         for m in model_space.modules():
             m.training = training.get(id(m), m.training)
     return traces
 
 
-def _attribute(traces: list[_Trace], preds: list[Any], n_points: int) -> _Attribution:
+def _where(layout: SpaceLayout, owner: Callable[[str], int], module_path: str,
+           sample: Any) -> str:
+    """``"at module 'a.b' (LayerChoice 'x': x='k5')"``: where a node of a frozen network lies."""
+    i = owner(module_path) if module_path else -1
+    where = f"at module {module_path!r}" if module_path else "outside any module"
+    if i < 0:
+        return f"{where} (fixed part)"
+    p = layout.points[i]
+    values = ", ".join(f"{label}={v!r}" for label, v in zip(p.labels, p.combo_of(sample)))
+    return f"{where} ({p.kind} {p.name!r}: {values})"
+
+
+def _predict_kernels(pred: Any, graph: Any) -> Any:
+    """``pred.predict_kernels(graph)``, with kernels lacking a regressor kept (status
+    ``missing``, 0 ms) and not warned about: the table builder names them itself."""
+    if getattr(pred, "strict", False):
+        import copy
+
+        pred = copy.copy(pred)
+        pred.strict = False
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*has no regressor for kernel types")
+        return pred.predict_kernels(graph)
+
+
+def _check_missing(missing: dict[str, dict[tuple, None]], preds: list[Any], space_name: str,
+                   allow_missing: bool) -> None:
+    """Refuse (or, with ``allow_missing``, warn about) kernels some device cannot price."""
+    if not missing:
+        return
+    lines = []
+    for device, items in missing.items():
+        by_place: dict[str, list[str]] = {}
+        for kernel_type, ops, at in items:
+            by_place.setdefault(at, []).append(f"{kernel_type!r} ({ops})")
+        places = [f"{at}: {', '.join(kinds)}" for at, kinds in by_place.items()]
+        more = f"; and {len(places) - 6} more places" if len(places) > 6 else ""
+        lines.append(f"{device}: {'; '.join(places[:6])}{more}")
+    strict = [p.device for p in preds if getattr(p, "strict", False) and p.device in missing]
+    text = (f"latency table of {space_name}: no regressor for these kernels on these devices, "
+            f"which would count as 0 ms -- {' | '.join(lines)}. A choice priced at 0 ms looks "
+            "free to the search, and budgets would be met on paper only.")
+    if allow_missing and not strict:
+        from ..predictor import LatencyWarning
+
+        warnings.warn(text + " Counted as 0 ms (allow_missing=True).", LatencyWarning,
+                      stacklevel=4)
+        return
+    raise MissingRegressorError(
+        text + " Use a predictor that covers these kernel types (`nnmeter-nas predictors "
+        "list`), replace those modules with operators the predictor prices, or pass "
+        "allow_missing=True (with a predictor loaded with strict=False) to count them as 0 ms "
+        "with a warning.")
+
+
+def _attribute(traces: list[_Trace], preds: list[Any], layout: SpaceLayout,
+               samples: list[dict[str, Any]], space_name: str = "the space", *,
+               allow_missing: bool = False) -> _Attribution:
     """Predict each trace's kernels on each device and charge each kernel to the choice point
-    that owns its first node (or to the fixed part)."""
+    that owns its first node (or to the fixed part). Kernels some device has no regressor for
+    are refused unless ``allow_missing``."""
+    n_points = len(layout.points)
+    owner_of = point_owner_finder(layout)
     boundary: dict[tuple, int] = defaultdict(int)
     absorbed: dict[str, set[int]] = defaultdict(set)
+    missing: dict[str, dict[tuple, None]] = {}  # device -> ordered set of (type, ops, where)
     predicted = []  # per trace, per device: (owner of the first node, nodes, ms)
-    for tr in traces:
+    for tr, sample in zip(traces, samples):
         records = []
         for pred in preds:
             dev_records = []
-            for kp in pred.predict_kernels(tr.graph):
+            for kp in _predict_kernels(pred, tr.graph):
+                if kp.status == "missing":
+                    ops = "/".join(dict.fromkeys(
+                        str(tr.graph.nodes[n].source_op or tr.graph.nodes[n].type)
+                        for n in kp.nodes if n in tr.graph.nodes)) or kp.kernel_type
+                    path = tr.node_module.get(kp.nodes[0], "") if kp.nodes else ""
+                    missing.setdefault(pred.device, {})[
+                        (kp.kernel_type, ops, _where(layout, owner_of, path, sample))] = None
                 owners = [tr.node_owner.get(n, -1) for n in kp.nodes]
                 first = owners[0] if owners else -1
                 if len(set(owners)) > 1:
@@ -212,6 +296,7 @@ def _attribute(traces: list[_Trace], preds: list[Any], n_points: int) -> _Attrib
                 dev_records.append((first, tuple(kp.nodes), kp.latency_ms))
             records.append(dev_records)
         predicted.append(records)
+    _check_missing(missing, preds, space_name, allow_missing)
 
     # A fixed node that some architectures fuse into a choice point's kernel (e.g. a ReLU after a
     # LayerChoice ending in a conv) runs as a kernel of its own in the others (the choice is a
@@ -219,24 +304,74 @@ def _attribute(traces: list[_Trace], preds: list[Any], n_points: int) -> _Attrib
     # Only kernels made entirely of such nodes move; anything else stays fixed and shows up in
     # the fixed-part spread.
     reattributed = 0
-    runs = []
-    for tr, records in zip(traces, predicted):
-        run_pts = [[0.0] * len(preds) for _ in range(n_points)]
-        # A package's constant per-network cost belongs to the fixed part.
-        run_fixed = [float(getattr(p, "network_overhead_ms", 0.0)) for p in preds]
-        for d, dev_records in enumerate(records):
+    resolved = []  # per trace, per device: (owner, nodes, ms) after that move
+    for records in predicted:
+        per_device = []
+        for dev_records in records:
+            out = []
             for first, nodes, latency in dev_records:
                 if first < 0 and nodes and all(n in absorbed for n in nodes):
                     hosts = set().union(*(absorbed[n] for n in nodes))
                     if len(hosts) == 1:
                         first = next(iter(hosts))
                         reattributed += 1
+                out.append((first, nodes, latency))
+            per_device.append(out)
+        resolved.append(per_device)
+    moved, unexplained = _dropped_branches(traces, resolved, layout)
+    runs = []
+    for r, (tr, records) in enumerate(zip(traces, resolved)):
+        run_pts = [[0.0] * len(preds) for _ in range(n_points)]
+        # A package's constant per-network cost belongs to the fixed part.
+        run_fixed = [float(getattr(p, "network_overhead_ms", 0.0)) for p in preds]
+        for d, dev_records in enumerate(records):
+            for first, nodes, latency in dev_records:
+                if first < 0:
+                    first = moved.get((d, nodes), -1)
                 if first < 0:
                     run_fixed[d] += latency
                 else:
                     run_pts[first][d] += latency
         runs.append((tr.combo_idx, run_pts, run_fixed))
-    return _Attribution(runs, dict(boundary), reattributed)
+    return _Attribution(runs, dict(boundary), reattributed, len(moved), unexplained)
+
+
+def _dropped_branches(traces: list[_Trace], resolved: list[list[list[tuple]]],
+                      layout: SpaceLayout) -> tuple[dict[tuple, int], list[str]]:
+    """Fixed kernels that some architectures have and others lack.
+
+    The export drops a branch whose output nothing uses, e.g. a module outside an InputChoice
+    whose output the choice did not pick: its kernels then exist only for some values of that
+    choice, so their cost is the choice's. A kernel moves to the one InputChoice whose value
+    tells, in every traced architecture, whether the kernel is there. Returns ``{(device
+    index, kernel nodes): point index}`` and the module paths of such kernels that no single
+    InputChoice explains (they stay in the fixed part, whose spread then shows them).
+    """
+    n_traces = len(traces)
+    inputs = [i for i, p in enumerate(layout.points) if p.kind == "InputChoice"]
+    moved: dict[tuple, int] = {}
+    unexplained: dict[str, None] = {}
+    for d in range(len(resolved[0]) if resolved else 0):
+        present: dict[tuple, set[int]] = defaultdict(set)
+        for r, per_device in enumerate(resolved):
+            for first, nodes, _ in per_device[d]:
+                if first < 0 and nodes:
+                    present[nodes].add(r)
+        for nodes, where in present.items():
+            if len(where) == n_traces:
+                continue
+            explains = []
+            for i in inputs:
+                seen: dict[int, bool] = {}
+                if all(seen.setdefault(tr.combo_idx[i], r in where) == (r in where)
+                       for r, tr in enumerate(traces)):
+                    explains.append(i)
+            if len(explains) == 1:
+                moved[(d, nodes)] = explains[0]
+            else:
+                r = next(iter(where))
+                unexplained[traces[r].node_module.get(nodes[0], "") or nodes[0]] = None
+    return moved, list(unexplained)
 
 
 def _assemble(layout: SpaceLayout, traces: list[_Trace], attribution: _Attribution,
@@ -299,6 +434,8 @@ def _assemble(layout: SpaceLayout, traces: list[_Trace], attribution: _Attributi
                                                           else "fixed" for o in owners],
                               "count": c} for (t, owners), c in sorted(attribution.boundary.items())],
         "reattributed_fixed_kernels": attribution.reattributed,
+        "dropped_branch_kernels": attribution.dropped_branch_kernels,
+        "modules_in_some_architectures_only": attribution.unexplained_modules,
     }
     meta = {
         "predictors": {p.device: {"name": getattr(p, "name", ""),
@@ -314,7 +451,8 @@ def _assemble(layout: SpaceLayout, traces: list[_Trace], attribution: _Attributi
 def build_latency_table(model_space: nn.Module, predictors: Any,
                         input_shape: Sequence[int], *,
                         max_combinations: int = DEFAULT_MAX_COMBINATIONS,
-                        progress: bool = False, fast_freeze: bool = True) -> LatencyTable:
+                        progress: bool = False, fast_freeze: bool = True,
+                        allow_missing: bool = False) -> LatencyTable:
     """Latency table of ``model_space`` for each predictor's device, at ``input_shape`` (NCHW).
 
     Three steps: trace the covering architectures (freeze, export, shape; once for all
@@ -336,11 +474,19 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
         Show a progress bar over the covering architectures.
     fast_freeze : bool, default=True
         False uses NNI's ``model_space.freeze`` (re-runs ``__init__``; slower).
+    allow_missing : bool, default=False
+        Count kernels a predictor has no regressor for as 0 ms, with a warning naming them,
+        instead of raising :class:`~nnmeter_nas.errors.MissingRegressorError`.
 
     Raises
     ------
     UnsupportedSpaceError
         For spaces it cannot tabulate or an input shape the space does not run on.
+    UnsupportedOpError
+        For an operator the latency engine cannot read (naming it and its module).
+    MissingRegressorError
+        For kernels a predictor has no regressor for (naming them, their module and choice),
+        unless ``allow_missing``.
     """
     t0 = time.perf_counter()
     preds = resolve_predictors(predictors)
@@ -349,7 +495,8 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
     samples = covering_samples(layout)
     traces = _trace(model_space, layout, samples, input_shape, fast_freeze=fast_freeze,
                     progress=progress)
-    attribution = _attribute(traces, preds, len(layout.points))
+    attribution = _attribute(traces, preds, layout, samples, type(model_space).__name__,
+                             allow_missing=allow_missing)
     table = _assemble(layout, traces, attribution, preds, input_shape)
     build = table.meta["build"]
     table.meta["build"] = {"covering_samples": build.pop("covering_samples"),
@@ -358,9 +505,24 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
     worst = max(build["fixed_spread_ms"].values())
     entry_spread = build["max_entry_spread_ms"]
     if worst > 1e-6 * max(1.0, max(table.fixed_ms.values())) or entry_spread > 1e-6:
+        partial = build["modules_in_some_architectures_only"]
+        cached = [p.device for p in preds if getattr(p, "uses_cache_model", False)]
+        varying = {d for d, ms in build["fixed_spread_ms"].items()
+                   if ms > 1e-6 * max(1.0, table.fixed_ms[d])}
+        if partial:
+            why = (" Modules outside the choice points that only some architectures run (a "
+                   f"branch the export drops when nothing uses its output): {partial[:8]}; put "
+                   "them inside the choice (e.g. a LayerChoice of the branches), or use "
+                   "DirectLatencyProfiler, which predicts each network whole.")
+        elif cached and varying <= set(cached):
+            why = (f" The cache model of {cached} prices every kernel by the whole network's "
+                   "weight size, which the choices change: the table sums kernels priced at "
+                   "the covering architectures' sizes, so it approximates those devices "
+                   "(DirectLatencyProfiler predicts each network whole).")
+        else:
+            why = " Some layers outside the choice points depend on the choices."
         warnings.warn(
             f"latency table of {type(model_space).__name__}: the fixed part varies by up to "
             f"{worst:.4g} ms and a choice entry by up to {entry_spread:.4g} ms across "
-            "architectures; some layers outside the choice points depend on the choices (see "
-            "table.meta['build'])", RuntimeWarning, stacklevel=2)
+            f"architectures (see table.meta['build']).{why}", RuntimeWarning, stacklevel=2)
     return table

@@ -136,6 +136,11 @@ def score(space: Any, samples: Sequence[Mapping[str, Any]] | None = None, *,
     if (samples is None) == (n is None):
         raise NnMeterNasError("pass either samples=[...] or n=<number of random candidates> "
                               "(or n='all')")
+    if isinstance(samples, (int, str)):
+        raise NnMeterNasError(f"score({space!r}, {samples!r}): the second argument is a list of "
+                              f"samples; for random candidates pass n={samples!r}")
+    if isinstance(samples, Mapping):
+        raise NnMeterNasError("samples is one sample (a dict); pass a list of samples")
     if kernels and mode != "full":
         raise NnMeterNasError("kernels=True needs mode='full' (a lookup table has no kernels)")
     t_start = time.perf_counter()

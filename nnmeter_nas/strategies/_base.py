@@ -24,7 +24,9 @@ from nni.nas.execution.event import ModelEvent, ModelEventType
 from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy.base import Strategy
 
-from ..errors import InfeasibleBudgetError, LatencySourceError
+from ..errors import (DeviceListError, InfeasibleBudgetError, LatencyBudgetError,
+                      LatencySourceError)
+from ..packages.registry import did_you_mean
 
 __all__ = [
     "LatencySource",
@@ -61,6 +63,16 @@ class Trial:
     metric: float | None = None
     fitness: float | None = None
     status: str = "running"  # running | trained | failed | bad_metric
+
+
+def source_devices(latency: Any) -> list[str] | None:
+    """The devices a latency source says it gives (a ``LatencyTable``, a ``LatencyProfiler``
+    or one's bound method), or None when it does not say (a plain function)."""
+    for obj in (latency, getattr(latency, "__self__", None)):
+        devices = getattr(obj, "devices", None)
+        if isinstance(devices, (list, tuple)) and all(isinstance(d, str) for d in devices):
+            return list(devices)
+    return None
 
 
 def metric_value(metric: Any) -> float | None:
@@ -116,10 +128,19 @@ class LatencyAwareStrategy(Strategy):
             except (TypeError, ValueError):
                 ms = float("nan")
             if not math.isfinite(ms) or ms <= 0:
-                raise ValueError(f"latency budget for device {device!r} must be a positive number of ms, "
-                                 f"got {budgets[device]!r}")
+                raise LatencyBudgetError(f"{self._name}: latency budget for device {device!r} "
+                                         f"must be a positive number of ms, got {budgets[device]!r}")
             self.budgets[str(device)] = ms
         self.devices: tuple[str, ...] = tuple(dict.fromkeys([*self.budgets, *devices]))
+        known = source_devices(latency)
+        if known is not None:  # a table or profiler says its devices: check names now
+            for device in self.devices:
+                if device not in known:
+                    what = "budgets" if device in self.budgets else "devices="
+                    raise LatencyBudgetError(
+                        f"{self._name}: {what} names device {device!r}, which the latency "
+                        f"source does not give;{did_you_mean(device, known)} its devices: "
+                        f"{list(known)}. Name one of them, or profile that device too")
         if patience < 1:
             raise ValueError(f"patience must be >= 1, got {patience}")
         self.patience = int(patience)
@@ -160,7 +181,8 @@ class LatencyAwareStrategy(Strategy):
             if device not in lat or lat[device] is None:
                 raise LatencySourceError(
                     f"latency source {self.latency_source!r} returned no latency for device {device!r} "
-                    f"(it returned devices {sorted(lat)}) for sample {dict(sample)}. Give the strategy a "
+                    f"(it returned devices {sorted(lat)}) for sample {dict(sample)}."
+                    f"{did_you_mean(device, lat)} Give the strategy a "
                     f"source that covers every budgeted/objective device: {list(self.devices)}")
             try:
                 value = float(lat[device])

@@ -8,6 +8,7 @@ from typing import Deque, Mapping, Sequence
 import numpy as np
 from nni.mutable import Categorical
 
+from ..errors import LatencyBudgetError
 from ._base import LatencyAwareStrategy, LatencySource, Trial, sample_key
 from .rewards import MnasNetReward
 
@@ -91,7 +92,7 @@ class ConstrainedEvolution(LatencyAwareStrategy):
                  max_neighbours: int | None = None, budget_preference: float = 10.0,
                  devices: Sequence[str] = ()) -> None:
         if not budgets:
-            raise ValueError("ConstrainedEvolution needs latency budgets {device: max_ms}; for an "
+            raise LatencyBudgetError("ConstrainedEvolution needs latency budgets {device: max_ms}; for an "
                              "unconstrained search use NNI's RegularizedEvolution")
         super().__init__(latency, budgets, devices=devices, seed=seed, patience=patience, log_every=log_every)
         if not (budget_preference >= 0 and np.isfinite(budget_preference)):

@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from nni.mutable import Categorical
 
+from ..errors import DeviceListError
 from ._base import LatencyAwareStrategy, LatencySource, Trial
 from .pareto import crowding_distance, non_dominated_sort, pareto_mask
 
@@ -65,7 +66,8 @@ class MultiObjectiveEvolution(LatencyAwareStrategy):
         if isinstance(devices, str):
             devices = [devices]
         if not devices:
-            raise ValueError("MultiObjectiveEvolution needs at least one latency objective device")
+            raise DeviceListError("MultiObjectiveEvolution needs at least one latency objective "
+                                  "device")
         super().__init__(latency, budgets, devices=devices, seed=seed, patience=patience, log_every=log_every)
         self.objective_devices = tuple(devices)
         if population_size < 2:
