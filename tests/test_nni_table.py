@@ -135,6 +135,32 @@ def test_table_for_another_space_input_or_device_is_refused(tmp_path, tiny_profi
         LatencyTable.load(tmp_path / "junk.json")
 
 
+class WidthSpace(ModelSpace):
+    """One choice point whose layers' width is a constructor argument (as a width multiplier
+    is): the labels and choice points do not depend on it."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.b1 = LayerChoice({"k3": cbr(3, width, 3), "k5": cbr(3, width, 5)}, label="b1")
+
+    def forward(self, x):
+        return self.b1(x)
+
+
+def test_table_for_the_same_space_with_other_layer_sizes_is_refused(tmp_path, predictor):
+    """A table keeps a digest of the space's parameter shapes: the same class, labels and
+    choice points built four times wider is refused (its latencies would be the narrow
+    space's), the same width loads, and a table saved before the digest existed still loads."""
+    path = LatencyProfiler(WidthSpace(8), predictor, SHAPE).save(tmp_path / "w8.json")
+    with pytest.raises(TableMismatchError, match="other sizes"):
+        LatencyProfiler.load(path, model_space=WidthSpace(32))
+    LatencyProfiler.load(path, model_space=WidthSpace(8))
+    data = json.loads(path.read_text())
+    assert data["space"].pop("weights")
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    LatencyProfiler.load(tmp_path / "old.json", model_space=WidthSpace(32))
+
+
 def test_input_shape_that_does_not_fit(predictor):
     with pytest.raises(UnsupportedSpaceError, match=r"input shape \(1, 4, 16, 16\)"):
         LatencyProfiler(OtherSpace(), predictor, (1, 4, 16, 16))

@@ -82,6 +82,9 @@ class SpaceLayout:
     space_class: str
     points: list[ChoicePoint]
     label_values: dict[str, list[Any]]  # label -> values (as NNI samples hold them)
+    #: digest of every parameter's and buffer's name and shape (:func:`weight_shapes_digest`):
+    #: the same class and labels built with other layer sizes (a width multiplier) differ here
+    weights: str = ""
 
     @property
     def labels(self) -> list[str]:
@@ -93,7 +96,25 @@ class SpaceLayout:
             "class": self.space_class,
             "labels": {k: [jsonable_value(v) for v in vs] for k, vs in self.label_values.items()},
             "points": [[p.name, list(p.labels)] for p in self.points],
+            **({"weights": self.weights} if self.weights else {}),
         }
+
+
+def weight_shapes_digest(module: nn.Module) -> str:
+    """SHA-256 (hex, first 16 digits) of the names and shapes of ``module``'s parameters and
+    buffers, in order: two spaces of one class whose layers differ in size (channels, kernel
+    sizes) differ here, whatever their labels. Lazy, not yet shaped tensors count as ``?``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for kind, items in (("p", module.named_parameters()), ("b", module.named_buffers())):
+        for name, t in items:
+            try:
+                shape = "x".join(str(int(d)) for d in t.shape)
+            except (RuntimeError, ValueError):
+                shape = "?"
+            h.update(f"{kind}:{name}:{shape};".encode())
+    return h.hexdigest()[:16]
 
 
 def _label_values(label: str, mutable: Any, where: str) -> list[Any] | None:
@@ -208,7 +229,8 @@ def find_choice_points(model_space: nn.Module,
             "in its forward); the latency table cannot tell which layers they change. Move the "
             "choice into a mutable module (e.g. LayerChoice or MutableConv2d).")
     cls = type(model_space)
-    return SpaceLayout(f"{cls.__module__}.{cls.__qualname__}", points, label_values)
+    return SpaceLayout(f"{cls.__module__}.{cls.__qualname__}", points, label_values,
+                       weight_shapes_digest(model_space))
 
 
 def _index(values: Sequence[Any], value: Any) -> int:

@@ -207,6 +207,12 @@ class LatencyTable:
             raise TableMismatchError(
                 f"this latency table's choice points differ from those of {theirs.get('class')} "
                 "(the space was built with other arguments); build a table for it")
+        # tables saved before the digest existed have none: nothing to compare
+        if mine.get("weights") and theirs.get("weights") and mine["weights"] != theirs["weights"]:
+            raise TableMismatchError(
+                f"this latency table was built for a {theirs.get('class')} whose layers have "
+                "other sizes (same labels and choice points, other parameter shapes: e.g. "
+                "another width multiplier or channel list); build a table for this space")
         if input_shape is not None and [int(x) for x in input_shape] != self.input_shape:
             raise TableMismatchError(
                 f"this latency table was built for input shape {self.input_shape}, not "
