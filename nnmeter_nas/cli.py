@@ -347,7 +347,7 @@ def _cmd_lut(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             prof = LatencyProfiler(space, predictors, spec.input_shape,
-                                   progress=not args.quiet)
+                                   progress=not args.quiet, allow_missing=args.allow_missing)
     for w in caught:
         if "NNI" not in str(w.message) and "not a nn.Module" not in str(w.message):
             print(f"{PROG}: warning: {w.message}", file=sys.stderr)
@@ -651,6 +651,9 @@ def _add_lut(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="TABLE.json", help="where to write the table")
     p.add_argument("--input-shape", type=_input_shape, metavar="N,C,H,W",
                    help="input shape (default: the space's)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="count kernels a device has no regressor for as 0 ms, with a warning "
+                        "(default: refuse, naming them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

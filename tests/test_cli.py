@@ -178,6 +178,20 @@ def test_predict_unknown_device_is_one_line_error(onnx_model, nnmeter_home, caps
 
 
 # ---------------------------------------------------------------------------- lut, score
+def test_lut_refuses_an_unpriced_choice_unless_allow_missing(package, tmp_path, capsys):
+    """A space holding a kernel the device cannot price: `lut` names it and writes nothing;
+    with --allow-missing it writes the table, counting it as 0 ms with a warning."""
+    pkg_dir, _ = package
+    out = tmp_path / "act.json"
+    argv = ["lut", "--space", "test_nni_table:_ActSpace", "--input-shape", "1,3,16,16",
+            "--device", str(pkg_dir), "--out", str(out), "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "'elu' (Elu)" in err and "--allow-missing" in err and not out.exists()
+    assert main(argv + ["--allow-missing"]) == 0
+    assert "Counted as 0 ms" in capsys.readouterr().err and out.exists()
+
+
 def test_lut_then_score_with_the_table_and_resume(package, tmp_path, capsys):
     pkg_dir, pred = package
     table_path = tmp_path / "toy.json"

@@ -249,7 +249,7 @@ def _check_missing(missing: dict[str, dict[tuple, None]], preds: list[Any], spac
             f"which would count as 0 ms -- {' | '.join(lines)}. A choice priced at 0 ms looks "
             "free to the search, and budgets would be met on paper only.")
     if allow_missing and not strict:
-        from ..predictor import LatencyWarning
+        from ..errors import LatencyWarning
 
         warnings.warn(text + " Counted as 0 ms (allow_missing=True).", LatencyWarning,
                       stacklevel=4)
@@ -257,8 +257,8 @@ def _check_missing(missing: dict[str, dict[tuple, None]], preds: list[Any], spac
     raise MissingRegressorError(
         text + " Use a predictor that covers these kernel types (`nnmeter-nas predictors "
         "list`), replace those modules with operators the predictor prices, or pass "
-        "allow_missing=True (with a predictor loaded with strict=False) to count them as 0 ms "
-        "with a warning.")
+        "allow_missing=True (`nnmeter-nas lut --allow-missing`; with a predictor loaded with "
+        "strict=False) to count them as 0 ms with a warning.")
 
 
 def _attribute(traces: list[_Trace], preds: list[Any], layout: SpaceLayout,
