@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 from .cache_model import weight_mib
 from .calibration import Calibration
 from .errors import LatencyWarning, MissingRegressorError, PackageError
+from .warn import warn
 from .features.extract import extract_features, regressor_name, weight_count
 from .graph import OpGraph, load_graph
 from .kernels.detector import Kernel, detect_kernels
@@ -41,18 +41,6 @@ def gc_paused() -> Iterator[None]:
 
 # predict_many collects the young generation every this many networks (see predict_many)
 _GC_CHUNK = 64
-
-
-def _caller_level() -> int:
-    """``stacklevel`` for :func:`warnings.warn` called from this module that points at the
-    first frame outside the nnmeter_nas package (the user's call), however deep the call."""
-    import sys
-
-    pkg = str(Path(__file__).resolve().parent)
-    frame, level = sys._getframe(1), 1
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(pkg):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 @dataclass
@@ -267,11 +255,11 @@ class LatencyPredictor:
             batch = next((s[0] for s in node.input_shapes if len(s) == 4), 1)
             if isinstance(batch, int) and batch > 1:
                 self._warned.add((self.device, "batch"))
-                warnings.warn(f"predictor {self.name!r}: the network's input has batch {batch}, "
-                              "but its kernels were measured at batch 1 and no feature holds "
-                              "the batch: the prediction is the latency of one batch-1 "
-                              f"inference, not of batch {batch}. Predict at batch 1 (input "
-                              "shape 1,C,H,W)", LatencyWarning, stacklevel=_caller_level())
+                warn(f"predictor {self.name!r}: the network's input has batch {batch}, "
+                     "but its kernels were measured at batch 1 and no feature holds "
+                     "the batch: the prediction is the latency of one batch-1 "
+                     f"inference, not of batch {batch}. Predict at batch 1 (input "
+                     "shape 1,C,H,W)", LatencyWarning)
                 return
 
     def kernels(self, model: Any, *, input_shape: Sequence[int] | None = None) -> list[Kernel]:
@@ -313,10 +301,10 @@ class LatencyPredictor:
             new = [t for t in missing if (self.device, t) not in self._warned]
             if new:
                 self._warned.update((self.device, t) for t in new)
-                warnings.warn(f"predictor {self.name!r} (device {self.device}) has no "
-                              f"regressor for kernel types {new}: counted as 0 ms (see "
-                              "predict_kernels(...) for the breakdown; strict=True raises)",
-                              LatencyWarning, stacklevel=4)
+                warn(f"predictor {self.name!r} (device {self.device}) has no "
+                     f"regressor for kernel types {new}: counted as 0 ms (see "
+                     "predict_kernels(...) for the breakdown; strict=True raises)",
+                     LatencyWarning)
         return plan
 
     def _in_domain(self, reg: str, X: np.ndarray) -> np.ndarray | None:
@@ -377,15 +365,15 @@ class LatencyPredictor:
                 dom[m][i] = f
         return lat, dom, mib, share
 
-    def _warn_out_of_domain(self, regressors: Iterable[str], stacklevel: int = 5) -> None:
+    def _warn_out_of_domain(self, regressors: Iterable[str]) -> None:
         new = [r for r in sorted(set(regressors))
                if (self.device, "domain:" + r) not in self._warned]
         if new:
             self._warned.update((self.device, "domain:" + r) for r in new)
-            warnings.warn(f"predictor {self.name!r}: kernels of type {new} lie outside "
-                          "the feature range their regressors were trained on; their "
-                          "latencies are extrapolated, not calibrated (in_domain=False "
-                          "in predict_kernels)", LatencyWarning, stacklevel=stacklevel)
+            warn(f"predictor {self.name!r}: kernels of type {new} lie outside "
+                 "the feature range their regressors were trained on; their "
+                 "latencies are extrapolated, not calibrated (in_domain=False "
+                 "in predict_kernels)", LatencyWarning)
 
     def _run(self, plans: list[list[tuple[Kernel, str, list[float] | None, str]]]
              ) -> list[KernelBreakdown]:
@@ -513,8 +501,7 @@ class LatencyPredictor:
                                              planned, alive))
             lat, dom, _, _ = self._evaluate(plans, weights=False)
             self._warn_out_of_domain((plan[i][1] for plan, flags in zip(plans, dom)
-                                      for i, f in enumerate(flags) if f is False),
-                                     stacklevel=4)
+                                      for i, f in enumerate(flags) if f is False))
             overhead = self.network_overhead_ms
             # summed as KernelBreakdown.latency_ms sums (same order, same result)
             out = [float(sum(v)) + overhead for v in lat]

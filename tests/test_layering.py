@@ -32,8 +32,9 @@ ALLOWED = {
 # parts (``fitting`` fits the NAS-Bench-201 packages, as ``builder`` builds measured ones).
 UPPER = {"nni", "strategies", "search_spaces", "parallel", "cli", "builder", "fitting",
          "testing", "examples"}
-# Shared by every layer (exceptions, the lazy-export helper) or not code (package data).
-SHARED = {"errors", "_lazy", "data", "__init__"}
+# Shared by every layer (exceptions and warnings, the helper that issues warnings at the
+# user's line, the lazy-export helper) or not code (package data).
+SHARED = {"errors", "warn", "_lazy", "data", "__init__"}
 
 
 def _internal_imports(path: Path) -> set[str]:

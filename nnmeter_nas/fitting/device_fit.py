@@ -23,7 +23,6 @@ to those exact configurations.
 """
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import ConvergenceWarning
+from ..warn import warn
 from ..regressors.cost_model import KernelCostModel, Term, term_arrays
 from .cost_terms import floor_of, is_excess_key, terms_of
 from .configs import Config
@@ -405,14 +405,14 @@ class DeviceLatencyFit:
         self.factor_change_ = change if foreign else 0.0
         self.converged_ = self.factor_change_ <= FACTOR_TOL
         if not self.converged_:
-            warnings.warn(
+            warn(
                 f"DeviceLatencyFit: the alternation between kernel costs and the factors of "
                 f"{', '.join(foreign)} stopped after {rounds} rounds with a factor still "
                 f"changing by {100 * self.factor_change_:.2g}% per round; the fit depends on "
                 f"where it stopped. Raise n_alternations to go further; the built-in Cortex-A76 and "
                 f"Adreno 640 packages are fitted with 10 rounds, not converged either "
                 f"(docs/four_devices.md, round 5)",
-                ConvergenceWarning, stacklevel=2)
+                ConvergenceWarning)
         self.theta_ = dict(zip(keys, theta.tolist()))
         self.overhead_ms_ = {n: float(v) for n, v in zip(ovh_names, ovh)}
         self.factors_ = {s: dict(zip(slots, f.tolist())) for s, f in factors.items()}

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ModelFormatError, TorchFallbackWarning
+from ..warn import warn
 from .ir import OpGraph, OpNode
 
 __all__ = ["OpGraph", "OpNode", "load_graph", "is_torch_module", "TorchFallbackWarning"]
@@ -86,10 +87,8 @@ def _torch_graph(model: Any, input_shape: Any, frontend: str) -> OpGraph:
         except TorchFrontEndError as exc:
             if frontend == "trace":
                 raise
-            import warnings
-
-            warnings.warn(f"{type(model).__name__}: {exc}; exporting it to ONNX instead "
-                          "(slower)", TorchFallbackWarning, stacklevel=3)
+            warn(f"{type(model).__name__}: {exc}; exporting it to ONNX instead "
+                 "(slower)", TorchFallbackWarning)
             front_end_error = exc
     from ..errors import ExportError
     from .onnx_import import onnx_to_graph

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 import weakref
 from typing import Any, Mapping
 
@@ -35,6 +34,7 @@ from torch import nn
 from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty
 
 from .expected_latency import ExpectedLatency
+from ..warn import warn
 
 __all__ = ["LatencyPenalty", "PENALTY_FORMS"]
 
@@ -193,10 +193,9 @@ class LatencyPenalty(ExpectationProfilerPenalty):
                              "or bind(supernet) first")
         if not self._warned_no_grad:
             self._warned_no_grad = True
-            warnings.warn("LatencyPenalty got architecture probabilities without gradients and "
-                          "no module to take them from: the penalty changes the loss value but "
-                          "not the architecture. Call penalty.bind(supernet).", RuntimeWarning,
-                          stacklevel=3)
+            warn("LatencyPenalty got architecture probabilities without gradients and "
+                 "no module to take them from: the penalty changes the loss value but "
+                 "not the architecture. Call penalty.bind(supernet).", RuntimeWarning)
         return sample
 
     # ------------------------------------------------------------------ the loss

@@ -29,6 +29,7 @@ import torch.nn as nn
 from .choice_points import (DEFAULT_MAX_COMBINATIONS, SpaceFreezer, SpaceLayout, covering_samples,
                             find_choice_points)
 from ..errors import MissingRegressorError, UnsupportedOpError, UnsupportedSpaceError
+from ..warn import warn
 from ..packages.devices import resolve_predictors
 from .table import LatencyTable, TablePoint
 from .torch_threads import torch_threads
@@ -251,8 +252,7 @@ def _check_missing(missing: dict[str, dict[tuple, None]], preds: list[Any], spac
     if allow_missing and not strict:
         from ..errors import LatencyWarning
 
-        warnings.warn(text + " Counted as 0 ms (allow_missing=True).", LatencyWarning,
-                      stacklevel=4)
+        warn(text + " Counted as 0 ms (allow_missing=True).", LatencyWarning)
         return
     raise MissingRegressorError(
         text + " Use a predictor that covers these kernel types (`nnmeter-nas predictors "
@@ -521,8 +521,8 @@ def build_latency_table(model_space: nn.Module, predictors: Any,
                    "(DirectLatencyProfiler predicts each network whole).")
         else:
             why = " Some layers outside the choice points depend on the choices."
-        warnings.warn(
+        warn(
             f"latency table of {type(model_space).__name__}: the fixed part varies by up to "
             f"{worst:.4g} ms and a choice entry by up to {entry_spread:.4g} ms across "
-            f"architectures (see table.meta['build']).{why}", RuntimeWarning, stacklevel=2)
+            f"architectures (see table.meta['build']).{why}", RuntimeWarning)
     return table

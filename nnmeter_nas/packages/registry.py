@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import PackageError, PackageWarning, UnknownPredictorError
+from ..warn import warn
 from .format import MANIFEST, PredictorPackage
 
 NNMETER_RELEASE_BASE = "https://github.com/microsoft/nn-Meter/releases/download/v1.0-data/"
@@ -123,11 +124,9 @@ def _scan(root: Path, source: str) -> list[PredictorInfo]:
         m, why = _read_manifest_why(pkg)
         if m is None:
             if source == "installed":
-                import warnings
-
-                warnings.warn(f"{pkg}: installed predictor package skipped ({why}), so its "
-                              "name loads another package (built-in or downloadable); "
-                              "reinstall it or remove the folder", PackageWarning, stacklevel=3)
+                warn(f"{pkg}: installed predictor package skipped ({why}), so its "
+                     "name loads another package (built-in or downloadable); "
+                     "reinstall it or remove the folder", PackageWarning)
             continue
         out.append(PredictorInfo(name=m["name"], version=str(m.get("version", "")),
                                  device=m.get("device", m["name"]), source=source,

@@ -12,7 +12,6 @@ Imports torch (and NNI through the choice points).
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch.nn as nn
 from ..nni.torch_threads import torch_threads
 from .codes import LabelSpace
 from .lookup import CodeTable
+from ..warn import warn
 
 __all__ = ["count_costs", "module_costs", "graph_and_costs", "build_cost_table", "COST_COLUMNS",
            "torch_threads"]
@@ -174,9 +174,9 @@ def build_cost_table(model_space: nn.Module, input_shape: Sequence[int], *,
             k = p.combos.index(p.combo_of(sample))
             entries[i].setdefault(k, [0.0, 0.0] if k in p.inactive else per_point[i])
     if any(run != fixed_runs[0] for run in fixed_runs):
-        warnings.warn(f"FLOPs/params of the fixed part of {type(model_space).__name__} vary "
-                      f"between architectures ({fixed_runs}); the table uses the first",
-                      RuntimeWarning, stacklevel=2)
+        warn(f"FLOPs/params of the fixed part of {type(model_space).__name__} vary "
+             f"between architectures ({fixed_runs}); the table uses the first",
+             RuntimeWarning)
     points = []
     for i, p in enumerate(layout.points):
         rows = [entries[i].get(k, [0.0, 0.0]) for k in range(len(p.combos))]
