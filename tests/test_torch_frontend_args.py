@@ -185,3 +185,17 @@ def test_valid_edge_cases_keep_working(case):
         warnings.simplefilter("ignore")
         exported = load_graph(model, input_shape=SHAPE, torch_frontend="onnx")
     assert _graph_signature(traced) == _graph_signature(exported)
+
+
+def test_unbatched_convolution_input_names_the_batched_shape():
+    """torch runs a Conv2d on an unbatched (C, H, W) input; the front end does not map it and
+    says why and which input shape to give (it used to say only 1-D and 2-D convolutions are
+    mapped, of a 2-D convolution); the default mode still answers through the export."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3)).eval()
+    with torch.no_grad():
+        model(torch.zeros(3, 8, 8))  # torch accepts it
+    with pytest.raises(TorchFrontEndError, match=r"unbatched input of shape \(3, 8, 8\).*"
+                                                 r"\(1, 3, 8, 8\)"):
+        load_graph(model, input_shape=(3, 8, 8), torch_frontend="trace")
+    with pytest.warns(TorchFallbackWarning, match="unbatched"):
+        assert len(load_graph(model, input_shape=(3, 8, 8))) > 0

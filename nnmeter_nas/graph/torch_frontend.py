@@ -481,6 +481,10 @@ class _Ops:
             spec = _conv_spec(stride, padding, dilation, groups, wshape)
         nd, same, s, p, d, k, cout, cin, key, err = spec
         shape = x.shape
+        if len(shape) == nd + 1:
+            raise _Unsupported(f"unbatched input of shape {tuple(shape)} to a {nd}-D "
+                               "convolution: give the input shape with its batch dimension, "
+                               f"{(1, *shape)}")
         if len(shape) != nd + 2:
             raise _Unsupported("only 1-D and 2-D convolutions are mapped")
         if err is not None:
