@@ -1,4 +1,5 @@
 import io
+import warnings
 
 import numpy as np
 import onnx
@@ -160,6 +161,25 @@ def test_nnmeter_ir_roundtrip(tmp_path):
     g.to_json(path)
     g3 = load_graph(path)
     assert [k.type for k in detect_kernels(g3)] == [k.type for k in detect_kernels(g)]
+
+
+def test_input_shape_given_with_an_ir_is_not_ignored_silently(tmp_path):
+    """An nn-Meter IR fixes every node's shape: an input_shape given with one is ignored, and
+    says so (it used to be dropped without a word: a prediction at 32x32 looked like one at
+    the shape asked for)."""
+    from nnmeter_nas.errors import LatencyWarning
+
+    g = load_graph(small_net(), input_shape=(1, 3, 32, 32))
+    path = tmp_path / "m.json"
+    g.to_json(path)
+    for model, where in ((path, "m.json"), (g.to_nnmeter_ir(), "IR dict")):
+        with pytest.warns(LatencyWarning, match=rf"input_shape=\(1, 3, 64, 64\) is ignored "
+                                                rf"for .*{where}"):
+            g2 = load_graph(model, input_shape=(1, 3, 64, 64))
+        assert [n.input_shapes for n in g2] == [n.input_shapes for n in g]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LatencyWarning)
+        load_graph(path)
 
 
 def test_ir_with_onnx_and_tf_names_and_bad_ir(tmp_path):

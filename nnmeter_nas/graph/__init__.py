@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import ModelFormatError, TorchFallbackWarning
+from ..errors import LatencyWarning, ModelFormatError, TorchFallbackWarning
 from ..warn import warn
 from .ir import OpGraph, OpNode
 
@@ -57,13 +57,16 @@ def _front_end(model: Any, *, input_shape: Sequence[int] | dict | None,
     """The graph of ``model`` from the front end its kind needs (see :func:`load_graph`)."""
     if is_torch_module(model):
         return _torch_graph(model, input_shape, torch_frontend)
-    if isinstance(model, dict):
+    is_ir_file = isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".json"
+    if isinstance(model, dict) or is_ir_file:
         from .ir_import import ir_to_graph
 
-        return ir_to_graph(model)
-    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".json":
-        from .ir_import import ir_to_graph
-
+        if input_shape is not None:
+            shown = input_shape if isinstance(input_shape, dict) else tuple(input_shape)
+            where = f"the nn-Meter IR file {model}" if is_ir_file else "an nn-Meter IR dict"
+            warn(f"input_shape={shown} is ignored for {where}: the IR records the shape of "
+                 "every node (leave input_shape out, or convert the network at the shape you "
+                 "want)", LatencyWarning)
         return ir_to_graph(model)
     if isinstance(model, (str, Path, bytes, bytearray)) or type(model).__name__ == "ModelProto":
         from .onnx_import import onnx_to_graph
