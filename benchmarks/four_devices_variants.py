@@ -73,6 +73,20 @@ def dw_strided(quantity: str):
     return terms_of
 
 
+def with_shared_conv_launch():
+    """The device's own term set with the convolutions' terms of ``"shared-conv-launch"``
+    (for the VPU, whose term set is ``"bandwidth"``)."""
+    from nnmeter_nas.fitting import cost_terms
+
+    base = cost_terms.terms_of
+
+    def terms_of(reg, term_set="default"):
+        if reg in ("conv-bn-relu", "dwconv-bn-relu"):
+            return base(reg, "shared-conv-launch")
+        return base(reg, term_set)
+    return terms_of
+
+
 def variants(data: BuiltinData) -> dict:
     """``{name: (device, fit settings over the built-in ones, drop(sample) -> bool,
     extra rows)}``."""
@@ -143,6 +157,13 @@ def variants(data: BuiltinData) -> dict:
         "a76-bandwidth": (A76, {"term_set": "bandwidth"}, None, []),
         "640-bandwidth": (A640, {"term_set": "bandwidth"}, None, []),
         "630-bandwidth": (A630, {"term_set": "bandwidth"}, None, []),
+        # round 6: one launch shared by dense and depthwise convolutions (term set
+        # "shared-conv-launch": the Adreno 630's shipped settings since multi-6; "630-multi-5"
+        # is the fit before)
+        **{f"{d}-shared-conv-launch": (dev, {"term_set": "shared-conv-launch"}, None, [])
+           for d, dev in (("a76", A76), ("640", A640), ("630", A630))},
+        "vpu-shared-conv-launch": (VPU, {"_terms": with_shared_conv_launch()}, None, []),
+        "630-multi-5": (A630, {"term_set": "default"}, None, []),
         # round 6: without the bounded per-configuration correction (information)
         **{f"{d}-no-corrections": (dev, {"corrections": False}, None, [])
            for d, dev in (("a76", A76), ("640", A640), ("630", A630), ("vpu", VPU))},

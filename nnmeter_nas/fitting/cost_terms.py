@@ -70,8 +70,17 @@ MEMORY_TYPES = ("concat", "split", "channelshuffle", "bnrelu", "relu")
 #:   priced at the same bandwidth (``memory:moved``) instead of the pooling family's own
 #:   per-element rate (window reads and launches stay the pooling family's). The VPU's
 #:   built-in fit (:data:`.builtin.DEVICE_FIT_PARAMS`); the others were tried there and not
-#:   adopted (``benchmarks/four_devices_variants.py``, docs/four_devices.md, round 4).
-TERM_SETS = ("default", "se-parts", "se-parts-own", "memory", "memory-copies", "bandwidth")
+#:   adopted (``benchmarks/four_devices_variants.py``, docs/four_devices.md, round 4);
+#: - ``"shared-conv-launch"``: dense and depthwise convolutions share one launch
+#:   (``conv:launch``: dispatching a kernel is the runtime's cost, not the operator's), and a
+#:   depthwise convolution's own launch is an excess over it, ridge-penalised towards 0 like
+#:   every type's own terms. The Adreno 630's built-in fit: with its own launch free, six
+#:   mobile networks alone split a depthwise convolution's cost into launch and work, and the
+#:   split swings with the network left out (51 -> 130 us without MobileNetV2; the dense
+#:   launch is 2 us); tried on the other three devices and not adopted (docs/four_devices.md,
+#:   round 6).
+TERM_SETS = ("default", "se-parts", "se-parts-own", "memory", "memory-copies", "bandwidth",
+             "shared-conv-launch")
 
 #: Kernel types of :data:`MEMORY_TYPES` that ``"memory-copies"`` prices as plain copies.
 COPY_TYPES = ("concat", "split", "bnrelu", "relu")
@@ -115,7 +124,12 @@ def terms_of(regressor: str, term_set: str = "default") -> list[tuple[str, Term]
         return _memory(r, {"area": 1, "c_total": 1} if r == "concat" else {"area": 1, "c": 1},
                        own=False)
     if r in ("conv-bn-relu", "dwconv-bn-relu"):
-        return _conv_terms(r)
+        out = _conv_terms(r)
+        if term_set == "shared-conv-launch":
+            out = [("conv:launch", t) if key == f"{r}:launch" else (key, t) for key, t in out]
+            if r == "dwconv-bn-relu":
+                out.append((f"excess:{r}:launch", Term("own_launch", {})))
+        return out
     if r == "fc":
         # a fully connected layer streams each weight once (one MAC per weight, no reuse at
         # batch 1): launch + the dense convolutions' rate per MAC + its own rate per weight.

@@ -28,9 +28,10 @@ from .device_fit import (BORROWED_SOURCES, FREE_TYPES, MIN_CALIBRATING_FACTOR,
 from .lookup_tree import empty_feature_range
 from .nb201_package import FEATURE_SET
 
-#: multi-5: the VPU refitted with the "bandwidth" term set (issue 14 round 4); the other
-#: three devices' coefficients are multi-4's.
-PACKAGE_VERSION = "multi-5"
+#: multi-6: the Adreno 630 refitted with the "shared-conv-launch" term set (issue 14 round 6);
+#: the other three devices' coefficients are multi-5's (multi-5: the VPU refitted with the
+#: "bandwidth" term set, round 4; the Cortex-A76 and Adreno 640 are multi-4's).
+PACKAGE_VERSION = "multi-6"
 
 #: Kernel types every package gets a cost model for (those the data never held: their
 #: family's shared terms, an empty feature range, always ``in_domain=False``).
