@@ -30,8 +30,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import ConvergenceWarning
-from ..warn import warn
 from ..regressors.cost_model import KernelCostModel, Term, term_arrays
+from ..warn import warn
 from .cost_terms import floor_of, is_excess_key, terms_of
 from .configs import Config
 
@@ -400,19 +400,17 @@ class DeviceLatencyFit:
                     idx = np.flatnonzero(rows)[mine]
                     net_m[idx] = [_network_factor(ai, bi, lam) for ai, bi in zip(a, b)]
             after = np.concatenate([*factors.values(), net_m])
-            change = float(np.max(np.abs(after - before) / np.maximum(np.abs(before), FACTOR_FLOOR),
-                                  initial=0.0))
+            moved = np.abs(after - before) / np.maximum(np.abs(before), FACTOR_FLOOR)
+            change = float(np.max(moved, initial=0.0))
         self.factor_change_ = change if foreign else 0.0
         self.converged_ = self.factor_change_ <= FACTOR_TOL
         if not self.converged_:
-            warn(
-                f"DeviceLatencyFit: the alternation between kernel costs and the factors of "
-                f"{', '.join(foreign)} stopped after {rounds} rounds with a factor still "
-                f"changing by {100 * self.factor_change_:.2g}% per round; the fit depends on "
-                f"where it stopped. Raise n_alternations to go further; the built-in Cortex-A76 and "
-                f"Adreno 640 packages are fitted with 10 rounds, not converged either "
-                f"(docs/four_devices.md, round 5)",
-                ConvergenceWarning)
+            warn(f"DeviceLatencyFit: the alternation between kernel costs and the factors of "
+                 f"{', '.join(foreign)} stopped after {rounds} rounds with a factor still "
+                 f"changing by {100 * self.factor_change_:.2g}% per round; the fit depends on "
+                 "where it stopped. Raise n_alternations to go further; the built-in "
+                 "Cortex-A76 and Adreno 640 packages are fitted with 10 rounds, not converged "
+                 "either (docs/four_devices.md, round 5)", ConvergenceWarning)
         self.theta_ = dict(zip(keys, theta.tolist()))
         self.overhead_ms_ = {n: float(v) for n, v in zip(ovh_names, ovh)}
         self.factors_ = {s: dict(zip(slots, f.tolist())) for s, f in factors.items()}
