@@ -19,6 +19,7 @@ Phases:
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..errors import BuildConfigError
 from ..kernels import FusionRules
 from .backends import Backend, TimingPlan, get_backend
 from .fitting import (DEFAULT_CANDIDATES, KernelFit, fit_flops_baseline, fit_kernel,
@@ -101,6 +103,35 @@ class BuildConfig:
         self.work_dir = Path(self.work_dir)
         if self.output is not None:
             self.output = Path(self.output)
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`~nnmeter_nas.errors.BuildConfigError` naming the first setting that
+        cannot work (a count below its minimum, a negative fraction or budget, an empty or
+        repeated kernel spec list), before anything is measured."""
+        def bad(name: str, value: Any, want: str) -> BuildConfigError:
+            return BuildConfigError(f"BuildConfig.{name} is {value!r}; it must be {want}")
+
+        for name, least in (("n_prior", 1), ("min_per_spec", 1), ("batch", 1),
+                            ("adaptive_rounds", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise bad(name, value, f"an int of at least {least}")
+        for name in ("adaptive_fraction", "adaptive_error", "variant_fraction", "flush_mb",
+                     "cold_flush_mb"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise bad(name, value, "a finite number >= 0")
+        b = self.time_budget_s
+        if b is not None and (not isinstance(b, (int, float)) or not 0 < b < float("inf")):
+            raise bad("time_budget_s", b, "a number of seconds above 0 (None: no budget)")
+        if self.specs is not None:
+            if isinstance(self.specs, str):
+                raise bad("specs", self.specs, "a list of kernel spec names, not a string")
+            specs = list(self.specs)
+            if not specs or not all(isinstance(n, str) and n.strip() for n in specs):
+                raise bad("specs", self.specs, "a non-empty list of kernel spec names (None: "
+                                               "all of them; see kernel_specs())")
 
 
 @dataclass
@@ -118,6 +149,38 @@ def _progress(total: int, desc: str, enabled: bool):
 
     return tqdm(total=total, desc=desc, unit="cfg", disable=not enabled, dynamic_ncols=True,
                 smoothing=0.05)
+
+
+def check_spec_names(names: Sequence[str], known: Iterable[str]) -> None:
+    """Raise :class:`~nnmeter_nas.errors.BuildConfigError` naming the first of ``names`` that
+    is not a kernel spec of ``known`` (with the closest known names)."""
+    from ..packages.registry import did_you_mean
+
+    known = sorted(known)
+    for name in names:
+        if name not in known:
+            raise BuildConfigError(
+                f"unknown kernel spec {name!r};{did_you_mean(name, known)} known kernel specs: "
+                f"{', '.join(known)} (`nnmeter-nas predictors build --list-kernels` describes "
+                "them)")
+
+
+def make_work_dir(work_dir: str | Path) -> Path:
+    """Create the build's work folder (where its measurements are kept); a path that is a file
+    or cannot be created is named in a :class:`~nnmeter_nas.errors.BuildConfigError`."""
+    work_dir = Path(work_dir)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(work_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(work_dir))
+    except OSError as exc:
+        what = ("it is a file, not a folder" if work_dir.is_file() else
+                f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}")
+        raise BuildConfigError(
+            f"cannot keep the build's measurements in {work_dir}: {what}; choose a folder you "
+            "can write to (--work-dir), or the one an interrupted build used, to resume it"
+        ) from None
+    return work_dir
 
 
 def _round_robin(groups: Sequence[Sequence[Any]]) -> list[Any]:
@@ -147,6 +210,8 @@ class Builder:
             # the profiled share of a kernel is taken under the backend's plan too
             self.backend.plan = self._flushed(self.backend.plan, config.flush_mb)
         self._specs_override = specs
+        if config.specs is not None:  # spec names do not depend on the fusion rules
+            check_spec_names(config.specs, specs or default_specs())
         self.failures = 0
         self._t0 = time.time()
 
@@ -192,9 +257,7 @@ class Builder:
     def specs(self, rules: FusionRules) -> dict[str, KernelSpec]:
         specs = self._specs_override or default_specs(rules)
         if self.cfg.specs is not None:
-            unknown = [s for s in self.cfg.specs if s not in specs]
-            if unknown:
-                raise ValueError(f"unknown kernel specs {unknown}; known: {sorted(specs)}")
+            check_spec_names(self.cfg.specs, specs)
             specs = {s: specs[s] for s in self.cfg.specs}
         return specs
 
@@ -364,7 +427,7 @@ class Builder:
     def run(self) -> BuildResult:
         cfg = self.cfg
         self._t0 = time.time()
-        self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        make_work_dir(self.cfg.work_dir)
         log.info("calibrating the backend's per-call cost")
         self.backend.calibrate_overhead()
         store = self.open_store()
