@@ -304,3 +304,43 @@ def test_calibrate_says_when_it_replaces_a_calibration(small_nets, tmp_path, cap
     assert main(argv) == 0
     assert "replacing the calibration 'mine' stored there before" in capsys.readouterr().out
     assert "mine" in json.loads((pkg / "manifest.json").read_text())["calibrations"]
+
+
+def test_resume_with_other_fusion_rules_is_refused(tmp_path):
+    """A work folder measured with one set of fusion rules, resumed with `--fusion-rules`
+    giving another, went on with the stored rules without a word (the given file ignored)."""
+    from nnmeter_nas.builder import BuildConfig
+    from nnmeter_nas.builder.build import Builder
+    from nnmeter_nas.builder.store import MeasurementStore
+    from nnmeter_nas.errors import StoreMismatchError
+    from nnmeter_nas.kernels import FusionRules
+    from nnmeter_nas.packages.registry import builtin_dir
+
+    x86 = builtin_dir() / X86 / "fusion_rules.json"
+    a76 = builtin_dir() / "cortexA76cpu_tflite21" / "fusion_rules.json"
+    store = MeasurementStore(tmp_path / "measurements.jsonl")
+    store.append({"type": "fusion_rules", "rules": FusionRules.from_file(x86).to_dict(),
+                  "how": "measured"})
+    for given, ok in ((None, True), (x86, True), (a76, False)):
+        builder = Builder(BuildConfig(name="x", work_dir=tmp_path, fusion_rules=given),
+                          backend=object())
+        if ok:
+            assert builder.fusion_rules(store).pairs == FusionRules.from_file(x86).pairs
+        else:
+            with pytest.raises(StoreMismatchError, match="other fusion rules than .*"
+                               "leave --fusion-rules out to resume"):
+                builder.fusion_rules(store)
+
+
+def test_build_that_writes_no_package_says_why(tmp_path, capsys, monkeypatch):
+    """`--time-budget` spent before any kernel type had 4 measurements ended with `{}` and
+    `package: None`, exit 1, and nothing said what to do."""
+    import nnmeter_nas.builder.build as build
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(build, "build_predictor", lambda cfg, **k: build.BuildResult(
+        package=None, fits={}, n_measurements=0, n_failures=0, flops_baseline={}, seconds=1.0))
+    rc = main(["predictors", "build", "mycpu", "-o", str(tmp_path / "pkg"), "--kernels", "relu",
+               "--time-budget", "0.01", "--no-progress"])
+    line = _error_line(capsys.readouterr().err)
+    assert rc == 1 and "no package written" in line and "--time-budget" in line

@@ -165,6 +165,11 @@ def check_spec_names(names: Sequence[str], known: Iterable[str]) -> None:
                 "them)")
 
 
+def _fused(rules: FusionRules) -> tuple[set[str], list[tuple[str, ...]], int]:
+    """What of ``rules`` decides how a network is cut into kernels."""
+    return {"_".join(p) for p in rules.pairs}, sorted(rules.chains), rules.mon
+
+
 def make_work_dir(work_dir: str | Path) -> Path:
     """Create the build's work folder (where its measurements are kept); a path that is a file
     or cannot be created is named in a :class:`~nnmeter_nas.errors.BuildConfigError`."""
@@ -231,11 +236,22 @@ class Builder:
 
     def fusion_rules(self, store: MeasurementStore) -> FusionRules:
         stored = store.records(kind="fusion_rules")
+        src = self.cfg.fusion_rules
+        given = None if src is None else (
+            FusionRules.from_file(src) if isinstance(src, (str, Path)) else src)
         if stored:
-            return FusionRules.from_dict(stored[-1]["rules"])
-        if self.cfg.fusion_rules is not None:
-            src = self.cfg.fusion_rules
-            rules = FusionRules.from_file(src) if isinstance(src, (str, Path)) else src
+            rules = FusionRules.from_dict(stored[-1]["rules"])
+            if given is not None and _fused(given) != _fused(rules):
+                ours, theirs = _fused(rules)[0], _fused(given)[0]
+                raise StoreMismatchError(
+                    f"{store.path} was measured with other fusion rules than {src} gives "
+                    f"(fused in the store only: {sorted(ours - theirs) or 'none'}; in {src} "
+                    f"only: {sorted(theirs - ours) or 'none'}), and its kernels were cut by "
+                    "them; leave --fusion-rules out to resume with the stored rules, or use "
+                    "another --work-dir to build with these")
+            return rules
+        if given is not None:
+            rules = given
             raw, how = rules.to_dict(), f"given ({src})"
         else:
             from .fusion import detect_fusion_rules

@@ -181,7 +181,13 @@ def run_build(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=1))
     print(f"{result.n_measurements} measurements ({result.n_failures} failed configurations) "
           f"in {result.seconds / 60:.1f} min; package: {result.package}", file=sys.stderr)
-    return 0 if result.package is not None else 1
+    if result.package is None:
+        print("nnmeter-nas: error: no package written: no kernel type has the 4 measurements a "
+              f"regressor needs (the measurements are kept under {work_dir}); run the same "
+              "command again, with a longer --time-budget if one stopped it, to measure more",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 @contextlib.contextmanager
