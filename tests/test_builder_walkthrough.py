@@ -344,3 +344,24 @@ def test_build_that_writes_no_package_says_why(tmp_path, capsys, monkeypatch):
                "--time-budget", "0.01", "--no-progress"])
     line = _error_line(capsys.readouterr().err)
     assert rc == 1 and "no package written" in line and "--time-budget" in line
+
+
+def test_fitting_shows_a_progress_bar(tmp_path, monkeypatch, capsys):
+    """The final fit of a full build takes minutes (246 s on one core for a 5,900-measurement
+    AVX2 store) and showed nothing between the last measuring bar and the summary."""
+    from nnmeter_nas.builder import BuildConfig, build
+    from nnmeter_nas.builder.build import Builder
+    from nnmeter_nas.builder.store import MeasurementStore
+
+    s = MeasurementStore(tmp_path / "m.jsonl", header={"name": "onnxruntime-cpu"})
+    for reg in ("conv", "relu"):
+        for i in range(5):
+            s.append({"key": f"{reg}{i}", "regressor": reg, "features": [float(i), 1.0],
+                      "latency_ms": 1.0 + i, "phase": "prior"})
+    monkeypatch.setattr(build, "fit_kernel", lambda reg, X, y, **kw: reg)
+    for progress in (True, False):
+        b = Builder(BuildConfig(name="t", work_dir=tmp_path / "w", progress=progress),
+                    backend=object())
+        assert b.fit_all(s) == {"conv": "conv", "relu": "relu"}
+        err = capsys.readouterr().err
+        assert ("fitting: 100%" in err and "2/2" in err and "regressor" in err) == progress, err
