@@ -347,8 +347,8 @@ def test_build_that_writes_no_package_says_why(tmp_path, capsys, monkeypatch):
 
 
 def test_fitting_shows_a_progress_bar(tmp_path, monkeypatch, capsys):
-    """The final fit of a full build takes minutes (246 s on one core for a 5,900-measurement
-    AVX2 store) and showed nothing between the last measuring bar and the summary."""
+    """The final fit of a full build takes minutes (19 regressors) and showed nothing between
+    the last measuring bar and the summary."""
     from nnmeter_nas.builder import BuildConfig, build
     from nnmeter_nas.builder.build import Builder
     from nnmeter_nas.builder.store import MeasurementStore

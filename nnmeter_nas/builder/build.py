@@ -376,8 +376,8 @@ class Builder:
         regs = sorted({r["regressor"] for r in store.records()})
         medians = self._medians(store)  # over the whole store, once for every regressor
         fits = {}
-        # minutes in a full build (a 5,900-measurement AVX2 store: 246 s on one core, 27 s of
-        # it conv-bn-relu), so it gets a bar with an ETA like the measuring phases
+        # minutes in a full build (19 regressors, thousands of measurements), so it gets a bar
+        # with an ETA like the measuring phases
         bar = _progress(len(regs), "fitting (quick)" if quick else "fitting", self.cfg.progress,
                         unit="regressor")
         try:
