@@ -46,6 +46,8 @@ def test_list_kernels_needs_no_predictor_name(capsys):
     assert main(["predictors", "build", "--list-kernels"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("conv-bn-relu ") and "\nrelu " in out
+    # and every spec says what it measures (ten of them printed their name alone)
+    assert all(len(line.split(None, 1)) == 2 for line in out.splitlines()), out
 
 
 def test_build_without_a_name_is_a_usage_error(no_measuring, capsys):
