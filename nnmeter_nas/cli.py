@@ -82,6 +82,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, not {text!r}")
+    return value
+
+
 def _devices(values: Sequence[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
@@ -147,13 +157,16 @@ def _cmd_predictors_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
-    from .builder.calibrate import calibrate_on_device, measurement_backend, store_calibration
+    from .builder.calibrate import (calibrate_on_device, check_calibration_name,
+                                    measurement_backend, store_calibration)
     from .graph.torch_export import export_onnx
     from .packages.registry import load_predictor_spec
 
     if (args.space is None) == (not args.models):
         raise UsageError("give either --space (a built-in search space) or --models (ONNX "
                          "files of your networks)")
+    if args.name is not None:
+        check_calibration_name(args.name)  # before measuring, not when it is stored
     pred = load_predictor_spec(args.predictor)
     missing = [m for m in args.models or () if not os.path.exists(m)]
     if missing:
@@ -182,6 +195,7 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
     cal, truth = calibrate_on_device(pred, models, space=space, passes=args.passes,
                                      pause_s=args.pause, seed=args.seed,
                                      progress=not args.quiet, backend=backend)
+    replaced = space in (pred.package.manifest.get("calibrations") or {})
     dest = store_calibration(pred, space, cal)
     info = cal.info
     print(f"calibration {space!r} of {pred.name} fitted on {len(models)} networks measured "
@@ -190,7 +204,9 @@ def _cmd_predictors_calibrate(args: argparse.Namespace) -> int:
           f"; per kernel {cal.per_kernel_ms * 1e3:+.2f} us, scales "
           + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cal.scales.items()))
           + f", others {cal.default_scale:.2f}")
-    print(f"stored in {dest}; use it as {pred.name}@{space} (CLI, score) or "
+    print(f"stored in {dest}"
+          + (f", replacing the calibration {space!r} stored there before" if replaced else "")
+          + f"; use it as {pred.name}@{space} (CLI, score) or "
           f"load_predictor({pred.name!r}, calibration={space!r})")
     return EXIT_OK
 
@@ -538,11 +554,11 @@ def _add_predictors_calibrate(actions: Any, common: argparse.ArgumentParser) -> 
                    help="measure these ONNX files (networks of your search space)")
     p.add_argument("--name", default=None,
                    help="calibration name (default: the space, or 'custom' with --models)")
-    p.add_argument("--networks", type=int, default=30,
+    p.add_argument("--networks", type=_positive, default=30,
                    help="random networks to measure with --space (default 30)")
-    p.add_argument("--passes", type=int, default=10,
+    p.add_argument("--passes", type=_positive, default=10,
                    help="interleaved visits per network; the median is its latency (default 10)")
-    p.add_argument("--pause", type=float, default=1.0, metavar="SECONDS",
+    p.add_argument("--pause", type=_seconds, default=1.0, metavar="SECONDS",
                    help="pause between passes, to spread them over the machine's drift")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

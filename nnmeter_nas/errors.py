@@ -75,6 +75,17 @@ class HostMismatchError(NnMeterNasError, ValueError):
     library version or threads): what it measures would calibrate another device."""
 
 
+class BuildConfigError(UsageError, ValueError):
+    """A predictor build or calibration setting that cannot work (a count below its minimum,
+    an unknown kernel spec, a predictor name that is not a plain folder name, a work folder
+    that is a file): refused before anything is measured, naming the setting."""
+
+
+class CalibrationError(NnMeterNasError, ValueError):
+    """A per-space calibration cannot be fitted from the networks given (fewer networks than
+    parameters, no kernel the predictor has a regressor for, latencies that are not positive)."""
+
+
 class StoreMismatchError(NnMeterNasError, ValueError):
     """The store was measured with other backend settings than the ones resuming it."""
 

@@ -19,6 +19,7 @@ Phases:
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +28,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..errors import BuildConfigError
 from ..kernels import FusionRules
 from .backends import Backend, TimingPlan, get_backend
 from .fitting import (DEFAULT_CANDIDATES, KernelFit, fit_flops_baseline, fit_kernel,
@@ -101,6 +103,35 @@ class BuildConfig:
         self.work_dir = Path(self.work_dir)
         if self.output is not None:
             self.output = Path(self.output)
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`~nnmeter_nas.errors.BuildConfigError` naming the first setting that
+        cannot work (a count below its minimum, a negative fraction or budget, an empty or
+        repeated kernel spec list), before anything is measured."""
+        def bad(name: str, value: Any, want: str) -> BuildConfigError:
+            return BuildConfigError(f"BuildConfig.{name} is {value!r}; it must be {want}")
+
+        for name, least in (("n_prior", 1), ("min_per_spec", 1), ("batch", 1),
+                            ("adaptive_rounds", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise bad(name, value, f"an int of at least {least}")
+        for name in ("adaptive_fraction", "adaptive_error", "variant_fraction", "flush_mb",
+                     "cold_flush_mb"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise bad(name, value, "a finite number >= 0")
+        b = self.time_budget_s
+        if b is not None and (not isinstance(b, (int, float)) or not 0 < b < float("inf")):
+            raise bad("time_budget_s", b, "a number of seconds above 0 (None: no budget)")
+        if self.specs is not None:
+            if isinstance(self.specs, str):
+                raise bad("specs", self.specs, "a list of kernel spec names, not a string")
+            specs = list(self.specs)
+            if not specs or not all(isinstance(n, str) and n.strip() for n in specs):
+                raise bad("specs", self.specs, "a non-empty list of kernel spec names (None: "
+                                               "all of them; see kernel_specs())")
 
 
 @dataclass
@@ -113,11 +144,48 @@ class BuildResult:
     seconds: float
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, unit: str = "cfg"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="cfg", disable=not enabled, dynamic_ncols=True,
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
                 smoothing=0.05)
+
+
+def check_spec_names(names: Sequence[str], known: Iterable[str]) -> None:
+    """Raise :class:`~nnmeter_nas.errors.BuildConfigError` naming the first of ``names`` that
+    is not a kernel spec of ``known`` (with the closest known names)."""
+    from ..packages.registry import did_you_mean
+
+    known = sorted(known)
+    for name in names:
+        if name not in known:
+            raise BuildConfigError(
+                f"unknown kernel spec {name!r};{did_you_mean(name, known)} known kernel specs: "
+                f"{', '.join(known)} (`nnmeter-nas predictors build --list-kernels` describes "
+                "them)")
+
+
+def _fused(rules: FusionRules) -> tuple[set[str], list[tuple[str, ...]], int]:
+    """What of ``rules`` decides how a network is cut into kernels."""
+    return {"_".join(p) for p in rules.pairs}, sorted(rules.chains), rules.mon
+
+
+def make_work_dir(work_dir: str | Path) -> Path:
+    """Create the build's work folder (where its measurements are kept); a path that is a file
+    or cannot be created is named in a :class:`~nnmeter_nas.errors.BuildConfigError`."""
+    work_dir = Path(work_dir)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(work_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(work_dir))
+    except OSError as exc:
+        what = ("it is a file, not a folder" if work_dir.is_file() else
+                f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}")
+        raise BuildConfigError(
+            f"cannot keep the build's measurements in {work_dir}: {what}; choose a folder you "
+            "can write to (--work-dir), or the one an interrupted build used, to resume it"
+        ) from None
+    return work_dir
 
 
 def _round_robin(groups: Sequence[Sequence[Any]]) -> list[Any]:
@@ -147,6 +215,8 @@ class Builder:
             # the profiled share of a kernel is taken under the backend's plan too
             self.backend.plan = self._flushed(self.backend.plan, config.flush_mb)
         self._specs_override = specs
+        if config.specs is not None:  # spec names do not depend on the fusion rules
+            check_spec_names(config.specs, specs or default_specs())
         self.failures = 0
         self._t0 = time.time()
 
@@ -166,11 +236,22 @@ class Builder:
 
     def fusion_rules(self, store: MeasurementStore) -> FusionRules:
         stored = store.records(kind="fusion_rules")
+        src = self.cfg.fusion_rules
+        given = None if src is None else (
+            FusionRules.from_file(src) if isinstance(src, (str, Path)) else src)
         if stored:
-            return FusionRules.from_dict(stored[-1]["rules"])
-        if self.cfg.fusion_rules is not None:
-            src = self.cfg.fusion_rules
-            rules = FusionRules.from_file(src) if isinstance(src, (str, Path)) else src
+            rules = FusionRules.from_dict(stored[-1]["rules"])
+            if given is not None and _fused(given) != _fused(rules):
+                ours, theirs = _fused(rules)[0], _fused(given)[0]
+                raise StoreMismatchError(
+                    f"{store.path} was measured with other fusion rules than {src} gives "
+                    f"(fused in the store only: {sorted(ours - theirs) or 'none'}; in {src} "
+                    f"only: {sorted(theirs - ours) or 'none'}), and its kernels were cut by "
+                    "them; leave --fusion-rules out to resume with the stored rules, or use "
+                    "another --work-dir to build with these")
+            return rules
+        if given is not None:
+            rules = given
             raw, how = rules.to_dict(), f"given ({src})"
         else:
             from .fusion import detect_fusion_rules
@@ -192,9 +273,7 @@ class Builder:
     def specs(self, rules: FusionRules) -> dict[str, KernelSpec]:
         specs = self._specs_override or default_specs(rules)
         if self.cfg.specs is not None:
-            unknown = [s for s in self.cfg.specs if s not in specs]
-            if unknown:
-                raise ValueError(f"unknown kernel specs {unknown}; known: {sorted(specs)}")
+            check_spec_names(self.cfg.specs, specs)
             specs = {s: specs[s] for s in self.cfg.specs}
         return specs
 
@@ -297,14 +376,23 @@ class Builder:
         regs = sorted({r["regressor"] for r in store.records()})
         medians = self._medians(store)  # over the whole store, once for every regressor
         fits = {}
-        for reg in regs:
-            X, y, _ = self.training_data(store, reg, phases, medians=medians)
-            if len(y) < 4:
-                log.warning("regressor %s: only %d measurements, not fitted", reg, len(y))
-                continue
-            cands = ("gbm-log",) if quick else tuple(self.cfg.candidates)
-            fits[reg] = fit_kernel(reg, X, y, candidates=cands, seed=self.cfg.seed,
-                                   max_bytes=self.cfg.max_kernel_bytes)
+        # minutes in a full build (19 regressors, thousands of measurements), so it gets a bar
+        # with an ETA like the measuring phases
+        bar = _progress(len(regs), "fitting (quick)" if quick else "fitting", self.cfg.progress,
+                        unit="regressor")
+        try:
+            for reg in regs:
+                bar.set_postfix_str(reg)
+                X, y, _ = self.training_data(store, reg, phases, medians=medians)
+                if len(y) < 4:
+                    log.warning("regressor %s: only %d measurements, not fitted", reg, len(y))
+                else:
+                    cands = ("gbm-log",) if quick else tuple(self.cfg.candidates)
+                    fits[reg] = fit_kernel(reg, X, y, candidates=cands, seed=self.cfg.seed,
+                                           max_bytes=self.cfg.max_kernel_bytes)
+                bar.update(1)
+        finally:
+            bar.close()
         return fits
 
     def variant_jobs(self, per_spec: list[list[tuple[KernelSpec, dict]]]
@@ -364,7 +452,7 @@ class Builder:
     def run(self) -> BuildResult:
         cfg = self.cfg
         self._t0 = time.time()
-        self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        make_work_dir(self.cfg.work_dir)
         log.info("calibrating the backend's per-call cost")
         self.backend.calibrate_overhead()
         store = self.open_store()

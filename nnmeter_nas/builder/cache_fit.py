@@ -24,6 +24,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..cache_model import CacheModel
+from ..errors import BuildConfigError
+
+#: The fewest networks a cache model is fitted on (a hundred or so is what it needs).
+MIN_CACHE_NETWORKS = 8
 
 __all__ = ["build_two_regimes", "cache_model_summary", "fit_cache_model", "join_regimes",
            "regime_totals"]
@@ -56,7 +60,7 @@ def fit_cache_model(warm_ms: Sequence[float], cold_ms: Sequence[float],
     if not (len(warm) == len(cold) == len(w) == len(y) == len(fixed) == len(count)):
         raise ValueError("warm_ms, cold_ms, weight_mib, measured_ms (and n_kernels, fixed_ms) "
                          "must have one value per network")
-    if len(y) < 8:
+    if len(y) < MIN_CACHE_NETWORKS:
         raise ValueError(f"{len(y)} networks: fit a cache model on a hundred or so")
     if np.any(~np.isfinite(y)) or np.any(y <= 0) or np.any(w <= 0):
         raise ValueError("measured latencies (ms) and weight sizes (MiB) must be positive")
@@ -292,6 +296,11 @@ def build_two_regimes(config: Any, *, cold_flush_mb: float = 16.0, networks: int
 
     if config.output is None:
         raise ValueError("build_two_regimes needs config.output")
+    if isinstance(networks, bool) or not isinstance(networks, int) or \
+            networks < MIN_CACHE_NETWORKS:
+        raise BuildConfigError(f"networks={networks!r}: the cache model is fitted on at least "
+                               f"{MIN_CACHE_NETWORKS} networks (a hundred or so); checked "
+                               "before the two builds, not after them")
     if cold_flush_mb <= config.flush_mb:
         raise ValueError(f"cold_flush_mb ({cold_flush_mb}) must exceed flush_mb "
                          f"({config.flush_mb})")

@@ -25,23 +25,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..calibration import Calibration
-from ..errors import HostMismatchError
+from ..errors import CalibrationError, HostMismatchError
 
-def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[float], *,
-                    min_share: float = 0.03, prior: float = 0.1,
-                    space: str | None = None) -> Calibration:
-    """Fit a :class:`Calibration` from uncalibrated breakdowns (``KernelBreakdown``) of
-    networks and their measured latencies (ms). Needs at least as many networks as
-    parameters (the regressors with ``min_share`` of the time, one shared scale, the
-    per-kernel cost), and should have several times more. ``prior`` is the weight, in
-    networks, of a pull of every scale towards 1."""
-    from scipy.optimize import nnls
 
-    y = np.asarray(latencies_ms, dtype=float)
-    if len(breakdowns) != len(y):
-        raise ValueError(f"{len(breakdowns)} breakdowns but {len(y)} latencies")
-    if np.any(~np.isfinite(y)) or np.any(y <= 0):
-        raise ValueError("measured latencies must be positive and finite (ms)")
+def _design(breakdowns: Sequence[Sequence[Any]], min_share: float
+            ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The regressors with their own scale, the design matrix (one row per network: the
+    predicted ms of each scaled group, then the count of predicted kernels) and the fixed ms
+    of every network (free or missing kernels and the package's network overhead)."""
     totals: dict[str, float] = {}
     for bd in breakdowns:
         for k in bd:
@@ -49,14 +40,15 @@ def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[
                 totals[k.regressor] = totals.get(k.regressor, 0.0) + k.latency_ms
     grand = sum(totals.values())
     if grand <= 0:
-        raise ValueError("the breakdowns hold no predicted kernel")
+        raise CalibrationError("the networks hold no kernel the predictor has a regressor "
+                               "for, so there is nothing to calibrate; give networks of the "
+                               "space the predictor was built for")
     # Columns: one scale per regressor with min_share of the time, one shared by the rest,
     # and the per-kernel cost (a count of kernels).
     own = sorted(r for r, t in totals.items() if t / grand >= min_share)
     column = {r: j for j, r in enumerate(own)}
-    n_scales = len(own) + 1
-    X = np.zeros((len(y), n_scales + 1))
-    fixed = np.zeros(len(y))  # free/missing kernels and the package's network overhead
+    X = np.zeros((len(breakdowns), len(own) + 2))
+    fixed = np.zeros(len(breakdowns))
     for i, bd in enumerate(breakdowns):
         fixed[i] = float(getattr(bd, "overhead_ms", 0.0))
         for k in bd:
@@ -65,10 +57,45 @@ def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[
                 continue
             X[i, column.get(k.regressor, len(own))] += k.latency_ms
             X[i, -1] += 1.0
+    return own, X, fixed
+
+
+def check_enough_networks(breakdowns: Sequence[Sequence[Any]], *,
+                          min_share: float = 0.03) -> None:
+    """Raise :class:`~nnmeter_nas.errors.CalibrationError` when ``breakdowns`` (one per
+    network) are fewer than the parameters a calibration of them has, so that too few
+    networks are refused before they are measured rather than after."""
+    own, X, _ = _design(breakdowns, min_share)
     n_params = int(np.count_nonzero(X.any(axis=0)))
-    if len(y) < n_params:
-        raise ValueError(f"{len(y)} networks for {n_params} parameters; measure more networks "
-                         "of the space (a few dozen)")
+    if len(breakdowns) < n_params:
+        groups = [f"a scale for {r}" for r in own if X[:, own.index(r)].any()]
+        if X[:, len(own)].any():
+            groups.append("one shared by the other kernel types")
+        raise CalibrationError(
+            f"{len(breakdowns)} networks for {n_params} parameters ({', '.join(groups)}, the "
+            "per-kernel cost); give at least as many networks as parameters, and better a "
+            "few dozen (--models more files, or --space with --networks)")
+
+
+def fit_calibration(breakdowns: Sequence[Sequence[Any]], latencies_ms: Sequence[float], *,
+                    min_share: float = 0.03, prior: float = 0.1,
+                    space: str | None = None) -> Calibration:
+    """Fit a :class:`Calibration` from uncalibrated breakdowns (``KernelBreakdown``) of
+    networks and their measured latencies (ms). Needs at least as many networks as
+    parameters (the regressors with ``min_share`` of the time, one shared scale, the
+    per-kernel cost), and should have several times more. ``prior`` is the weight, in
+    networks, of a pull of every scale towards 1. Raises
+    :class:`~nnmeter_nas.errors.CalibrationError` for too few networks or bad latencies."""
+    from scipy.optimize import nnls
+
+    y = np.asarray(latencies_ms, dtype=float)
+    if len(breakdowns) != len(y):
+        raise CalibrationError(f"{len(breakdowns)} breakdowns but {len(y)} latencies")
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise CalibrationError("measured latencies must be positive and finite (ms)")
+    check_enough_networks(breakdowns, min_share=min_share)
+    own, X, fixed = _design(breakdowns, min_share)
+    n_scales = len(own) + 1
     w = 1.0 / y
     A, b = X * w[:, None], (y - fixed) * w
     if prior > 0:
@@ -100,19 +127,34 @@ def calibrate(predictor: Any, models: Sequence[Any], latencies_ms: Sequence[floa
               min_share: float = 0.03, prior: float = 0.1) -> Calibration:
     """Predict ``models`` with ``predictor`` (uncalibrated) and fit a calibration to their
     measured ``latencies_ms`` (see :func:`fit_calibration`)."""
+    bds = _breakdowns(predictor, models, input_shape)
+    return fit_calibration(bds, latencies_ms, min_share=min_share, prior=prior, space=space)
+
+
+def _breakdowns(predictor: Any, models: Sequence[Any],
+                input_shape: Sequence[int] | None = None) -> list[Any]:
+    """``predictor``'s uncalibrated kernel breakdowns of ``models``."""
     from ..predictor import LatencyPredictor
 
     base = LatencyPredictor(predictor.package, strict=predictor.strict)
-    bds = [base.predict_kernels(m, input_shape=input_shape) for m in models]
-    return fit_calibration(bds, latencies_ms, min_share=min_share, prior=prior, space=space)
+    return [base.predict_kernels(m, input_shape=input_shape) for m in models]
+
+
+def check_calibration_name(name: str) -> str:
+    """``name`` if it can name a calibration (letters, digits, - and _), else a
+    :class:`~nnmeter_nas.errors.CalibrationError` naming it."""
+    if not isinstance(name, str) or not name or \
+            not name.replace("-", "").replace("_", "").isalnum():
+        raise CalibrationError(f"calibration name {name!r}: use letters, digits, - and _ "
+                               "(--name on the command line)")
+    return name
 
 
 def save_calibration(package_dir: str | Path, name: str, calibration: Calibration) -> Path:
     """Store ``calibration`` as ``name`` in the manifest of the package directory (replacing
     one of that name). The manifest is replaced atomically; the package's files, whose
     checksums it lists, are untouched."""
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"calibration name {name!r}: use letters, digits, - and _")
+    check_calibration_name(name)
     path = Path(package_dir) / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest.setdefault("calibrations", {})[name] = calibration.to_dict()
@@ -168,8 +210,18 @@ def calibrate_on_device(predictor: Any, models: Sequence[bytes], *, space: str,
 
     from . import network_timing
 
+    check_calibration_name(space)
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise CalibrationError(f"passes={passes!r}: measure every network at least once "
+                               "(--passes on the command line)")
+    if not pause_s >= 0:
+        raise CalibrationError(f"pause_s={pause_s!r}: the pause between passes must be >= 0 "
+                               "seconds (--pause on the command line)")
     if backend is None:
         backend = measurement_backend(predictor)
+    # the networks' breakdowns first: too few networks are refused before they are measured
+    bds = _breakdowns(predictor, list(models))
+    check_enough_networks(bds, min_share=min_share)
     bar = tqdm(total=passes, desc=f"measuring {len(models)} networks", unit="pass",
                disable=not progress, dynamic_ncols=True)
     try:
@@ -179,8 +231,7 @@ def calibrate_on_device(predictor: Any, models: Sequence[bytes], *, space: str,
     finally:
         bar.close()
     truth = [float(np.median(v)) for v in visits]
-    cal = calibrate(predictor, list(models), truth, space=space, min_share=min_share,
-                    prior=prior)
+    cal = fit_calibration(bds, truth, min_share=min_share, prior=prior, space=space)
     measured_on = {k: backend.settings.get(k) for k in ("processor", "isa", "version")}
     return replace(cal, info={**cal.info, "passes": passes, "measured_on": measured_on}), truth
 

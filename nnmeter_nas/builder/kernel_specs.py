@@ -719,14 +719,16 @@ register_kernel_spec("maxpool",
                      build=_pool_module("maxpool"),
                      neighbours=_all(1, 1),
                      flops=_hwc_flops,
-                     weight=1.5)
+                     weight=1.5,
+                     doc="MaxPool2d, 3x3 or 2x2, stride 1 or 2")
 register_kernel_spec("avgpool",
                      prior=_pool_prior("avgpool"),
                      perturb=_pool_perturb,
                      build=_pool_module("avgpool"),
                      neighbours=_all(1, 1),
                      flops=_hwc_flops,
-                     weight=1.5)
+                     weight=1.5,
+                     doc="AvgPool2d, 3x3, 2x2 or 1x1, stride 1 or 2")
 register_kernel_spec("global-avgpool",
                      prior=_hwc_prior(1, 112),
                      perturb=_hwc_perturb,
@@ -741,42 +743,48 @@ register_kernel_spec("relu",
                      build=_relu_module,
                      neighbours=_all(1, 1),
                      flops=_hwc_flops,
-                     weight=1.0)
+                     weight=1.0,
+                     doc="ReLU on a feature map")
 register_kernel_spec("bn",
                      prior=_hwc_prior(),
                      perturb=_hwc_perturb,
                      build=_bn_module,
                      neighbours=_all(1, 1),
                      flops=_hwc_flops,
-                     weight=0.6)
+                     weight=0.6,
+                     doc="BatchNorm2d alone (not fused into a convolution)")
 register_kernel_spec("bnrelu",
                      prior=_hwc_prior(),
                      perturb=_hwc_perturb,
                      build=_bnrelu_module,
                      neighbours=_all(1, 1),
                      flops=_hwc_flops,
-                     weight=1.0)
+                     weight=1.0,
+                     doc="BatchNorm2d + ReLU (not fused into a convolution)")
 register_kernel_spec("hswish",
                      prior=_hswish_prior,
                      perturb=_hwc_perturb,
                      build=_hswish_module,
                      neighbours=lambda c: ([c.get("rank", 4) == 4], [c.get("rank", 4) == 4]),
                      flops=_hwc_flops,
-                     weight=0.6)
+                     weight=0.6,
+                     doc="h-swish on a feature map or a (1, c) vector")
 register_kernel_spec("add",
                      prior=_hwc_prior(),
                      perturb=_hwc_perturb,
                      build=_add_module(False),
                      neighbours=_all(2, 1),
                      flops=_hwc_flops,
-                     weight=0.6)
+                     weight=0.6,
+                     doc="element-wise addition of two feature maps")
 register_kernel_spec("addrelu",
                      prior=_hwc_prior(),
                      perturb=_hwc_perturb,
                      build=_add_module(True),
                      neighbours=_all(2, 1),
                      flops=_hwc_flops,
-                     weight=0.6)
+                     weight=0.6,
+                     doc="addition of two feature maps + ReLU")
 register_kernel_spec("concat",
                      prior=_concat_prior,
                      perturb=_concat_perturb,
@@ -845,11 +853,13 @@ register_kernel_spec("sigmoid",
                      build=_sigmoid_module,
                      neighbours=_all(1, 1),
                      flops=_hwc_flops,
-                     weight=0.3)
+                     weight=0.3,
+                     doc="sigmoid on a feature map")
 register_kernel_spec("pad",
                      prior=_hwc_prior(),
                      perturb=_hwc_perturb,
                      build=_pad_module,
                      neighbours=_all(1, 1),
                      flops=_hwc_flops,
-                     weight=0.3)
+                     weight=0.3,
+                     doc="zero padding of a feature map's borders")

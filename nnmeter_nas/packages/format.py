@@ -402,6 +402,14 @@ def check_replaceable(dest: str | Path) -> None:
                        "folder, as the destination")
 
 
+def check_writable(dest: str | Path) -> None:
+    """Raise :class:`~nnmeter_nas.errors.PackageError` when a package cannot be written to
+    ``dest`` (its parent cannot be created or written: a path under a file, a read-only
+    folder), as :func:`write_package` would, but before the work that makes the package."""
+    probe = _make_sibling_dir(Path(dest), "probe")
+    probe.rmdir()
+
+
 def _make_sibling_dir(dest: Path, kind: str) -> Path:
     """A new, uniquely named folder ``.NAME.KIND-XXXXXXXX`` beside ``dest`` (created with the
     process's umask, unlike :func:`tempfile.mkdtemp`'s 0700, since it becomes the package);

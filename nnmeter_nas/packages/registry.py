@@ -412,6 +412,12 @@ def _install_lock(root: Path, name: str, version: str):
     return FileLock(str(root / f".{name}-{version}.lock"))
 
 
+def check_package_name(name: str) -> str:
+    """``name`` if it can name an installed package (one folder in the user cache, not
+    starting with '.', which the registry skips); else a :class:`PackageError` naming it."""
+    return _path_component(name, "name")
+
+
 def _path_component(s: str, what: str) -> str:
     """``s`` if it is safe as one directory name in the cache (a package's name or version
     comes from its manifest, which must not be able to point outside the cache)."""

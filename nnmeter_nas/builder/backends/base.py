@@ -18,6 +18,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ...errors import BuildConfigError
+
 
 @dataclass
 class Measurement:
@@ -107,6 +109,17 @@ class TimingPlan:
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "thread"):
             raise ValueError(f"TimingPlan.clock must be 'wall' or 'thread', got {self.clock!r}")
+        for name, least in (("warmup", 0), ("rounds", 1), ("runs_per_round", 1),
+                            ("max_runs_per_round", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise BuildConfigError(
+                    f"TimingPlan.{name} is {value!r}; it must be an int of at least {least} "
+                    "(rounds: the timing repeats of every model, --repeats on the command "
+                    "line)")
+        if not self.flush_mb >= 0 or not self.round_target_ms >= 0:
+            raise BuildConfigError(f"TimingPlan.flush_mb ({self.flush_mb!r}) and "
+                                   f"round_target_ms ({self.round_target_ms!r}) must be >= 0")
 
     @classmethod
     def quick(cls, clock: str = "wall") -> "TimingPlan":
