@@ -310,3 +310,51 @@ def test_a_pickle_for_an_unknown_kernel_type_is_named_in_a_warning(tmp_path):
                                         top="ok"), tmp_path / "out2", progress=False)
     assert [w for w in caught if issubclass(w.category, UnknownKernelWarning)] == []
     assert Path(tmp_path / "out2" / "manifest.json").is_file()
+
+
+def test_a_killed_install_leaves_a_temp_folder_that_the_next_install_removes(
+        nnmeter_home, server, release_zip):
+    """SIGKILL, SIGTERM or a closed terminal run no ``finally``: the ``.install-*`` folder with
+    its ``.part`` download stayed in the cache for good. A later install removes such folders
+    once nothing in them changed for hours, and leaves a running install's folder alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def stall(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(release_zip)))
+        handler.end_headers()
+        handler.wfile.write(release_zip[:1000])
+        handler.wfile.flush()
+        time.sleep(5)
+
+    server.routes[f"/{DEVICE}.zip"] = stall
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                         env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen([sys.executable, "-m", "nnmeter_nas.cli", "predictors", "install",
+                             DEVICE], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        while not list(installed_dir().glob(".install-*/*.part")):
+            assert time.monotonic() - t0 < 60 and proc.poll() is None
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    stale = list(installed_dir().glob(".install-*"))
+    assert len(stale) == 1 and list(stale[0].glob("*.part"))
+    running = installed_dir() / ".install-running"
+    running.mkdir()
+    (running / "x.part").write_bytes(b"x")
+    old = time.time() - 7 * 3600
+    for p in [stale[0], *stale[0].rglob("*")]:
+        os.utime(p, (old, old))
+    server.routes[f"/{DEVICE}.zip"] = release_zip
+    install_predictor(DEVICE)
+    _installed_ok()
+    assert not stale[0].exists()
+    assert (running / "x.part").is_file()  # recent: another install may be using it

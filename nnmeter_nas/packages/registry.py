@@ -354,6 +354,7 @@ def install_predictor(source: str | Path, *, name: str | None = None,
     if src in NNMETER_PREDICTORS:
         name, version, src = src, version or NNMETER_VERSION, nnmeter_url(src)
     root = writable_installed_dir()
+    _remove_stale_installs(root)
     with contextlib.ExitStack() as stack:
         held: tuple[str, str] | None = None
         if name and version and not overwrite:
@@ -417,6 +418,27 @@ def install_predictor(source: str | Path, *, name: str | None = None,
         else:
             os.replace(staged, dest)
     return dest
+
+
+STALE_INSTALL_S = 6 * 3600
+
+
+def _remove_stale_installs(root: Path, max_age_s: float = STALE_INSTALL_S) -> None:
+    """Remove the temporary ``.install-*`` folders of installs that were killed (SIGKILL,
+    SIGTERM, a closed terminal: no ``finally`` ran), so their partial downloads do not stay in
+    the cache for good. A folder counts as stale when nothing in it changed for ``max_age_s``
+    seconds (a running download writes its ``.part`` file every few milliseconds)."""
+    import time
+
+    now = time.time()
+    for tmp in root.glob(".install-*"):
+        try:
+            newest = max([tmp.lstat().st_mtime] +
+                         [p.lstat().st_mtime for p in tmp.rglob("*")])
+        except OSError:
+            continue  # removed meanwhile by its own install
+        if now - newest > max_age_s:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _check_downloaded_zip(path: Path, url: str) -> None:
