@@ -213,7 +213,7 @@ def test_a_stalled_download_times_out_and_leaves_no_part_file(server, tmp_path, 
 
 
 def test_ctrl_c_during_a_download_leaves_nothing_and_a_retry_succeeds(
-        nnmeter_home, server, release_zip, monkeypatch):
+        nnmeter_home, server, release_zip, monkeypatch, capsys):
     import hashlib
 
     server.routes[f"/{DEVICE}.zip"] = release_zip
@@ -237,6 +237,10 @@ def test_ctrl_c_during_a_download_leaves_nothing_and_a_retry_succeeds(
     monkeypatch.setattr(download_mod, "hashlib", types.SimpleNamespace(sha256=Interrupting))
     with pytest.raises(KeyboardInterrupt):
         install_predictor(DEVICE)
+    assert _cache_state() == []
+    calls.clear()
+    assert main(["predictors", "install", DEVICE]) == 130  # the shell's status for Ctrl-C
+    assert "nnmeter-nas: interrupted" in capsys.readouterr().err
     assert _cache_state() == []
     monkeypatch.setattr(download_mod, "hashlib", hashlib)
     install_predictor(DEVICE)
