@@ -362,3 +362,22 @@ def test_a_killed_install_leaves_a_temp_folder_that_the_next_install_removes(
     _installed_ok()
     assert not stale[0].exists()
     assert (running / "x.part").is_file()  # recent: another install may be using it
+
+
+@pytest.mark.parametrize("obey", ["false", "no", None, 2, [True]])
+def test_a_fusion_rule_whose_obey_is_not_a_boolean_is_refused(tmp_path, obey):
+    """``"obey": "false"`` (a hand-edited or YAML-converted file) used to count as true for a
+    ``BF_`` rule: the kernels were fused against the file's word, without an error."""
+    import json
+
+    files = release_files(["relu"])
+    rules = json.loads(files["fusion_rules.json"])
+    rules["BF_conv_bn"]["obey"] = obey
+    files["fusion_rules.json"] = json.dumps(rules).encode()
+    z = make_zip(tmp_path / "fr.zip", files, top="fr")
+    with pytest.raises(PackageError, match=r"fr\.zip: fusion_rules\.json is not a valid fusion "
+                                           r"rules file: fusion rule 'BF_conv_bn': 'obey' is "):
+        import_nnmeter_package(z, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    assert FusionRules.from_dict({"BF_conv_bn": {"obey": False}, "MON": {"obey": 1}}).pairs \
+        == set()
