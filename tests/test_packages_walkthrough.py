@@ -35,40 +35,53 @@ def _no_proxy(monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.routes[path]``: bytes (whole) or a callable(handler); else 404.
+
+    Defined at module level, and the routes kept on the HTTP server itself, so a test's server
+    leaves no reference cycle for a later test's garbage collection to find
+    (``test_torch_front_end_leaves_no_reference_cycles`` counts them)."""
+
+    def do_GET(self):
+        self.server.hits.append(self.path)
+        route = self.server.routes.get(self.path)
+        if route is None:
+            self.send_error(404)
+        elif callable(route):
+            route(self)
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(route)))
+            self.end_headers()
+            self.wfile.write(route)
+
+    def log_message(self, *a):
+        pass
+
+
 class _Server:
-    """127.0.0.1 server; ``routes[path]`` is bytes (served whole) or a callable(handler)."""
+    """A 127.0.0.1 server; ``routes[path]`` is bytes (served whole) or a callable(handler).
+    A handler that stalls waits on ``done``, which :meth:`close` sets before it joins every
+    handler thread, so no thread outlives its test."""
 
     def __init__(self):
-        self.routes: dict = {}
-        self.hits: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.hits.append(self.path)
-                route = server.routes.get(self.path)
-                if route is None:
-                    self.send_error(404)
-                elif callable(route):
-                    route(self)
-                else:
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(route)))
-                    self.end_headers()
-                    self.wfile.write(route)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = False
+        self.httpd.block_on_close = True
+        self.httpd.routes = self.routes = {}
+        self.httpd.hits = self.hits = []
+        self.done = threading.Event()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
+        self._thread = threading.Thread(target=self.httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
 
     def close(self):
+        self.done.set()
         self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.server_close()  # joins the handler threads
+        self._thread.join(10)
+        self.routes.clear()
 
 
 @pytest.fixture
@@ -190,24 +203,19 @@ def test_http_errors_redirects_and_a_redirect_loop(nnmeter_home, server, release
 
 
 def test_a_stalled_download_times_out_and_leaves_no_part_file(server, tmp_path, release_zip):
-    release = threading.Event()
-
     def stall(handler):
         handler.send_response(200)
         handler.send_header("Content-Length", str(len(release_zip)))
         handler.end_headers()
         handler.wfile.write(release_zip[:1000])
         handler.wfile.flush()
-        release.wait(10)
+        server.done.wait(10)
 
     server.routes["/slow.zip"] = stall
     t0 = time.monotonic()
-    try:
-        with pytest.raises(DownloadError, match="slow.zip: timed out"):
-            download_mod.download(server.url + "slow.zip", tmp_path / "slow.zip", timeout=0.3,
-                                  progress=False)
-    finally:
-        release.set()
+    with pytest.raises(DownloadError, match="slow.zip: timed out"):
+        download_mod.download(server.url + "slow.zip", tmp_path / "slow.zip", timeout=0.3,
+                              progress=False)
     assert time.monotonic() - t0 < 5
     assert list(tmp_path.iterdir()) == []
 
@@ -332,7 +340,7 @@ def test_a_killed_install_leaves_a_temp_folder_that_the_next_install_removes(
         handler.end_headers()
         handler.wfile.write(release_zip[:1000])
         handler.wfile.flush()
-        time.sleep(5)
+        server.done.wait(10)
 
     server.routes[f"/{DEVICE}.zip"] = stall
     env = dict(os.environ)
