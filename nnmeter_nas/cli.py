@@ -149,8 +149,16 @@ def _cmd_predictors_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_predictors_install(args: argparse.Namespace) -> int:
-    from .packages.registry import install_predictor
+    from .packages.registry import (NNMETER_PREDICTORS, NNMETER_VERSION, install_predictor,
+                                    installed_dir)
 
+    if args.source in NNMETER_PREDICTORS and not args.force:
+        # An nn-Meter device already installed is not downloaded again unless asked.
+        have = installed_dir() / args.source / (args.version or NNMETER_VERSION)
+        if (have / "manifest.json").is_file():
+            print(f"{args.source} is already installed in {have}; pass --force to download "
+                  "and install it again")
+            return EXIT_OK
     dest = install_predictor(args.source, name=args.name, version=args.version)
     print(f"installed {args.source} -> {dest}")
     return EXIT_OK
@@ -529,6 +537,9 @@ def _add_predictors_install(actions: Any, common: argparse.ArgumentParser) -> No
     p.add_argument("source", metavar="URL_OR_FILE_OR_DEVICE")
     p.add_argument("--name", help="name to install under (nn-Meter releases)")
     p.add_argument("--version", help="version to install under (nn-Meter releases)")
+    p.add_argument("--force", action="store_true",
+                   help="download an nn-Meter device again even if it is installed (a file or "
+                        "URL always replaces the installed package of its name and version)")
 
 
 def _add_predictors_calibrate(actions: Any, common: argparse.ArgumentParser) -> None:

@@ -195,3 +195,8 @@ class TorchFallbackWarning(NnMeterNasWarning):
 class PackageWarning(NnMeterNasWarning):
     """An installed predictor package is skipped (its manifest cannot be read), so its name
     loads another package."""
+
+
+class UnknownKernelWarning(NnMeterNasWarning):
+    """An imported nn-Meter release holds a regressor (``<kernel>.pkl``) for a kernel type
+    nnmeter_nas never predicts with it (a misnamed or foreign file), so it would go unused."""

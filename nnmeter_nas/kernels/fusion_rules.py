@@ -41,6 +41,11 @@ class FusionRules:
             if not isinstance(rule, Mapping) or "obey" not in rule:
                 raise PackageError(f"fusion rule {name!r} must be an object with an 'obey' "
                                    "entry")
+            # A string such as "false" is truthy: it would fuse what the file says not to.
+            if not isinstance(rule["obey"], (bool, int)) or rule["obey"] not in (0, 1):
+                raise PackageError(f"fusion rule {name!r}: 'obey' is {rule['obey']!r}; it must "
+                                   "be true or false (nn-Meter writes JSON booleans; MON takes "
+                                   "0 or 1)")
             if name.startswith("BF_") and rule["obey"]:
                 ops = tuple(name.split("_")[1:])
                 if len(ops) == 2:

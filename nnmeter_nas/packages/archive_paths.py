@@ -4,9 +4,11 @@ Shared by the package reader (:mod:`.format`) and the nn-Meter importer (:mod:`.
 """
 from __future__ import annotations
 
+import stat
+import zipfile
 from pathlib import PurePosixPath
 
-__all__ = ["safe_member"]
+__all__ = ["safe_member", "is_symlink"]
 
 
 def safe_member(name: str) -> PurePosixPath | None:
@@ -33,3 +35,20 @@ def safe_member(name: str) -> PurePosixPath | None:
     if not p.parts or p.is_absolute() or ".." in p.parts or ":" in p.parts[0]:
         return None
     return p
+
+
+def is_symlink(info: zipfile.ZipInfo) -> bool:
+    """Whether a zip member is a symbolic link (Unix mode ``S_IFLNK`` in its external
+    attributes). Python's ``zipfile`` reads one as a file holding the link's target, so a
+    predictor archive, which holds plain files only, is refused rather than read that way.
+
+    Examples
+    --------
+    >>> info = zipfile.ZipInfo("pkg/relu.pkl")
+    >>> is_symlink(info)
+    False
+    >>> info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    >>> is_symlink(info)
+    True
+    """
+    return stat.S_ISLNK(info.external_attr >> 16)

@@ -52,7 +52,8 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, timeout: 
                     bar.close()
     except urllib.error.HTTPError as exc:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}{hint}") \
+        reason = " ".join(str(exc.reason).split())  # a redirect loop's reason spans lines
+        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {reason}{hint}") \
             from exc
     except http.client.IncompleteRead as exc:
         part.unlink(missing_ok=True)
@@ -61,7 +62,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, timeout: 
     except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException,
             ValueError) as exc:
         part.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", exc)
+        reason = " ".join(str(getattr(exc, "reason", exc)).split())
         raise DownloadError(f"cannot download {url}: {reason}{hint}") from exc
     except BaseException:
         part.unlink(missing_ok=True)

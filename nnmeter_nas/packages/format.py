@@ -53,7 +53,7 @@ from ..errors import PackageError, PackageTooLargeError
 from ..kernels.fusion_rules import FusionRules
 from ..regressors import load_regressor, regressor_kind
 from ..regressors.forest import TreeEnsemble
-from .archive_paths import safe_member
+from .archive_paths import is_symlink, safe_member
 
 if TYPE_CHECKING:
     from ..cache_model import CacheModel
@@ -107,6 +107,11 @@ class _Source:
             if _safe_member(n) is None:
                 raise PackageError(f"{path}: zip entry {n!r} escapes the package folder; "
                                    "refusing to read this archive")
+        for info in self._zip.infolist():
+            if is_symlink(info):
+                raise PackageError(f"{path}: zip entry {info.filename!r} is a symbolic link; "
+                                   "a predictor package holds plain files only, refusing to "
+                                   "read this archive")
         manifests = sorted((n for n in names if PurePosixPath(n).name == MANIFEST),
                            key=lambda n: n.count("/"))
         if not manifests:

@@ -52,10 +52,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import PackageError, UnsafePickleError
+from ..errors import PackageError, UnknownKernelWarning, UnsafePickleError
+from ..warn import warn
 from ..kernels.fusion_rules import FusionRules
 from ..regressors.forest import TreeEnsemble
-from .archive_paths import safe_member
+from .archive_paths import is_symlink, safe_member
 
 FUSION_RULES = "fusion_rules.json"
 FEATURE_SET = "nnmeter-2.0"
@@ -352,6 +353,11 @@ def read_release(src: str | Path) -> NnMeterRelease:
                 zf.close()
                 raise PackageError(f"{src}: zip entry {info.filename!r} escapes the archive's "
                                    "folder; refusing to read this archive")
+            if is_symlink(info):
+                zf.close()
+                raise PackageError(f"{src}: zip entry {info.filename!r} is a symbolic link; an "
+                                   "nn-Meter release holds plain files only, refusing to read "
+                                   "this archive")
             if info.is_dir() or rel.parts[0] == "__MACOSX" or len(rel.parts) > 2:
                 continue
             if info.file_size > _MAX_MEMBER_BYTES:
@@ -402,6 +408,28 @@ def _valid_component(s: str) -> bool:
         s.strip() == s
 
 
+def _warn_unknown_kernels(release: NnMeterRelease, known: list[str]) -> None:
+    """Warn (:class:`UnknownKernelWarning`) about each ``<kernel>.pkl`` whose name is not a
+    kernel type nn-Meter's predictors have a regressor for: a regressor is looked up by its
+    file name, so a misnamed file serves no kernel and leaves its own kernel type missing."""
+    from ..features.extract import regressor_name
+    from .registry import did_you_mean
+
+    for kernel in sorted(release.pickles):
+        if kernel in known:
+            continue
+        fname = f"{release.top + '/' if release.top else ''}{kernel}.pkl"
+        guess = did_you_mean(kernel, known).replace(" did", " Did", 1)
+        used_by = regressor_name(kernel)
+        serves = (f"this one serves only kernels of type {kernel!r}, if any" if used_by == kernel
+                  else f"this one serves no kernel (kernels of type {kernel!r} use "
+                       f"{used_by!r})")
+        warn(f"{release.src.name}:{fname}: {kernel!r} is not a kernel type nn-Meter's "
+             "predictors have a regressor for; a regressor is looked up by its file "
+             f"name, so {serves}.{guess} Known types: {', '.join(known)} (rename the "
+             "file if it is one of them)", UnknownKernelWarning)
+
+
 def import_nnmeter_package(src: str | Path, dest: str | Path, *, name: str | None = None,
                            version: str = "1.0", overwrite: bool = False,
                            progress: bool = True) -> Path:
@@ -442,6 +470,7 @@ def import_nnmeter_package(src: str | Path, dest: str | Path, *, name: str | Non
     regressors: dict[str, TreeEnsemble] = {}
     kernel_info: dict[str, dict] = {}
     items = sorted(release.pickles.items())
+    _warn_unknown_kernels(release, sorted(FEATURE_NAMES))
     bar = None
     if progress and len(items) > 1:
         from tqdm.auto import tqdm

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import PackageError, PackageWarning, UnknownPredictorError
+from ..errors import DownloadError, PackageError, PackageWarning, UnknownPredictorError
 from ..warn import warn
 from .format import MANIFEST, PredictorPackage
 
@@ -353,6 +353,7 @@ def install_predictor(source: str | Path, *, name: str | None = None,
     if src in NNMETER_PREDICTORS:
         name, version, src = src, version or NNMETER_VERSION, nnmeter_url(src)
     root = writable_installed_dir()
+    _remove_stale_installs(root)
     with contextlib.ExitStack() as stack:
         held: tuple[str, str] | None = None
         if name and version and not overwrite:
@@ -363,9 +364,12 @@ def install_predictor(source: str | Path, *, name: str | None = None,
                 return root / held[0] / held[1]
         tmp_path = Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix=".install-", dir=root)))
+        url = None
         if _is_url(src):
+            url = src
             fname = src.rstrip("/").rsplit("/", 1)[-1] or "package.zip"
             local = download(src, tmp_path / fname)
+            _check_downloaded_zip(local, url)
         else:
             local = Path(src).expanduser()
             if not local.exists():
@@ -377,8 +381,17 @@ def install_predictor(source: str | Path, *, name: str | None = None,
                     f"device nn-Meter publishes a predictor for "
                     f"({', '.join(sorted(NNMETER_PREDICTORS))}).{guess} Give one of those "
                     "names, or a package's path or URL.")
-        pkg_dir = _as_package_dir(local, tmp_path, name=name, version=version)
-        pkg = PredictorPackage.load(pkg_dir)  # verify before it enters the cache
+        try:
+            pkg_dir = _as_package_dir(local, tmp_path, name=name, version=version)
+            pkg = PredictorPackage.load(pkg_dir)  # verify before it enters the cache
+        except PackageError as exc:
+            if url is None:
+                raise
+            # Name the URL, not the temporary file it was downloaded to (removed on exit).
+            msg = str(exc).replace(str(local), url)
+            if url not in msg:
+                msg += f" (downloaded from {url})"
+            raise type(exc)(msg) from exc
         key = (_path_component(pkg.name, "name"), _path_component(pkg.version, "version"))
         dest = root / key[0] / key[1]
         if key != held:
@@ -404,6 +417,44 @@ def install_predictor(source: str | Path, *, name: str | None = None,
         else:
             os.replace(staged, dest)
     return dest
+
+
+STALE_INSTALL_S = 6 * 3600
+
+
+def _remove_stale_installs(root: Path, max_age_s: float = STALE_INSTALL_S) -> None:
+    """Remove the temporary ``.install-*`` folders of installs that were killed (SIGKILL,
+    SIGTERM, a closed terminal: no ``finally`` ran), so their partial downloads do not stay in
+    the cache for good. A folder counts as stale when nothing in it changed for ``max_age_s``
+    seconds (a running download writes its ``.part`` file every few milliseconds)."""
+    import time
+
+    now = time.time()
+    for tmp in root.glob(".install-*"):
+        try:
+            newest = max([tmp.lstat().st_mtime] +
+                         [p.lstat().st_mtime for p in tmp.rglob("*")])
+        except OSError:
+            continue  # removed meanwhile by its own install
+        if now - newest > max_age_s:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_downloaded_zip(path: Path, url: str) -> None:
+    """Raise :class:`DownloadError` naming ``url`` unless ``path`` (what it sent) is a zip:
+    an HTML error page served with status 200, or a download cut short by a server that sent
+    no Content-Length, would otherwise be reported against a temporary file."""
+    if zipfile.is_zipfile(path):
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(48)
+    looks = "an HTML page" if head.lstrip()[:1] == b"<" else \
+        ("a zip file cut short" if head[:2] == b"PK" else "not a zip file")
+    raise DownloadError(f"{url} sent {size} bytes that are {looks} (starting {head[:32]!r}), "
+                        "not a predictor zip; check the URL (or NNMETER_NAS_MIRROR) and try "
+                        "again, or download the zip elsewhere and install it with "
+                        "`nnmeter-nas predictors install PATH.zip`")
 
 
 def _install_lock(root: Path, name: str, version: str):
