@@ -29,10 +29,8 @@ DEVICE = "cortexA76cpu_tflite21"
 
 
 @pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+def _no_proxy(no_proxy):
+    """Downloads here go to a local server: no proxy from the environment."""
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -202,16 +200,21 @@ def test_http_errors_redirects_and_a_redirect_loop(nnmeter_home, server, release
     _installed_ok()
 
 
-def test_a_stalled_download_times_out_and_leaves_no_part_file(server, tmp_path, release_zip):
+def _stalling(server, body: bytes):
+    """A route that announces ``body`` whole, sends its first 1,000 bytes and then nothing
+    until the server shuts down."""
     def stall(handler):
         handler.send_response(200)
-        handler.send_header("Content-Length", str(len(release_zip)))
+        handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
-        handler.wfile.write(release_zip[:1000])
+        handler.wfile.write(body[:1000])
         handler.wfile.flush()
         server.done.wait(10)
+    return stall
 
-    server.routes["/slow.zip"] = stall
+
+def test_a_stalled_download_times_out_and_leaves_no_part_file(server, tmp_path, release_zip):
+    server.routes["/slow.zip"] = _stalling(server, release_zip)
     t0 = time.monotonic()
     with pytest.raises(DownloadError, match="slow.zip: timed out"):
         download_mod.download(server.url + "slow.zip", tmp_path / "slow.zip", timeout=0.3,
@@ -334,15 +337,7 @@ def test_a_killed_install_leaves_a_temp_folder_that_the_next_install_removes(
     import subprocess
     import sys
 
-    def stall(handler):
-        handler.send_response(200)
-        handler.send_header("Content-Length", str(len(release_zip)))
-        handler.end_headers()
-        handler.wfile.write(release_zip[:1000])
-        handler.wfile.flush()
-        server.done.wait(10)
-
-    server.routes[f"/{DEVICE}.zip"] = stall
+    server.routes[f"/{DEVICE}.zip"] = _stalling(server, release_zip)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                          env.get("PYTHONPATH", "")])
