@@ -296,15 +296,18 @@ class LatencyPredictor:
             if self.strict:
                 raise MissingRegressorError(
                     f"predictor {self.name!r} (device {self.device}) has no regressor for "
-                    f"kernel types {missing}; use a predictor that covers them, or "
-                    "strict=False to count them as 0 ms with a warning")
+                    f"kernel types {missing} ({_first_nodes(plan, missing)}); use a "
+                    "predictor that covers them, replace those operators with ones it "
+                    "prices, or strict=False to count them as 0 ms with a warning")
             new = [t for t in missing if (self.device, t) not in self._warned]
             if new:
                 self._warned.update((self.device, t) for t in new)
                 warn(f"predictor {self.name!r} (device {self.device}) has no "
-                     f"regressor for kernel types {new}: counted as 0 ms (see "
-                     "predict_kernels(...) for the breakdown; strict=True raises)",
-                     LatencyWarning)
+                     f"regressor for kernel types {new} ({_first_nodes(plan, new)}): "
+                     "counted as 0 ms, so the prediction leaves their work out; use a "
+                     "predictor that covers them or replace those operators with ones it "
+                     "prices (see predict_kernels(...) for the breakdown; strict=True "
+                     "raises)", LatencyWarning)
         return plan
 
     def _in_domain(self, reg: str, X: np.ndarray) -> np.ndarray | None:
@@ -552,6 +555,28 @@ class LatencyPredictor:
     @classmethod
     def from_path(cls, path: str | Path, **kw: Any) -> "LatencyPredictor":
         return cls(PredictorPackage.load(path), **kw)
+
+
+def _first_nodes(plan: list[tuple[Kernel, str, list[float] | None, str]],
+                 types: list[str]) -> str:
+    """Where the first kernel of each of ``types`` lies in ``plan``: its first node (an ONNX
+    node name, which for an exported torch module holds the module path, e.g.
+    ``/blocks.2/act/Erf``), its operators and how many kernels of the type there are."""
+    first: dict[str, Kernel] = {}
+    count: dict[str, int] = {}
+    for k, _, _, status in plan:
+        if status == "missing" and k.type in types:
+            first.setdefault(k.type, k)
+            count[k.type] = count.get(k.type, 0) + 1
+    parts = []
+    for t in types:
+        k = first.get(t)
+        if k is None:  # (cannot happen: every type was collected from the plan)
+            continue
+        node = k.nodes[0] if k.nodes else k.name
+        more = f", {count[t]} kernels" if count[t] > 1 else ""
+        parts.append(f"{t}: first at node {node!r}{more}")
+    return "; ".join(parts)
 
 
 def _model_key(model: Any) -> tuple[Any, Any]:

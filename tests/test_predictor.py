@@ -113,6 +113,24 @@ def test_missing_regressor_warns_once_and_is_recorded(tmp_path):
         p.predict(net(), input_shape=(1, 3, 32, 32))
 
 
+def test_missing_regressor_names_where_and_what_to_do(tmp_path):
+    # a user reading the warning learns which node of the network holds each unpriced
+    # kernel type (for an ONNX file or an exported module: its module path) and what to do
+    p = _partial_predictor(tmp_path, {"conv-bn-relu", "dwconv-bn-relu"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bd = p.predict_kernels(net(), input_shape=(1, 3, 32, 32))
+    text = " ".join(str(w.message) for w in caught if w.category is LatencyWarning)
+    for k in bd:
+        if k.status == "missing":
+            assert f"{k.kernel_type}: first at node {k.nodes[0]!r}" in text
+    assert "use a predictor that covers them" in text
+    strict = _partial_predictor(tmp_path / "s", {"conv-bn-relu", "dwconv-bn-relu"},
+                                strict=True)
+    with pytest.raises(MissingRegressorError, match="gap: first at node"):
+        strict.predict(net(), input_shape=(1, 3, 32, 32))
+
+
 def test_strict_raises_naming_kernel_types(tmp_path):
     p = _partial_predictor(tmp_path, {"conv-bn-relu", "dwconv-bn-relu"}, strict=True)
     with pytest.raises(MissingRegressorError, match=r"\['fc', 'gap'\]"):
