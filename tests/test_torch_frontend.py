@@ -525,7 +525,43 @@ class _GeluLayerNorm(nn.Module):
 def test_gelu_and_layer_norm_are_mapped():
     graph = assert_same_as_onnx(_GeluLayerNorm().eval(), (1, 3, 5, 6))
     assert sum(n.type == "erf" for n in graph) == 2    # the repeated GELU is computed once
-    assert sum(n.type == "sqrt" for n in graph) == 3
+    # each layer norm is one node, as opset 17's LayerNormalization reads (not the opset-13
+    # decomposition's seven to nine)
+    assert sum(n.type == "layernorm" for n in graph) == 3
+    assert not any(n.type in ("sqrt", "pow", "sub") for n in graph)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_kernels_equal_across_opsets(tmp_path, affine):
+    # a ViT-style block: the torch front end, its opset-13 export (decomposed layer norms)
+    # and its opset-17 export (LayerNormalization) give the same kernels and latency
+    from nnmeter_nas import load_predictor
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pe = nn.Conv2d(3, 16, 4, 4)
+            self.ln = nn.LayerNorm(16, elementwise_affine=affine)
+
+        def forward(self, x):
+            t = self.pe(x).flatten(2).transpose(1, 2)
+            return self.ln(t) + t
+
+    net, shape = Block().eval(), (1, 3, 20, 28)
+    graphs = {"torch": load_graph(net, input_shape=shape, torch_frontend="trace")}
+    for opset in (13, 17):
+        path = tmp_path / f"b{opset}.onnx"
+        torch.onnx.export(net, torch.randn(*shape), str(path), opset_version=opset,
+                          dynamo=False)
+        graphs[opset] = load_graph(str(path))
+    kinds = {k: kernel_list(g) for k, g in graphs.items()}
+    assert kinds["torch"] == kinds[13] == kinds[17]
+    assert [n.type for n in graphs[17]].count("layernorm") == 1
+    p = load_predictor("cortexA76cpu_tflite21")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (layer norms and transposes have no regressor)
+        ms = {k: p.predict(g) for k, g in graphs.items()}
+    assert ms["torch"] == ms[13] == ms[17]
 
 
 # ------------------------------------------------------------------------------ fallback

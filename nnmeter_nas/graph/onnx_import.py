@@ -466,6 +466,7 @@ def onnx_to_graph(model: Any, *, input_shape: InputShape = None, fold_bn: bool =
     graph = OpGraph(list(nodes.values()), name=label)
     if fold_bn:
         fold_batchnorm(graph)
+    fuse_layer_norm(graph)
     if replaced:
         # The graph layer checks every front end's graph (load_graph); here the error can
         # also say which requested shape made the graph disagree with its weights.
@@ -490,3 +491,63 @@ def fold_batchnorm(graph: OpGraph) -> None:
         if prod.type in ("conv", "dwconv", "fc") and prod.outputs == [name]:
             prod.attrs["folded_bn"] = True
             graph.remove_node(name)
+
+
+_MEAN_TYPES = ("reducemean", "gap")  # (a mean over H and W of an NCHW tensor reads as gap)
+
+
+def fuse_layer_norm(graph: OpGraph) -> None:
+    """Collapse each layer normalisation written out as opset 13 writes it (``ReduceMean``,
+    ``Sub``, ``Pow``, ``ReduceMean``, ``Add`` eps, ``Sqrt``, ``Div``, then the affine ``Mul``
+    and ``Add`` where they take no other activation) into one ``layernorm`` node, as an
+    opset-17 ``LayerNormalization`` reads: a torch module, its opset-13 export and its
+    opset-17 export then give the same kernels. The first ``ReduceMean`` becomes the fused
+    node (its name, which holds the module path in an export, is kept)."""
+    nodes = graph.nodes
+
+    def only(node: OpNode, types: tuple[str, ...]) -> OpNode | None:
+        """The one consumer of ``node`` when it reads ``node`` alone and has a type in
+        ``types``."""
+        if len(node.outputs) != 1:
+            return None
+        c = nodes[node.outputs[0]]
+        return c if c.type in types and c.inputs == [node.name] else None
+
+    for name in list(nodes):
+        mean = nodes.get(name)
+        if mean is None or mean.type not in _MEAN_TYPES or len(mean.inputs) > 1 or \
+                len(mean.outputs) != 1 or len(mean.input_shapes) != 1:
+            continue
+        sub = nodes[mean.outputs[0]]
+        if sub.type != "sub" or set(sub.inputs) != set(mean.inputs) | {name} or \
+                len(sub.outputs) != 2 or sub.output_shapes != mean.input_shapes:
+            continue
+        pow_, div = sorted((nodes[o] for o in sub.outputs), key=lambda n: n.type != "pow")
+        if pow_.type != "pow" or pow_.inputs != [sub.name] or div.type != "div":
+            continue
+        var = only(pow_, _MEAN_TYPES)
+        eps = var and only(var, ("add",))
+        std = eps and only(eps, ("sqrt",))
+        if std is None or std.outputs != [div.name] or \
+                sorted(div.inputs) != sorted([sub.name, std.name]):
+            continue
+        chain, last = [sub, pow_, var, eps, std, div], div
+        for t in ("mul", "add"):  # the affine weight and bias (constants)
+            nxt = only(last, (t,))
+            if nxt is not None and nxt.output_shapes == last.output_shapes:
+                chain.append(nxt)
+                last = nxt
+        for p in mean.inputs:
+            prod = nodes[p]
+            prod.outputs = [o for o in prod.outputs if o != sub.name]
+        for c in last.outputs:
+            cn = nodes[c]
+            cn.inputs = list(dict.fromkeys(name if i == last.name else i for i in cn.inputs))
+        axes = mean.attrs.get("axes")
+        rank = len(mean.input_shapes[0])
+        mean.type, mean.source_op = "layernorm", "LayerNormalization"
+        mean.attrs = {"axis": min(int(a) % rank for a in axes) - rank if axes else -1}
+        mean.outputs = list(last.outputs)
+        mean.output_shapes = [list(s) for s in last.output_shapes]
+        for n in chain:
+            del nodes[n.name]

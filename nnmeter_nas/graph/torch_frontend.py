@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import TorchFrontEndError
 from .ir import OpGraph, OpNode
-from .onnx_import import fold_batchnorm
+from .onnx_import import fold_batchnorm, fuse_layer_norm
 from .op_types import ONNX_OP_TYPES
 
 __all__ = ["torch_to_graph", "traced_shape"]
@@ -369,6 +369,7 @@ class _Builder:
                     conv.name not in graph_outputs:
                 graph.remove_node(name)
         fold_batchnorm(graph)
+        fuse_layer_norm(graph)
         return graph
 
 
@@ -451,7 +452,8 @@ class _Ops:
         reduced = tuple(1 if i >= len(x.shape) - len(dims) else d
                         for i, d in enumerate(x.shape))
 
-        def make() -> _Data:  # the exporter's decomposition (opset 13 has no LayerNorm op)
+        def make() -> _Data:  # the exporter's decomposition (opset 13 has no LayerNorm op;
+            # finish() fuses it into one layernorm node, as onnx_to_graph does the export)
             b = self.b
             centred = b.emit1("Sub", [x, b.emit1("ReduceMean", [x], reduced, {"axes": axes})],
                               x.shape, {})
