@@ -119,6 +119,27 @@ def test_conv_features_match_nnmeter_formula():
     assert extract_features(dw) == [16, 16, 16, 3, 1, 2 * 16 * 16 * p / 2e6, p / 1e6]
 
 
+def test_non_square_inputs_count_every_pixel():
+    # nn-Meter's hw is the height: a 16x64 map was featurised (and priced) as 16x16, and
+    # 64x16 as 64x64. The fixed feature sets use the side of a square of the same area.
+    block = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1), nn.ReLU(), SE(24),
+                          nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1))
+    feats = {}
+    for shape in [(1, 16, 16, 64), (1, 16, 64, 16), (1, 16, 32, 32)]:
+        ks = kernels_of(block, shape)
+        feats[shape[2:]] = {fs: [(k.type, extract_features(k, fs)) for k in ks]
+                            for fs in ("nnmeter-2.0", "nnmeter-nas-1", "nnmeter-nas-3")}
+    for fs in ("nnmeter-nas-1", "nnmeter-nas-3"):
+        assert feats[(16, 64)][fs] == feats[(64, 16)][fs] == feats[(32, 32)][fs]
+    conv = feats[(16, 64)]["nnmeter-2.0"][0][1]
+    assert conv[0] == 16  # nn-Meter's own features are kept for its packages
+    from nnmeter_nas import load_predictor
+
+    p = load_predictor("cortexA76cpu_tflite21")
+    ms = [p.predict(block, input_shape=(1, 16, h, w)) for h, w in [(32, 32), (32, 64), (64, 32)]]
+    assert ms[0] < ms[1] == ms[2]
+
+
 def test_grouped_conv_features_differ_only_in_native_set():
     k = kernels_of(nn.Sequential(nn.Conv2d(16, 16, 3, groups=4, padding=1)))[0]
     compat, native = extract_features(k, "nnmeter-2.0"), extract_features(k, "nnmeter-nas-1")

@@ -8,8 +8,9 @@ Two feature sets:
     than four inputs reports 6 inputs; grouped (non-depthwise) convolutions are costed as dense
     ones; 2-D tensors give ``hw = batch`` for bn/relu.
 ``"nnmeter-nas-1"``
-    The same vectors with those quirks fixed (real ``hw``, real input count, grouped FLOPs),
-    plus generic ``[hw, cin]`` features for kernel types nn-Meter has no regressor for (mul,
+    The same vectors with those quirks fixed (real ``hw``, real input count, grouped FLOPs;
+    ``hw`` of a non-square ``H x W`` map is ``sqrt(H * W)``, where nn-Meter takes ``H`` and so
+    prices a 160x320 input as 160x160), plus generic ``[hw, cin]`` features for kernel types nn-Meter has no regressor for (mul,
     sigmoid, pad, ...). The packages fitted to NAS-Bench-201 latencies use it.
 ``"nnmeter-nas-2"``
     ``nnmeter-nas-1`` with more for convolutions and pooling, for packages the builder
@@ -32,6 +33,7 @@ Conv features: ``[hw, cin, cout, k, s, flops/2e6, params/1e6]`` with
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from ..kernels.detector import Kernel
@@ -128,6 +130,21 @@ def _conv_flops_params(kind: str, hw: float, cin: int, cout: int, k: int, s: int
     return 2 * hw / s * hw / s * params, params
 
 
+def _squared(shapes: list) -> list:
+    """``shapes`` with each non-square NHWC map given as the square of the same area (side
+    ``sqrt(H * W)``), so that features, which hold one side ``hw`` for a map of ``hw * hw``
+    pixels, count every pixel of a non-square input instead of ``H * H`` of them (nn-Meter's
+    ``hw`` is the height; the fixed feature sets use the area's side, the same for square
+    maps). The list itself where every map is square."""
+    for shape in shapes:
+        if len(shape) == 4 and shape[1] != shape[2]:
+            break
+    else:
+        return shapes
+    return [[s[0], math.sqrt(s[1] * s[2]), math.sqrt(s[1] * s[2]), s[3]]
+            if len(s) == 4 and s[1] != s[2] else s for s in shapes]
+
+
 def _hw_c(shape: Sequence[int]) -> tuple[int, int]:
     if len(shape) == 4:
         return shape[1], shape[3]
@@ -147,7 +164,7 @@ def extract_features(kernel: Kernel, feature_set: str = "nnmeter-nas-1") -> list
 
 
 def _out_hw(kernel: Kernel, default: float) -> float:
-    outs = kernel.output_shapes
+    outs = _squared(kernel.output_shapes)
     return outs[0][1] if outs and len(outs[0]) == 4 else default
 
 
@@ -184,8 +201,8 @@ _ONES = (1, 1)
 def _features_v1(kernel: Kernel, feature_set: str) -> list[float] | None:
     compat = feature_set == "nnmeter-2.0"
     op = kernel.type
-    ins = kernel.input_shapes
-    outs = kernel.output_shapes
+    ins = kernel.input_shapes if compat else _squared(kernel.input_shapes)
+    outs = kernel.output_shapes if compat else _squared(kernel.output_shapes)
     attrs = kernel.attrs
     first = ins[0] if ins else []
     inputh = first[1] if len(first) == 4 else None
