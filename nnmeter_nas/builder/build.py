@@ -19,7 +19,6 @@ Phases:
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..errors import BuildConfigError
 from ..kernels import FusionRules
+from ..packages.format import ensure_writable_dir, os_error_text
 from .backends import Backend, TimingPlan, get_backend
 from .fitting import (DEFAULT_CANDIDATES, KernelFit, fit_flops_baseline, fit_kernel,
                       kernel_flops)
@@ -175,12 +175,9 @@ def make_work_dir(work_dir: str | Path) -> Path:
     or cannot be created is named in a :class:`~nnmeter_nas.errors.BuildConfigError`."""
     work_dir = Path(work_dir)
     try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(work_dir, os.W_OK | os.X_OK):
-            raise PermissionError(13, "Permission denied", str(work_dir))
+        ensure_writable_dir(work_dir)
     except OSError as exc:
-        what = ("it is a file, not a folder" if work_dir.is_file() else
-                f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}")
+        what = "it is a file, not a folder" if work_dir.is_file() else os_error_text(exc)
         raise BuildConfigError(
             f"cannot keep the build's measurements in {work_dir}: {what}; choose a folder you "
             "can write to (--work-dir), or the one an interrupted build used, to resume it"

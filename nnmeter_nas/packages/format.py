@@ -415,6 +415,22 @@ def check_writable(dest: str | Path) -> None:
     probe.rmdir()
 
 
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create the folder ``path`` (and its parents) if need be and check that it can be
+    written; :class:`OSError` otherwise (its text: :func:`os_error_text`)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(13, "Permission denied", str(path))
+    return path
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OS error's reason and the file it names, for a message: ``Permission denied (F)``."""
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return f"{exc.strerror or exc}{where}"
+
+
 def _make_sibling_dir(dest: Path, kind: str) -> Path:
     """A new, uniquely named folder ``.NAME.KIND-XXXXXXXX`` beside ``dest`` (created with the
     process's umask, unlike :func:`tempfile.mkdtemp`'s 0700, since it becomes the package);
@@ -432,10 +448,8 @@ def _make_sibling_dir(dest: Path, kind: str) -> Path:
             return tmp
         raise FileExistsError(f"no free temporary name beside {dest}")
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        raise PackageError(f"cannot write the package to {dest}: {reason}{where}; choose a "
-                           "folder you can write to") from exc
+        raise PackageError(f"cannot write the package to {dest}: {os_error_text(exc)}; "
+                           "choose a folder you can write to") from exc
 
 
 def _kernel_entries(folder: str, regressors: Mapping[str, TreeEnsemble],

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from ..errors import DownloadError, PackageError, PackageWarning, UnknownPredictorError
 from ..warn import warn
-from .format import MANIFEST, PredictorPackage
+from .format import MANIFEST, PredictorPackage, ensure_writable_dir, os_error_text
 
 NNMETER_RELEASE_BASE = "https://github.com/microsoft/nn-Meter/releases/download/v1.0-data/"
 
@@ -68,15 +68,11 @@ def writable_installed_dir() -> Path:
     ``NNMETER_NAS_HOME``) when it cannot be created or written."""
     root = installed_dir()
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise PermissionError(13, "Permission denied", str(root))
+        return ensure_writable_dir(root)
     except OSError as exc:
-        raise PackageError(f"cannot install predictors into {root}: "
-                           f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''};"
+        raise PackageError(f"cannot install predictors into {root}: {os_error_text(exc)};"
                            " set NNMETER_NAS_HOME to a folder you can write to (or write the "
                            "package elsewhere with --out)") from None
-    return root
 
 
 def builtin_dir() -> Path:
